@@ -1,0 +1,1 @@
+"""Session lifecycle, profiles, manifest and integrity, CLI, storage and journals."""

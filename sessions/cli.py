@@ -1,0 +1,54 @@
+"""The `examrec` command line. Each command lives in its own module exposing ``register(sub)``,
+which adds a sub-parser whose ``func(args) -> int`` does the work and returns an exit code."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import exitcodes
+from .profile import ProfileError
+
+# Modules that add commands, in the order they appear in `examrec --help`.
+COMMAND_MODULES = (
+    "sessions.cmd_record",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="examrec",
+        description="Record exam and inspection sessions: every camera, the sound, GPS and pedals on one "
+                    "timeline, in crash-safe fragmented MP4, with verifiable evidence.",
+        epilog=f"Exit codes: {exitcodes.OK} ok, {exitcodes.FAILED} problem found, {exitcodes.USAGE} usage or profile "
+               f"error, {exitcodes.REFUSED} refused, {exitcodes.DISK_FULL} disk full, {exitcodes.INTERRUPTED} interrupted, "
+               f"{exitcodes.UNREACHABLE} unreachable.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return exitcodes.OK
+    try:
+        return int(args.func(args))
+    except ProfileError as exc:
+        print(f"examrec: profile error: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    except KeyboardInterrupt:
+        return exitcodes.INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
