@@ -1,0 +1,216 @@
+"""Replay sources: a generated test pattern, a looping clip, a looping WAV file.
+
+They play through the same interface as real devices, paced on the session clock (or as fast
+as possible for benchmarks), so tests, demos and benchmarks run the real pipeline with no
+device attached. Video replay frames carry a timecode strip (capture/timecode.py).
+"""
+from __future__ import annotations
+
+import logging
+import wave
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sessions.clock import NS_PER_S
+
+from .base import AudioBlock, AudioSource, Frame, SourceInfo, SourceUnavailable, VideoSource
+from .pacing import Pacer
+from .timecode import draw_timecode
+
+log = logging.getLogger(__name__)
+
+NOISE_PLANES = 5  # fresh-looking sensor noise without generating it per frame
+SCROLL_PX_PER_FRAME = 3
+
+
+def _require_clock(source) -> None:
+    if source.clock is None:
+        raise RuntimeError(f"{source.name}: read() before start(clock)")
+
+
+class PatternSource(VideoSource):
+    """A moving, camera-like test pattern with the stream name in large letters.
+
+    The background scrolls, a box moves and light noise changes every frame, so the encoder
+    does the kind of work a real camera gives it.
+    """
+
+    def __init__(self, name: str, width: int, height: int, fps: float, realtime: bool = True):
+        super().__init__(name, width, height, fps)
+        self.realtime = realtime
+        self._canvas: np.ndarray | None = None
+        self._noise: list[np.ndarray] = []
+        self._pacer: Pacer | None = None
+
+    def open(self) -> None:
+        w, h = self.width, self.height
+        rng = np.random.default_rng(abs(hash(self.name)) % 2**32)
+        canvas = np.zeros((h, 2 * w, 3), np.uint8)
+        xs = np.linspace(0, 255, 2 * w, dtype=np.float32)
+        ys = np.linspace(40, 200, h, dtype=np.float32)[:, None]
+        canvas[..., 0] = (xs[None, :] * 0.5 + ys * 0.3).astype(np.uint8)
+        canvas[..., 1] = (ys * 0.8 + 20).astype(np.uint8).repeat(2 * w, axis=1)
+        canvas[..., 2] = (255 - xs[None, :] * 0.6).astype(np.uint8).repeat(h, axis=0)
+        for _ in range(40):  # shapes give edges and texture
+            x, y = int(rng.integers(0, 2 * w)), int(rng.integers(0, h))
+            color = tuple(int(c) for c in rng.integers(0, 255, 3))
+            size = int(rng.integers(h // 20, h // 5))
+            if rng.random() < 0.5:
+                cv2.rectangle(canvas, (x, y), (x + size, y + size // 2), color, -1)
+            else:
+                cv2.circle(canvas, (x, y), size // 2, color, -1)
+        # Make the canvas wrap seamlessly: the right half repeats the left.
+        canvas[:, w:] = canvas[:, :w]
+        self._canvas = canvas
+        self._noise = [rng.integers(0, 10, (h, w, 3), dtype=np.uint8) for _ in range(NOISE_PLANES)]
+
+    def start(self, clock) -> None:
+        super().start(clock)
+        self._pacer = Pacer(clock.start_ns, self.fps, self.realtime)
+
+    @property
+    def skipped(self) -> int:
+        return self._pacer.skipped if self._pacer else 0
+
+    def read(self) -> Frame:
+        _require_clock(self)
+        assert self._canvas is not None and self._pacer is not None, "open() first"
+        due = self._pacer.next()
+        k = self._pacer.index - 1
+        w, h = self.width, self.height
+        x = (k * SCROLL_PX_PER_FRAME) % w
+        img = cv2.add(self._canvas[:, x:x + w], self._noise[k % NOISE_PLANES])
+        bx = int((w - h // 4) * (0.5 + 0.5 * np.sin(k / 20)))
+        cv2.rectangle(img, (bx, h // 2), (bx + h // 4, h // 2 + h // 4), (30, 220, 250), -1)
+        scale = h / 180
+        (tw, th), _ = cv2.getTextSize(self.name, cv2.FONT_HERSHEY_SIMPLEX, scale, max(2, int(scale * 2)))
+        cv2.putText(img, self.name, ((w - tw) // 2, h // 2 - th), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), max(2, int(scale * 2)), cv2.LINE_AA)
+        draw_timecode(img, (due - self.clock.start_ns) // 1_000_000)
+        return Frame(image=img, capture_ns=due)
+
+    def close(self) -> None:
+        self._canvas = None
+        self._noise = []
+
+    def info(self) -> SourceInfo:
+        return SourceInfo(kind="pattern", device="pattern:", details={"realtime": self.realtime})
+
+
+class ClipSource(VideoSource):
+    """Loops a video file, scaled to the stream's size, paced at the stream's rate."""
+
+    def __init__(self, name: str, width: int, height: int, fps: float, path: Path, realtime: bool = True):
+        super().__init__(name, width, height, fps)
+        self.path = Path(path)
+        self.realtime = realtime
+        self._container = None
+        self._frames = None
+        self._pacer: Pacer | None = None
+
+    def _reopen(self) -> None:
+        import av
+        if self._container is not None:
+            self._container.close()
+        try:
+            self._container = av.open(str(self.path))
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceUnavailable(f"camera {self.name}: clip {self.path} cannot be read: {exc}") from None
+        self._frames = self._container.decode(video=0)
+
+    def open(self) -> None:
+        self._reopen()
+
+    def start(self, clock) -> None:
+        super().start(clock)
+        self._pacer = Pacer(clock.start_ns, self.fps, self.realtime)
+
+    @property
+    def skipped(self) -> int:
+        return self._pacer.skipped if self._pacer else 0
+
+    def _next_picture(self) -> np.ndarray:
+        for _ in range(2):
+            try:
+                frame = next(self._frames)
+                img = frame.to_ndarray(format="bgr24")
+                if img.shape[1] != self.width or img.shape[0] != self.height:
+                    img = cv2.resize(img, (self.width, self.height), interpolation=cv2.INTER_AREA)
+                return img
+            except StopIteration:
+                self._reopen()  # loop the clip
+        raise SourceUnavailable(f"camera {self.name}: clip {self.path} has no video frames")
+
+    def read(self) -> Frame:
+        _require_clock(self)
+        assert self._pacer is not None
+        due = self._pacer.next()
+        img = self._next_picture()
+        draw_timecode(img, (due - self.clock.start_ns) // 1_000_000)
+        return Frame(image=img, capture_ns=due)
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def info(self) -> SourceInfo:
+        return SourceInfo(kind="clip", device=str(self.path))
+
+
+class WavSource(AudioSource):
+    """Loops a 48 kHz 16-bit WAV file in blocks, each stamped with its first sample's instant.
+
+    A block is handed out when its last sample is due, as a sound card would deliver it.
+    """
+
+    BLOCK = 1024
+
+    def __init__(self, path: Path, realtime: bool = True):
+        super().__init__()
+        self.path = Path(path)
+        self.realtime = realtime
+        self._samples: np.ndarray | None = None
+        self._pos = 0
+        self._pacer: Pacer | None = None
+
+    def open(self) -> None:
+        try:
+            with wave.open(str(self.path), "rb") as w:
+                if w.getsampwidth() != 2 or w.getframerate() != self.sample_rate:
+                    raise SourceUnavailable(
+                        f"audio {self.path}: {w.getframerate()} Hz, {8 * w.getsampwidth()}-bit; "
+                        f"replay needs {self.sample_rate} Hz 16-bit PCM (convert it with ffmpeg -ar 48000 -c:a pcm_s16le)")
+                data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+                channels = w.getnchannels()
+        except (wave.Error, EOFError, OSError) as exc:
+            raise SourceUnavailable(f"audio {self.path}: not a readable WAV file ({exc})") from None
+        data = data.reshape(-1, channels)
+        mono = data.mean(axis=1).astype(np.int16) if channels > 1 else data[:, 0].copy()
+        if len(mono) < self.BLOCK:
+            raise SourceUnavailable(f"audio {self.path}: shorter than one block ({self.BLOCK} samples)")
+        self._samples = mono
+
+    def start(self, clock) -> None:
+        super().start(clock)
+        # Slot k ends block k-1; slot 0 is the session start, so the first block is due one block later.
+        # A sound card buffers: a late reader gets the blocks it missed, back to back, never a gap.
+        self._pacer = Pacer(clock.start_ns, self.sample_rate / self.BLOCK, self.realtime, skip_late=False)
+        self._pacer.index = 1
+
+    def read(self) -> AudioBlock:
+        assert self._samples is not None and self._pacer is not None, "open() and start() first"
+        end_due = self._pacer.next()
+        first_ns = end_due - round(self.BLOCK * NS_PER_S / self.sample_rate)
+        n = len(self._samples)
+        idx = (np.arange(self.BLOCK) + self._pos) % n
+        self._pos = (self._pos + self.BLOCK) % n
+        return AudioBlock(samples=self._samples[idx].reshape(-1, 1), capture_ns=first_ns, sample_rate=self.sample_rate)
+
+    def close(self) -> None:
+        self._samples = None
+
+    def info(self) -> SourceInfo:
+        return SourceInfo(kind="wav", device=str(self.path))

@@ -1,0 +1,202 @@
+"""One MP4 segment of one stream: H.264 (and AAC for the stream that owns the audio) muxed into
+crash-safe fragmented MP4 through :class:`FragmentFile`.
+
+Every segment starts a fresh encoder, so it starts on a keyframe and stands alone. Timestamps
+are the session timeline: PTS = capture time - session start, in every segment.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import av
+import cv2
+import numpy as np
+
+from sessions.clock import NS_PER_S, SessionClock
+from sessions.profile import EncoderSpec
+
+from .fragment_file import FragmentFile, FragmentRecord
+
+log = logging.getLogger(__name__)
+
+VIDEO_TB = Fraction(1, 90000)
+AUDIO_RATE = 48000
+AUDIO_TB = Fraction(1, AUDIO_RATE)
+
+
+@dataclass
+class SegmentSettings:
+    width: int
+    height: int
+    fps: float
+    encoder: EncoderSpec
+    gop: int
+    fragment_ms: int = 200
+    fsync_interval_ms: int = 500
+    audio: bool = False
+
+
+@dataclass
+class SegmentResult:
+    file: str            # relative to the session folder
+    path: Path
+    size: int
+    frames: int
+    dropped: int
+    first_pts_s: float | None
+    last_pts_s: float | None
+    audio_first_pts_s: float | None
+    audio_last_pts_s: float | None
+    fragments: int
+    closed: bool
+
+
+def container_options(fragment_ms: int, audio: bool) -> dict[str, str]:
+    """Muxer options: hybrid fragmented MP4 (a regular MP4 once closed), fragments of at most
+    ``fragment_ms`` of media, each written to the OS as soon as it is complete."""
+    opts = {
+        "movflags": "+hybrid_fragmented",
+        "frag_duration": str(fragment_ms * 1000),
+        "flush_packets": "1",
+    }
+    if audio:
+        # Don't let the interleaver hold video for long when audio lags or stops.
+        opts["max_interleave_delta"] = str(fragment_ms * 1000)
+    return opts
+
+
+class AudioTimeline:
+    """Sample-accurate audio PTS on the session timeline.
+
+    Blocks are placed where their capture stamp says; consecutive blocks continue the sample
+    count exactly (no jitter), and a real gap (a pause, a lost device) of more than 20 ms moves
+    the count to the stamp, so audio never drifts from video.
+    """
+
+    RESYNC_S = 0.020
+
+    def __init__(self, clock: SessionClock):
+        self.clock = clock
+        self.next_pts: int | None = None
+
+    def place(self, capture_ns: int, n: int) -> int:
+        stamped = round(self.clock.pts_s(capture_ns) * AUDIO_RATE)
+        if self.next_pts is None or abs(stamped - self.next_pts) > self.RESYNC_S * AUDIO_RATE:
+            pts = max(stamped, self.next_pts or 0)
+        else:
+            pts = self.next_pts
+        self.next_pts = pts + n
+        return pts
+
+
+class SegmentWriter:
+    """Writes one segment file; ``close()`` finalises it into a regular seekable MP4."""
+
+    def __init__(self, path: Path, rel: str, settings: SegmentSettings, clock: SessionClock,
+                 on_fragment: Callable[[FragmentRecord], None] | None = None,
+                 on_sync: Callable[[], None] | None = None):
+        self.path = Path(path)
+        self.rel = rel
+        self.settings = settings
+        self.clock = clock
+        self.file = FragmentFile(self.path, settings.fsync_interval_ms * 1_000_000, on_fragment, on_sync)
+        self.container = av.open(self.file, "w", format="mp4",
+                                 options=container_options(settings.fragment_ms, settings.audio))
+        vs = self.container.add_stream("libx264", rate=Fraction(settings.fps).limit_denominator(1001))
+        vs.width, vs.height, vs.pix_fmt = settings.width, settings.height, "yuv420p"
+        vs.time_base = VIDEO_TB
+        cc = vs.codec_context
+        cc.time_base = VIDEO_TB
+        cc.gop_size = settings.gop
+        cc.thread_count = 1  # one thread per stream: the streams themselves use the cores
+        opts = {"preset": settings.encoder.preset}
+        if settings.encoder.crf is not None:
+            opts["crf"] = str(settings.encoder.crf)
+        else:
+            cc.bit_rate = settings.encoder.bitrate_kbps * 1000
+        vs.options = opts
+        self.video = vs
+        self.audio = None
+        if settings.audio:
+            self.audio = self.container.add_stream("aac", rate=AUDIO_RATE, layout="mono")
+            self.audio.time_base = AUDIO_TB
+        self.frames = 0
+        self.dropped = 0
+        self.first_pts_s: float | None = None
+        self.last_pts_s: float | None = None
+        self.audio_first_pts: int | None = None
+        self.audio_end_pts: int | None = None
+        self._last_vpts = -1
+        self.closed = False
+
+    def write_video(self, image: np.ndarray, capture_ns: int) -> None:
+        """Encode one BGR frame captured at ``capture_ns`` and mux what the encoder gives back."""
+        pts = round((capture_ns - self.clock.start_ns) * 90000 / NS_PER_S)
+        if pts <= self._last_vpts:  # a stamp that doesn't advance can't be shown: keep order
+            pts = self._last_vpts + 1
+        self._last_vpts = pts
+        i420 = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
+        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        frame.pts = pts
+        frame.time_base = VIDEO_TB
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+        pts_s = pts / 90000
+        if self.first_pts_s is None:
+            self.first_pts_s = pts_s
+        self.last_pts_s = pts_s
+
+    def write_audio(self, samples: np.ndarray, pts: int) -> None:
+        """Encode int16 mono samples (n, 1) whose first sample is at ``pts`` (1/48000 s)."""
+        if self.audio is None:
+            return
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.reshape(1, -1)), format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = pts
+        frame.time_base = AUDIO_TB
+        for packet in self.audio.encode(frame):
+            self.container.mux(packet)
+        if self.audio_first_pts is None:
+            self.audio_first_pts = pts
+        self.audio_end_pts = pts + samples.shape[0]
+
+    def close(self) -> SegmentResult:
+        """Flush the encoders and finalise the file (regular MP4 with a moov at the end)."""
+        if not self.closed:
+            self.closed = True
+            try:
+                for packet in self.video.encode(None):
+                    self.container.mux(packet)
+                if self.audio is not None:
+                    for packet in self.audio.encode(None):
+                        self.container.mux(packet)
+                # Closing writes the last fragment (recorded like the others), then the regular
+                # moov at the end and the 8-byte header rewrite near the start.
+                self.container.close()
+            finally:
+                self.file.close()
+        return self.result()
+
+    def abandon(self) -> SegmentResult:
+        """Stop writing without finalising (the disk is full or the muxer failed): the file
+        stays a fragmented MP4 that plays up to its last complete fragment."""
+        self.closed = True
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        return self.result(closed=False)
+
+    def result(self, closed: bool | None = None) -> SegmentResult:
+        return SegmentResult(
+            file=self.rel, path=self.path, size=self.file.size, frames=self.frames, dropped=self.dropped,
+            first_pts_s=self.first_pts_s, last_pts_s=self.last_pts_s,
+            audio_first_pts_s=None if self.audio_first_pts is None else self.audio_first_pts / AUDIO_RATE,
+            audio_last_pts_s=None if self.audio_end_pts is None else self.audio_end_pts / AUDIO_RATE,
+            fragments=self.file.fragments, closed=self.closed if closed is None else closed,
+        )
