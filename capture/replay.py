@@ -74,11 +74,16 @@ class PatternSource(VideoSource):
     def skipped(self) -> int:
         return self._pacer.skipped if self._pacer else 0
 
+        self._render(0, 0)  # the first drawing calls are slow (~50 ms): pay for them before the start
+
     def read(self) -> Frame:
         _require_clock(self)
         assert self._canvas is not None and self._pacer is not None, "open() first"
         due = self._pacer.next()
-        k = self._pacer.index - 1
+        img = self._render(self._pacer.index - 1, (due - self.clock.start_ns) // 1_000_000)
+        return Frame(image=img, capture_ns=due)
+
+    def _render(self, k: int, timecode_ms: int) -> np.ndarray:
         w, h = self.width, self.height
         x = (k * SCROLL_PX_PER_FRAME) % w
         img = cv2.add(self._canvas[:, x:x + w], self._noise[k % NOISE_PLANES])
@@ -88,8 +93,8 @@ class PatternSource(VideoSource):
         (tw, th), _ = cv2.getTextSize(self.name, cv2.FONT_HERSHEY_SIMPLEX, scale, max(2, int(scale * 2)))
         cv2.putText(img, self.name, ((w - tw) // 2, h // 2 - th), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     (255, 255, 255), max(2, int(scale * 2)), cv2.LINE_AA)
-        draw_timecode(img, (due - self.clock.start_ns) // 1_000_000)
-        return Frame(image=img, capture_ns=due)
+        draw_timecode(img, timecode_ms)
+        return img
 
     def close(self) -> None:
         self._canvas = None

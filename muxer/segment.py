@@ -69,12 +69,19 @@ def container_options(fragment_ms: int, audio: bool) -> dict[str, str]:
     return opts
 
 
+AAC_PRIMING = 1024  # FFmpeg's AAC encoder delay: its first packet is 1024 samples of pre-roll
+
+
 class AudioTimeline:
     """Sample-accurate audio PTS on the session timeline.
 
     Blocks are placed where their capture stamp says; consecutive blocks continue the sample
     count exactly (no jitter), and a real gap (a pause, a lost device) of more than 20 ms moves
     the count to the stamp, so audio never drifts from video.
+
+    The AAC encoder emits 1024 samples of pre-roll first. Fragmented MP4 has no edit list to hide
+    them, so players present them: we give the encoder each block 1024 samples early, and every
+    decoded sample then plays at its capture instant (the pre-roll fills the first 21 ms).
     """
 
     RESYNC_S = 0.020
@@ -84,9 +91,11 @@ class AudioTimeline:
         self.next_pts: int | None = None
 
     def place(self, capture_ns: int, n: int) -> int:
-        stamped = round(self.clock.pts_s(capture_ns) * AUDIO_RATE)
+        """PTS (1/48000 s) to give the encoder for a block; may be negative for the first
+        21 ms of the session, which the caller trims."""
+        stamped = round(self.clock.pts_s(capture_ns) * AUDIO_RATE) - AAC_PRIMING
         if self.next_pts is None or abs(stamped - self.next_pts) > self.RESYNC_S * AUDIO_RATE:
-            pts = max(stamped, self.next_pts or 0)
+            pts = stamped if self.next_pts is None else max(stamped, self.next_pts)
         else:
             pts = self.next_pts
         self.next_pts = pts + n
@@ -155,6 +164,11 @@ class SegmentWriter:
         """Encode int16 mono samples (n, 1) whose first sample is at ``pts`` (1/48000 s)."""
         if self.audio is None:
             return
+        if pts < 0:  # the encoder's pre-roll covers the session's first 21 ms: no negative time
+            samples = samples[-pts:]
+            pts = 0
+            if samples.shape[0] == 0:
+                return
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.reshape(1, -1)), format="s16", layout="mono")
         frame.sample_rate = AUDIO_RATE
         frame.pts = pts
@@ -162,8 +176,8 @@ class SegmentWriter:
         for packet in self.audio.encode(frame):
             self.container.mux(packet)
         if self.audio_first_pts is None:
-            self.audio_first_pts = pts
-        self.audio_end_pts = pts + samples.shape[0]
+            self.audio_first_pts = pts + AAC_PRIMING
+        self.audio_end_pts = pts + samples.shape[0] + AAC_PRIMING
 
     def close(self) -> SegmentResult:
         """Flush the encoders and finalise the file (regular MP4 with a moov at the end)."""

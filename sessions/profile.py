@@ -105,7 +105,7 @@ STREAM_KEYS: dict[str, Key] = {
     "segment_s": Key((int,), default=None, check=_range(2, 3600)),
     "encoder": Key((dict,), default=None),
     "overlay": Key((dict,), default=None),
-    "queue_frames": Key((int,), default=4, check=_range(1, 64)),
+    "queue_frames": Key((int,), default=6, check=_range(1, 64)),
     "credentials": Key((str,), default=None, help="ENV:VARNAME or a 0600 file holding user:password"),
     "pixel_format": Key((str,), default=None, check=_one_of(("MJPG", "YUYV"))),
     "draw_mouse": Key((bool,), default=False),
@@ -180,7 +180,7 @@ class StreamSpec:
     segment_s: int
     encoder: EncoderSpec
     overlay: OverlaySpec
-    queue_frames: int = 4
+    queue_frames: int = 6
     credentials: str | None = None
     pixel_format: str | None = None
     draw_mouse: bool = False
@@ -262,6 +262,11 @@ def _check_table(file: Path, prefix: str, data: dict, spec: dict[str, Key]) -> d
     return out
 
 
+def _merge(defaults: dict[str, Any], own: dict | None) -> dict[str, Any]:
+    """A stream's table over the profile-wide defaults (unset defaults don't count as given)."""
+    return {**{k: v for k, v in defaults.items() if v is not None}, **(own or {})}
+
+
 def _source_files(spec_source: str) -> list[str]:
     for scheme in ("clip:", "wav:"):
         if spec_source.startswith(scheme):
@@ -316,12 +321,12 @@ def load_profile(path: str | Path) -> Profile:
             if not p.is_file():
                 raise ProfileError(file, f"{prefix}source" if rel in s["source"] else f"{prefix}audio",
                                    f"fixture file {rel!r} not found (looked for {p.resolve()})")
-        enc = _check_table(file, f"{prefix}encoder.", {**enc_defaults, **(s["encoder"] or {})}, ENCODER_KEYS)
+        enc = _check_table(file, f"{prefix}encoder.", _merge(enc_defaults, s["encoder"]), ENCODER_KEYS)
         if enc["crf"] is not None and enc["bitrate_kbps"] is not None:
             raise ProfileError(file, f"{prefix}encoder", "set crf or bitrate_kbps, not both")
         if enc["crf"] is None and enc["bitrate_kbps"] is None:
             enc["crf"] = 23
-        ovl = _check_table(file, f"{prefix}overlay.", {**ovl_defaults, **(s["overlay"] or {})}, OVERLAY_KEYS)
+        ovl = _check_table(file, f"{prefix}overlay.", _merge(ovl_defaults, s["overlay"]), OVERLAY_KEYS)
         streams.append(StreamSpec(
             name=s["name"], source=s["source"], width=s["width"], height=s["height"], fps=float(s["fps"]),
             audio=s["audio"], segment_s=s["segment_s"] or top["segment_s"],

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Write bench/fixtures/exam-drive.nmea: a synthetic practical driving exam as a GPS receiver logs it.
+
+The drive is simulated, not surveyed: a car starts on a closed training ground (standing start,
+slalom, hill start on a ramp, reverse parking, turn-around), waits at the gate between the two
+exam stages, then drives a city route (0-60 km/h, a traffic light, a pedestrian crossing, right
+and left turns, a 6 s loss of fix in an underpass) and stops. Speed changes with bounded
+acceleration and heading changes only while the car moves, so the numbers look like a car.
+
+Each 1 s epoch is RMC + GGA + VTG (NMEA 2.3, talker GP, correct checksums). Epochs are separated
+by a line holding only ``@``, declared in the header as gpsd's ``Delay-Cookie``: ``gpsfake -c 1``
+then writes one whole epoch per second, so gpsd reports fixes at the receiver's 1 Hz rate (without
+the cookie gpsfake would sleep a second between single sentences: one fix every three seconds).
+
+Usage: python bench/make_nmea_fixture.py [--out FILE] [--start 2025-05-15T06:00:00Z]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sensors.nmea import NmeaFix, gga, rmc, vtg  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "fixtures" / "exam-drive.nmea"
+DEFAULT_START = datetime(2025, 5, 15, 6, 0, 0, tzinfo=timezone.utc)  # 09:00 Kyiv summer time
+ORIGIN = (50.41230, 30.63410)  # training ground gate area, Kyiv left bank (illustrative)
+EARTH_R = 6_371_000.0
+ACCEL_MPS2 = 1.6  # a calm exam start; a driving school car rarely exceeds 2 m/s^2
+DECEL_MPS2 = 2.4
+SUBSTEPS = 10
+DELIMITER = "@"
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One piece of the drive: for ``duration_s`` aim at ``speed_kmh`` and turn by ``turn_deg``
+    (positive is right), spread over the leg and applied only while moving."""
+
+    duration_s: int
+    speed_kmh: float
+    turn_deg: float = 0.0
+    reverse: bool = False
+    climb_m: float = 0.0  # height gained over the leg (the training ground ramp)
+    outage: bool = False  # receiver loses the fix (underpass)
+    note: str = ""
+
+
+LEGS: tuple[Leg, ...] = (
+    # Stage 1: training ground
+    Leg(8, 0, note="standing start: belt, mirrors, engine"),
+    Leg(8, 12, note="pull away north"),
+    Leg(4, 10, 40, note="slalom"),
+    Leg(4, 10, -80, note="slalom"),
+    Leg(4, 10, 40, note="slalom"),
+    Leg(6, 10, 90, note="right turn to the ramp"),
+    Leg(5, 8, climb_m=2.5, note="up the ramp"),
+    Leg(6, 0, note="hill start: stop on the ramp"),
+    Leg(6, 10, climb_m=-2.5, note="over and down the ramp"),
+    Leg(3, 0, note="stop before the parking bay"),
+    Leg(9, 5, -90, reverse=True, note="reverse parking"),
+    Leg(5, 0, note="parked"),
+    Leg(5, 8, note="pull out"),
+    Leg(9, 10, 180, note="turn around to the gate"),
+    Leg(4, 0, note="stop at the gate: end of stage 1"),
+    Leg(20, 0, note="pause between stages"),
+    # Stage 2: city route
+    Leg(10, 40, note="join the street"),
+    Leg(15, 50, note="street"),
+    Leg(8, 0, note="brake for the traffic light"),
+    Leg(12, 0, note="red light"),
+    Leg(12, 60, note="avenue"),
+    Leg(6, 60, outage=True, note="underpass: no fix"),
+    Leg(8, 60, note="avenue"),
+    Leg(6, 30, note="slow for the turn"),
+    Leg(6, 20, 90, note="right turn"),
+    Leg(12, 40, note="side street"),
+    Leg(5, 0, note="pedestrian crossing"),
+    Leg(4, 0, note="give way to pedestrians"),
+    Leg(6, 20, -90, note="left turn"),
+    Leg(15, 50, note="back towards the centre"),
+    Leg(8, 0, note="pull over"),
+    Leg(6, 0, note="stopped: end of exam"),
+)
+
+
+def simulate(start: datetime = DEFAULT_START, seed: int = 408) -> list[NmeaFix]:
+    """The epochs of the drive, one a second."""
+    rng = random.Random(seed)  # fixed seed: the fixture is reproducible byte for byte
+    lat0, lon0 = ORIGIN
+    north = east = 0.0
+    heading = 0.0  # degrees, 0 = north, the direction the car's nose points
+    speed = 0.0
+    alt = 112.0  # Kyiv left bank, metres above sea level
+    t = 0
+    fixes: list[NmeaFix] = []
+    for leg in LEGS:
+        target = leg.speed_kmh / 3.6
+        for _ in range(leg.duration_s):
+            for _ in range(SUBSTEPS):
+                dt = 1.0 / SUBSTEPS
+                if speed < target:
+                    speed = min(target, speed + ACCEL_MPS2 * dt)
+                else:
+                    speed = max(target, speed - DECEL_MPS2 * dt)
+                if target > 0:
+                    heading += leg.turn_deg / leg.duration_s * dt * min(1.0, speed / target)
+                move = heading + (180.0 if leg.reverse else 0.0)
+                north += speed * dt * math.cos(math.radians(move))
+                east += speed * dt * math.sin(math.radians(move))
+                alt += leg.climb_m / leg.duration_s * dt
+            fixes.append(_epoch(start + timedelta(seconds=t), lat0, lon0, north, east, alt,
+                                speed, heading + (180.0 if leg.reverse else 0.0), leg.outage, rng))
+            t += 1
+    return fixes
+
+
+def _epoch(when: datetime, lat0: float, lon0: float, north: float, east: float, alt: float,
+           speed: float, track: float, outage: bool, rng: random.Random) -> NmeaFix:
+    if outage:
+        return NmeaFix(time_utc=when, valid=False, sats=rng.randint(0, 3))
+    # Sub-metre position noise and a little speed noise, as a consumer receiver shows.
+    lat = lat0 + math.degrees((north + rng.gauss(0, 0.3)) / EARTH_R)
+    lon = lon0 + math.degrees((east + rng.gauss(0, 0.3)) / (EARTH_R * math.cos(math.radians(lat0))))
+    moving = speed > 0.3
+    reported = max(0.0, speed + rng.gauss(0, 0.05)) if moving else 0.0
+    return NmeaFix(
+        time_utc=when, valid=True, lat=lat, lon=lon, speed_mps=reported,
+        track_deg=(track % 360.0) if moving else None,
+        alt_m=alt + rng.gauss(0, 0.2), sats=rng.randint(9, 12), hdop=round(rng.uniform(0.7, 1.3), 1),
+    )
+
+
+def header(start: datetime, fixes: list[NmeaFix]) -> str:
+    """A gpsd-style test-log header: what the log is, where it came from, how to replay it."""
+    secs = len(fixes)
+    # Careful: gpsfake treats header lines containing "Serial:", "Transport:" or "Delay-Cookie:"
+    # as commands, so the prose below avoids those words.
+    return "".join(line + "\n" for line in (
+        "# Name: examrec exam-drive, synthetic practical driving exam",
+        "# Chipset: none (simulated receiver, NMEA 0183 v2.3, talker GP, 1 Hz)",
+        "# Description: stage 1 on a closed training ground (standing start, slalom, hill start",
+        "#  on a ramp, reverse parking, turn-around), a pause at the gate between stages, stage 2",
+        "#  on a city route (0-60 km/h, traffic light, pedestrian crossing, right and left turns,",
+        f"#  6 s without fix in an underpass). {secs} epochs of RMC+GGA+VTG from "
+        f"{start:%Y-%m-%dT%H:%M:%SZ}.",
+        "# Submitter: examrec, generated by bench/make_nmea_fixture.py (do not edit by hand)",
+        f"# Date: {start:%Y-%m-%d}",
+        "# Location: Kyiv, Ukraine (illustrative coordinates, not surveyed roads)",
+        "# Notes: epochs are separated by '@' lines; replay with gpsfake -c 1 for 1 Hz.",
+        f"# Delay-Cookie: {DELIMITER} 0.0",
+    ))
+
+
+def render(fixes: list[NmeaFix], start: datetime) -> str:
+    """The whole fixture text."""
+    parts = [header(start, fixes)]
+    for fix in fixes:
+        parts.append(rmc(fix) + gga(fix) + vtg(fix) + DELIMITER + "\n")
+    return "".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--start", default=DEFAULT_START.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    help="UTC time of the first epoch (ISO 8601)")
+    args = ap.parse_args(argv)
+    start = datetime.fromisoformat(args.start.replace("Z", "+00:00")).astimezone(timezone.utc)
+    fixes = simulate(start)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    # newline="" keeps the CR LF that NMEA requires inside the sentences.
+    with open(args.out, "w", encoding="ascii", newline="") as fh:
+        fh.write(render(fixes, start))
+    moving = [f.speed_mps for f in fixes if f.valid and f.speed_mps]
+    print(f"{args.out}: {len(fixes)} epochs, max {max(moving) * 3.6:.1f} km/h, "
+          f"{sum(not f.valid for f in fixes)} without fix")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

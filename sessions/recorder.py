@@ -1,0 +1,404 @@
+"""The session controller: starts one process per stream, owns the clock, the manifest and the
+event log, and decides when the session starts and stops.
+
+Order at start: folder and event log, stream processes open their devices, the clock starts,
+manifest.json is written (and fsynced) before any frame exists, then the streams are told to go.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import secrets
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from . import exitcodes
+from .clock import NS_PER_S, SessionClock, iso_utc
+from .events import EventLog
+from .manifest import segment_entry_hash, write_manifest
+from .profile import Profile
+from .stream_process import StreamJob, run_stream
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 30.0
+START_LEAD_NS = 500_000_000
+STOP_TIMEOUT_S = 15.0
+GENESIS = "0" * 64
+
+
+@dataclass
+class StreamRuntime:
+    """What the controller knows about one stream process."""
+
+    name: str
+    job: StreamJob
+    process: Any = None
+    cmd_q: Any = None
+    ready: bool = False
+    ready_message: str = ""
+    done: bool = False
+    restarts: int = 0
+    stats: dict = field(default_factory=dict)
+    last_drop_report: int = 0
+    segments: list = field(default_factory=list)
+
+
+def new_session_id(start: datetime, profile_name: str) -> str:
+    return f"{start:%Y%m%dT%H%M%SZ}-{profile_name}-{secrets.token_hex(3)}"
+
+
+class Recorder:
+    """Records one session of a profile into ``out_root/<YYYY-MM-DD>/<session_id>/``."""
+
+    def __init__(self, profile: Profile, out_root: Path, *, details: dict | None = None,
+                 realtime: bool = True, force: bool = False):
+        self.profile = profile
+        self.out_root = Path(out_root)
+        self.details = details or {}
+        self.realtime = realtime
+        self.force = force
+        self.clock: SessionClock | None = None
+        self.session_dir: Path | None = None
+        self.session_id = ""
+        self.events: EventLog | None = None
+        self.manifest: dict[str, Any] = {}
+        self.streams: dict[str, StreamRuntime] = {}
+        self.out_q: Any = None
+        self._ctx = mp.get_context("spawn")
+        self._lock = threading.RLock()
+        self._stop_requested = threading.Event()
+        self.stop_reason = "stop"
+        self.exit_code = exitcodes.OK
+        self.stop_ns: int | None = None
+        self.listeners: list[Callable[[str, str, dict], None]] = []
+        self.state = "checking"
+
+    # set-up --------------------------------------------------------------------------------
+    def prepare(self) -> Path:
+        """Create the session folder and the event log; start the stream processes and wait
+        until each has opened its devices. Returns the session folder."""
+        now = datetime.now(timezone.utc)
+        self.session_id = new_session_id(now, self.profile.name)
+        day = now.astimezone().strftime("%Y-%m-%d")
+        self.session_dir = self.out_root / day / self.session_id
+        self.session_dir.mkdir(parents=True)
+        self.events = EventLog(self.session_dir / "events.jsonl")
+        self.out_q = self._ctx.Queue()
+        for spec in self.profile.streams:
+            job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime)
+            rt = StreamRuntime(name=spec.name, job=job)
+            self.streams[spec.name] = rt
+            self._spawn(rt)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(rt.ready or rt.ready_message for rt in self.streams.values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("stream processes did not report ready within "
+                                   f"{READY_TIMEOUT_S:.0f} s: {[n for n, r in self.streams.items() if not r.ready]}")
+            self._pump(timeout=0.2)
+        return self.session_dir
+
+    def _spawn(self, rt: StreamRuntime, first_segment: int = 0) -> None:
+        rt.cmd_q = self._ctx.Queue()
+        rt.job.first_segment = first_segment
+        rt.process = self._ctx.Process(target=run_stream, args=(rt.job, self.out_q, rt.cmd_q),
+                                       name=f"examrec-{rt.name}", daemon=False)
+        rt.process.start()
+
+    def abort(self, problems: dict[str, str]) -> None:
+        """Give up before the start (a device is missing): the streams end, nothing was recorded,
+        and the event log says why."""
+        assert self.events is not None
+        self.events.emit("refused", reason="device missing", problems=problems)
+        for rt in self.streams.values():
+            rt.cmd_q.put(("abort",))
+        for rt in self.streams.values():
+            rt.process.join(timeout=5)
+        self.events.close()
+        self.state = "refused"
+
+    def device_problems(self) -> dict[str, str]:
+        """Streams whose devices could not be opened, with the reason in plain words."""
+        return {n: rt.ready_message for n, rt in self.streams.items() if rt.ready_message and not rt.ready}
+
+    def start(self, duration_s: float | None = None) -> None:
+        """Start the clock, write the first manifest, then let the streams record."""
+        assert self.session_dir is not None and self.events is not None
+        # The session starts a moment from now, so every stream is armed (encoder made, threads
+        # running) when its first frame is due: PTS 0 is the same instant in every file.
+        now = SessionClock.start_now()
+        self.clock = SessionClock(start_ns=now.start_ns + START_LEAD_NS, wall_anchor_ns=now.wall_anchor_ns + START_LEAD_NS)
+        self.events.clock = self.clock
+        started = self.clock.wall_utc(self.clock.start_ns)
+        local = started.astimezone()
+        off = local.strftime("%z")
+        self.manifest = {
+            "format": "examrec-session/1",
+            "session_id": self.session_id,
+            "profile": self.profile.name,
+            "profile_kind": self.profile.kind,
+            "started_at": iso_utc(started),
+            "ended_at": None,
+            "state": "recording",
+            "clock": {**self.clock.to_json(), "utc_offset": f"{off[:3]}:{off[3:]}"},
+            "details": self.details,
+            "streams": [
+                {"name": s.name, "width": s.width, "height": s.height, "fps": s.fps, "audio": bool(s.audio),
+                 "source": s.source, "segments": [], "gaps": []}
+                for s in self.profile.streams
+            ],
+            "stages": [{"stage": 1, "start_pts_s": 0.0, "end_pts_s": None}],
+            "checks": [],
+            "clock_check": None,
+            "photos": [],
+            "events": {"file": "events.jsonl", "lines": 0, "last_sha256": GENESIS},
+        }
+        self._write_manifest()
+        self.state = "recording"
+        self.events.emit("start", capture_ns=self.clock.start_ns, session_id=self.session_id,
+                         profile=self.profile.name, streams=[s.name for s in self.profile.streams])
+        for rt in self.streams.values():
+            if not rt.ready:
+                self._gap_open(rt.name, 0.0, rt.ready_message)
+                self.events.emit("fault", capture_ns=self.clock.start_ns, stream=rt.name,
+                                 device=f"camera {rt.name}", message=rt.ready_message)
+            rt.cmd_q.put(("start", self.clock.to_json()))
+        if duration_s is not None:
+            self.stop_ns = self.clock.start_ns + round(duration_s * NS_PER_S)
+            for rt in self.streams.values():
+                rt.cmd_q.put(("stop", self.stop_ns))
+
+    # running -------------------------------------------------------------------------------
+    def request_stop(self, reason: str = "stop") -> None:
+        """Stop at this instant (signal, `examrec stop`, end of duration)."""
+        with self._lock:
+            if self.stop_ns is None or self.stop_ns > time.monotonic_ns():
+                self.stop_ns = time.monotonic_ns()
+            self.stop_reason = reason
+        self._stop_requested.set()
+
+    def run(self, progress: Callable[["Recorder"], None] | None = None) -> int:
+        """Record until the duration ends or a stop is requested; finish the session."""
+        assert self.clock is not None
+        stop_sent = False
+        next_progress = time.monotonic() + 1
+        while True:
+            self._pump(timeout=0.1)
+            self._watch_processes()
+            now = time.monotonic_ns()
+            if self.stop_ns is not None and not stop_sent and (self._stop_requested.is_set() or now >= self.stop_ns):
+                for rt in self.streams.values():
+                    rt.cmd_q.put(("stop", self.stop_ns))
+                stop_sent = True
+                stop_deadline = time.monotonic() + STOP_TIMEOUT_S
+            if stop_sent and (all(rt.done for rt in self.streams.values()) or time.monotonic() > stop_deadline):
+                break
+            if progress and time.monotonic() >= next_progress:
+                next_progress = time.monotonic() + 1
+                progress(self)
+        self._drain_and_join()
+        return self._finish()
+
+    def _watch_processes(self) -> None:
+        for rt in self.streams.values():
+            if rt.done or rt.process is None or rt.process.is_alive():
+                continue
+            code = rt.process.exitcode
+            self._pump(timeout=0.05)  # take any last message it sent
+            if rt.done:
+                continue
+            assert self.clock is not None and self.events is not None
+            now = time.monotonic_ns()
+            self.events.emit("fault", capture_ns=now, stream=rt.name, device=f"stream process {rt.name}",
+                             message=f"process ended unexpectedly (exit code {code}); restarting it")
+            self._gap_open(rt.name, self.clock.pts_s(now), "stream process died")
+            self._mark_open_segments_interrupted(rt.name)
+            if self.stop_ns is not None and now >= self.stop_ns:
+                rt.done = True
+                continue
+            rt.restarts += 1
+            rt.ready = False
+            self._spawn(rt, first_segment=len(self._stream_entry(rt.name)["segments"]))
+            rt.cmd_q.put(("start", self.clock.to_json()))
+            if self.stop_ns is not None:
+                rt.cmd_q.put(("stop", self.stop_ns))
+
+    def _pump(self, timeout: float) -> None:
+        try:
+            msg = self.out_q.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._handle(*msg)
+            try:
+                msg = self.out_q.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, kind: str, name: str, p: dict) -> None:
+        rt = self.streams[name]
+        with self._lock:
+            if kind == "ready":
+                rt.ready = p["ok"]
+                rt.ready_message = p["message"] or ("" if p["ok"] else "not ready")
+                if rt.restarts and self.clock is not None:
+                    self._gap_close(name, self.clock.pts_s(time.monotonic_ns()))
+                    assert self.events is not None
+                    self.events.emit("recovered", stream=name, device=f"stream process {name}")
+            elif kind == "segment_open":
+                entry = {"file": p["file"], "sha256": None, "size": None, "frames": 0, "dropped": 0,
+                         "first_pts_s": round(p["first_pts_s"], 6), "last_pts_s": round(p["first_pts_s"], 6),
+                         "stage": p["stage"], "closed": False, "prev_sha256": GENESIS}
+                self._stream_entry(name)["segments"].append(entry)
+                self._write_manifest()
+            elif kind == "segment_closed":
+                entry = self._segment(name, p["file"])
+                entry.update({"sha256": p["sha256"], "size": p["size"], "frames": p["frames"],
+                              "dropped": p["dropped"], "closed": bool(p["closed"])})
+                if p["first_pts_s"] is not None:
+                    entry["first_pts_s"] = round(p["first_pts_s"], 6)
+                    entry["last_pts_s"] = round(p["last_pts_s"], 6)
+                if p.get("audio_first_pts_s") is not None:
+                    entry["audio_first_pts_s"] = round(p["audio_first_pts_s"], 6)
+                    entry["audio_last_pts_s"] = round(p["audio_last_pts_s"], 6)
+                self._write_manifest()
+            elif kind == "stats":
+                rt.stats = p
+                if p["dropped"] > rt.last_drop_report and self.events is not None:
+                    self.events.emit("drops", stream=name, dropped_total=p["dropped"],
+                                     new=p["dropped"] - rt.last_drop_report)
+                    rt.last_drop_report = p["dropped"]
+            elif kind == "event":
+                assert self.events is not None
+                fields = dict(p["fields"])
+                if p["type"] == "fault" and self.clock is not None:
+                    self._gap_open(name, self.clock.pts_s(p["capture_ns"]), fields.get("message", "fault"))
+                if p["type"] == "recovered" and self.clock is not None:
+                    self._gap_close(name, self.clock.pts_s(p["capture_ns"]))
+                self.events.emit(p["type"], capture_ns=p["capture_ns"], **fields)
+            elif kind == "photo":
+                self.manifest.setdefault("photos", []).append(
+                    {"file": p["file"], "sha256": p["sha256"], "role": p.get("role"), "stream": name,
+                     "pts_s": round(self.clock.pts_s(p["capture_ns"]), 6) if self.clock else None})
+                assert self.events is not None
+                self.events.emit("photo", capture_ns=p["capture_ns"], stream=name, file=p["file"], role=p.get("role"))
+                self._write_manifest()
+            elif kind == "io_error":
+                assert self.events is not None
+                free = _free_bytes(Path(p["path"]))
+                disk_full = p.get("errno") == 28
+                message = (f"disk full on {p['path']} ({free / 1e6:.1f} MB free): recording stopped; "
+                           f"everything written so far stays playable. Free space or use another --out."
+                           if disk_full else f"write error on {p['path']}: {p['message']}")
+                if disk_full:
+                    self.events.emit("disk_full", stream=name, path=p["path"], free_bytes=free, message=message)
+                    self.exit_code = exitcodes.DISK_FULL
+                else:
+                    self.events.emit("error", stream=name, message=message)
+                    self.exit_code = exitcodes.INTERRUPTED
+                log.error("%s", message)
+                self.request_stop("disk-full" if disk_full else "io-error")
+            elif kind == "done":
+                rt.done = True
+            for listener in self.listeners:
+                listener(kind, name, p)
+
+    # manifest ------------------------------------------------------------------------------
+    def _stream_entry(self, name: str) -> dict:
+        return next(s for s in self.manifest["streams"] if s["name"] == name)
+
+    def _segment(self, name: str, file: str) -> dict:
+        for seg in self._stream_entry(name)["segments"]:
+            if seg["file"] == file:
+                return seg
+        raise KeyError(file)
+
+    def _gap_open(self, name: str, pts_s: float, reason: str) -> None:
+        gaps = self._stream_entry(name)["gaps"]
+        if gaps and gaps[-1]["end_pts_s"] is None:
+            return
+        gaps.append({"start_pts_s": round(max(0.0, pts_s), 6), "end_pts_s": None, "reason": reason})
+        self._write_manifest()
+
+    def _gap_close(self, name: str, pts_s: float) -> None:
+        gaps = self._stream_entry(name)["gaps"]
+        if gaps and gaps[-1]["end_pts_s"] is None:
+            gaps[-1]["end_pts_s"] = round(pts_s, 6)
+            self._write_manifest()
+
+    def _mark_open_segments_interrupted(self, name: str) -> None:
+        for seg in self._stream_entry(name)["segments"]:
+            if not seg["closed"] and seg["sha256"] is None:
+                seg["interrupted"] = True
+
+    def _chain_segments(self) -> None:
+        for stream in self.manifest["streams"]:
+            prev = GENESIS
+            for seg in stream["segments"]:
+                seg["prev_sha256"] = prev
+                prev = segment_entry_hash(seg)
+
+    def _write_manifest(self) -> None:
+        if not self.manifest or self.session_dir is None:
+            return
+        with self._lock:
+            self._chain_segments()
+            if self.events is not None:
+                self.manifest["events"]["last_sha256"] = self.events.last_hash
+            write_manifest(self.session_dir, self.manifest)
+
+    # finishing -----------------------------------------------------------------------------
+    def _drain_and_join(self) -> None:
+        deadline = time.monotonic() + 5
+        for rt in self.streams.values():
+            while rt.process.is_alive() and time.monotonic() < deadline:
+                self._pump(timeout=0.1)
+            if rt.process.is_alive():
+                log.error("%s: stream process did not end; terminating it", rt.name)
+                rt.process.terminate()
+            rt.process.join(timeout=2)
+        self._pump(timeout=0.2)
+
+    def _finish(self) -> int:
+        assert self.events is not None and self.clock is not None and self.session_dir is not None
+        end_ns = min(self.stop_ns or time.monotonic_ns(), time.monotonic_ns())
+        open_segments = [seg["file"] for s in self.manifest["streams"] for seg in s["segments"] if not seg["closed"]]
+        for stage in self.manifest["stages"]:
+            if stage["end_pts_s"] is None:
+                stage["end_pts_s"] = round(self.clock.pts_s(end_ns), 6)
+        clean = self.exit_code == exitcodes.OK and not open_segments
+        self.events.emit("stop", capture_ns=end_ns, reason=self.stop_reason,
+                         **({} if clean else {"unfinished_segments": open_segments}))
+        self.manifest["ended_at"] = iso_utc(self.clock.wall_utc(end_ns))
+        self.manifest["state"] = "finished" if clean else "interrupted"
+        self.manifest["events"]["lines"] = _count_lines(self.session_dir / "events.jsonl")
+        self.events.close()
+        self._finalize_manifest()
+        self.state = self.manifest["state"]
+        if not clean and self.exit_code == exitcodes.OK:
+            self.exit_code = exitcodes.INTERRUPTED
+        return self.exit_code
+
+    def _finalize_manifest(self) -> None:
+        """Last manifest write; the signing hook (sessions.signing) seals it when configured."""
+        self._write_manifest()
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.endswith(b"\n"))
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 0

@@ -1,0 +1,845 @@
+"""`examrec verify`: prove a session folder complete and untouched, or name exactly what is not.
+
+A session is *complete and untouched* when the manifest is signed by the device key (and by the
+expected key when one is given), every segment it lists is on disk with the signed SHA-256, the
+segment entries, events.jsonl and each fragments.jsonl form unbroken hash chains, the events
+summary, photos and telemetry match, and nothing unlisted sits in the folders.
+
+A session cut off by a power loss or a crash (state other than ``finished``) is untouched at best,
+never complete: each segment left open is reported with kind ``interrupted`` and how far its bytes
+are proven by the fragments.jsonl records ("verified up to fragment 41 (pts 128.4 s)").
+
+Problem kinds are stable strings that other tools (the archive) read; see KINDS.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+
+from .chain import GENESIS, PREV_KEY, line_hash, read_chain
+from .manifest import (MANIFEST_NAME, STATES, TEMP_PREFIX, TEMP_SUFFIX, ManifestError, read_manifest,
+                       segment_entry_hash, sha256_file)
+from .signing import PublicKeyLike, check_signature, fingerprint
+
+log = logging.getLogger(__name__)
+
+CHANGED_BYTES = "changed-bytes"
+MISSING_SEGMENT = "missing-segment"
+EXTRA_FILE = "extra-file"
+REORDERED = "reordered-entries"
+EDITED_EVENT = "edited-event"
+REMOVED_EVENT = "removed-event"
+BAD_SIGNATURE = "bad-signature"
+MISSING_SIGNATURE = "missing-signature"
+INTERRUPTED = "interrupted"
+BAD_MANIFEST = "bad-manifest"
+CHANGED_PHOTO = "changed-photo"
+CHANGED_TELEMETRY = "changed-telemetry"
+KINDS = (CHANGED_BYTES, MISSING_SEGMENT, EXTRA_FILE, REORDERED, EDITED_EVENT, REMOVED_EVENT,
+         BAD_SIGNATURE, MISSING_SIGNATURE, INTERRUPTED, BAD_MANIFEST, CHANGED_PHOTO, CHANGED_TELEMETRY)
+
+EVENTS_NAME = "events.jsonl"
+FRAGMENTS_NAME = "fragments.jsonl"
+TELEMETRY_NAME = "telemetry.jsonl"
+ROUTE_NAME = "route.gpx"
+PHOTOS_DIR = "photos"
+RECOVERED_DIR = "recovered"
+SEGMENT_RE = re.compile(r"^(?P<stream>[a-z0-9][a-z0-9_-]{0,31})/(?P<num>\d{4})\.mp4$")
+# The init record of a hybrid fragmented MP4 leaves out the 8-byte box header that closing the
+# file rewrites (free -> mdat); those 8 bytes must still be that header and nothing else.
+REWRITTEN_HEADER_TYPES = (b"free", b"mdat")
+MAX_INIT_BYTES = 64 << 20
+_CHUNK = 1 << 20
+
+
+class NotASession(Exception):
+    """The path is not a session folder (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing that is not complete or not untouched: which file, what kind, in plain words."""
+
+    file: str
+    kind: str
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"file": self.file, "kind": self.kind, "detail": self.detail}
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.kind}, {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    """What verify found. ``ok`` means complete and untouched (no problem at all)."""
+
+    path: Path
+    session: str
+    state: str | None
+    ok: bool = False
+    problems: list[Problem] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    signed_by: str | None = None
+
+    @property
+    def untouched(self) -> bool:
+        """No sign of tampering: every problem (if any) is an ``interrupted`` one."""
+        return all(p.kind == INTERRUPTED for p in self.problems)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"session": self.session, "path": str(self.path), "ok": self.ok, "state": self.state,
+                "untouched": self.untouched, "signed_by": self.signed_by,
+                "problems": [p.to_json() for p in self.problems], "verified": dict(self.counts)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Low-level helpers
+
+
+def hash_ranges(path: Path, ranges: list[tuple[int, int]]) -> tuple[str, int, list[str | None]]:
+    """One sequential read of ``path``: the SHA-256 of the whole file, its size, and the SHA-256
+    of each [start, end) range (None for a range that runs past the end of the file).
+
+    One pass because a segment is checked both whole and fragment by fragment, and segments of
+    a long exam are gigabytes.
+    """
+    hashers = [hashlib.sha256() for _ in ranges]
+    order = sorted(range(len(ranges)), key=lambda i: ranges[i][0])
+    active: list[int] = []
+    nxt = 0
+    whole = hashlib.sha256()
+    pos = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            end = pos + len(chunk)
+            view = memoryview(chunk)
+            whole.update(view)
+            while nxt < len(order) and ranges[order[nxt]][0] < end:
+                active.append(order[nxt])
+                nxt += 1
+            still: list[int] = []
+            for i in active:
+                s, e = ranges[i]
+                lo, hi = max(s, pos), min(e, end)
+                if lo < hi:
+                    hashers[i].update(view[lo - pos:hi - pos])
+                if e > end:
+                    still.append(i)
+            active = still
+            pos = end
+    digests: list[str | None] = []
+    for (s, e), h in zip(ranges, hashers):
+        digests.append(h.hexdigest() if e <= pos and s <= e else None)
+    return whole.hexdigest(), pos, digests
+
+
+def _safe_rel(rel: Any) -> PurePosixPath | None:
+    """A manifest path we may open: relative, no '..', not empty (a crafted manifest must not
+    make verify read files outside the session)."""
+    if not isinstance(rel, str) or not rel:
+        return None
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or "\\" in rel:
+        return None
+    return p
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_lines(path: Path) -> tuple[list[bytes], list[str]]:
+    """Complete lines of a chained log and their hashes (a torn last line is not part of it)."""
+    lines = path.read_bytes().split(b"\n")[:-1]
+    return lines, [line_hash(x) for x in lines]
+
+
+def _prev_of(line: bytes) -> Any:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return rec.get(PREV_KEY) if isinstance(rec, dict) else None
+
+
+def _break_cause(lines: list[bytes], hashes: list[str], lineno: int) -> tuple[str, int | None]:
+    """Why line ``lineno`` (1-based) does not follow the line before it.
+
+    ("reordered", n) when it claims to follow line n elsewhere in the file (or claims to be the
+    first line while it is not); ("first", None) when the first line claims a predecessor that is
+    not there (lines removed from the start); ("unexplained", None) when the line it follows is
+    nowhere: the previous line was edited, or a line between them removed.
+    """
+    prev = _prev_of(lines[lineno - 1])
+    if prev == GENESIS and lineno > 1:
+        return "reordered", 0
+    for j, h in enumerate(hashes, start=1):
+        if h == prev and j != lineno - 1:
+            return "reordered", j
+    if lineno == 1:
+        return "first", None
+    return "unexplained", None
+
+
+@dataclass
+class _Rec:
+    """One fragments.jsonl record of one segment file."""
+
+    line: int
+    kind: str
+    index: int | None
+    offset: int
+    end: int
+    sha256: str
+    last_pts_s: float | None
+
+
+@dataclass
+class _FragResult:
+    total: int = 0                 # records for this file
+    verified: int = 0              # fragment records proven, in order, from the start of the file
+    verified_end: int = 0          # bytes [0, verified_end) proven
+    last_index: int | None = None  # index of the last proven fragment
+    last_pts_s: float | None = None
+    size: int = 0
+    whole_sha256: str = ""
+    stop: str | None = None        # why the proven prefix ends before the last record
+    changed: list[str] = field(default_factory=list)  # fragments whose bytes differ
+    order: list[str] = field(default_factory=list)    # records out of file order
+
+
+def _parse_records(raw: Iterable[tuple[int, dict[str, Any]]]) -> tuple[list[_Rec], list[str]]:
+    recs: list[_Rec] = []
+    bad: list[str] = []
+    for line, r in raw:
+        try:
+            off, end = int(r["offset"]), int(r["end"])
+            sha = str(r["sha256"])
+            kind = str(r.get("kind", "fragment"))
+            idx = int(r["index"]) if r.get("index") is not None else None
+            pts = float(r["last_pts_s"]) if r.get("last_pts_s") is not None else None
+        except (KeyError, TypeError, ValueError):
+            bad.append(f"line {line} is not a fragment record")
+            continue
+        if off < 0 or end < off:
+            bad.append(f"line {line} has offset {off} and end {end}")
+            continue
+        recs.append(_Rec(line, kind, idx, off, end, sha, pts))
+    return recs, bad
+
+
+def _check_init(path: Path, rec: _Rec) -> bool:
+    """The init record: the file's first bytes, leaving out the 8-byte header at end-8 that
+    closing a hybrid fragmented MP4 rewrites (FORMAT.md). A record covering its range whole is
+    accepted too (a layout where closing rewrites nothing)."""
+    if rec.end - rec.offset > MAX_INIT_BYTES:
+        return False
+    with open(path, "rb") as f:
+        f.seek(rec.offset)
+        data = f.read(rec.end - rec.offset)
+    if len(data) != rec.end - rec.offset:
+        return False
+    if hashlib.sha256(data).hexdigest() == rec.sha256:
+        return True
+    if len(data) >= 8 and data[-4:] in REWRITTEN_HEADER_TYPES:
+        return hashlib.sha256(data[:-8]).hexdigest() == rec.sha256
+    return False
+
+
+def _fragment_name(rec: _Rec) -> str:
+    return "init" if rec.kind == "init" else f"fragment {rec.index if rec.index is not None else '?'}"
+
+
+def verify_fragments(path: Path, recs: list[_Rec]) -> _FragResult:
+    """Check a segment file against its fragments.jsonl records, in record order.
+
+    The proven prefix runs from byte 0 through contiguous records whose bytes match; it stops at
+    the first gap, overlap or changed fragment. Later records are still checked so every changed
+    fragment is named.
+    """
+    res = _FragResult(total=len(recs))
+    body = [r for r in recs if r.kind != "init"]
+    ranges = [(r.offset, r.end) for r in body]
+    res.whole_sha256, res.size, digests = hash_ranges(path, ranges)
+    match = {id(r): d == r.sha256 for r, d in zip(body, digests)}
+    short = {id(r): d is None for r, d in zip(body, digests)}
+    pos = 0
+    proving = True
+    last_index = 0
+    for r in recs:
+        name = _fragment_name(r)
+        if r.kind == "init":
+            ok = _check_init(path, r)
+        else:
+            ok = match[id(r)]
+            if r.index is not None:
+                if r.index <= last_index:
+                    res.order.append(f"{name} (line {r.line}) comes after fragment {last_index}")
+                last_index = max(last_index, r.index)
+        if r.offset < pos:
+            res.order.append(f"{name} (line {r.line}) starts at byte {r.offset}, inside or before "
+                             f"bytes already covered (up to {pos})")
+        if not ok:
+            if r.kind != "init" and short[id(r)]:
+                res.changed.append(f"{name} (bytes {r.offset}-{r.end}) is missing: the file ends at byte {res.size}")
+            else:
+                res.changed.append(f"{name} (bytes {r.offset}-{r.end}) changed")
+        if proving:
+            if r.offset != pos:
+                res.stop = (f"bytes {pos}-{r.offset} are not covered by any record" if r.offset > pos
+                            else f"{name} overlaps the bytes before it")
+                proving = False
+            elif not ok:
+                res.stop = f"{name} (bytes {r.offset}-{r.end}) does not match its record"
+                proving = False
+            else:
+                pos = r.end
+                if r.kind != "init":
+                    res.verified += 1
+                    res.last_index = r.index
+                    if r.last_pts_s is not None:
+                        res.last_pts_s = r.last_pts_s
+    res.verified_end = pos
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks
+
+
+class _Verifier:
+    def __init__(self, root: Path, expected_public_key: PublicKeyLike | None):
+        self.root = root
+        self.expected = expected_public_key
+        self.problems: list[Problem] = []
+        self.counts: dict[str, int] = {"segments": 0, "segments_total": 0, "fragments": 0, "bytes": 0,
+                                       "events": 0, "photos": 0, "telemetry": 0, "signature": 0}
+        self.manifest: dict[str, Any] | None = None
+        self.state: str | None = None
+        self.signed_by: str | None = None
+        # Files verify accounted for (relative POSIX paths); anything else in the folders is extra.
+        self.known: set[str] = set()
+        self.stream_names: list[str] = []
+        # fragments.jsonl records per segment file, per stream
+        self.fragments: dict[str, dict[str, list[_Rec]]] = {}
+        self.open_segments = 0
+        self.repaired_files: dict[str, dict[str, Any]] = {}
+
+    # -- helpers
+    def add(self, file: str, kind: str, detail: str) -> None:
+        log.debug("problem %s %s %s", file, kind, detail)
+        self.problems.append(Problem(file, kind, detail))
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished"
+
+    # -- manifest
+    def load_manifest(self) -> None:
+        try:
+            m = read_manifest(self.root)
+        except FileNotFoundError:
+            self.add(MANIFEST_NAME, BAD_MANIFEST, "manifest.json is missing")
+            return
+        except ManifestError as exc:
+            self.add(MANIFEST_NAME, BAD_MANIFEST, str(exc).split(": ", 1)[-1])
+            return
+        self.manifest = m
+        self.known.add(MANIFEST_NAME)
+        state = m.get("state")
+        if state not in STATES:
+            self.add(MANIFEST_NAME, BAD_MANIFEST, f"state {state!r} is not one of {', '.join(STATES)}")
+        else:
+            self.state = state
+        streams = m.get("streams")
+        if not isinstance(streams, list) or not all(isinstance(s, dict) for s in streams):
+            self.add(MANIFEST_NAME, BAD_MANIFEST, "streams is not a list of objects")
+            m["streams"] = []
+        for s in m["streams"]:
+            name = s.get("name")
+            if not isinstance(name, str) or not re.match(r"^[a-z0-9][a-z0-9_-]{0,31}$", name):
+                self.add(MANIFEST_NAME, BAD_MANIFEST, f"stream name {name!r} is not valid")
+                s["segments"] = []
+                continue
+            if not isinstance(s.get("segments"), list) or not all(isinstance(e, dict) for e in s["segments"]):
+                self.add(MANIFEST_NAME, BAD_MANIFEST, f"stream {name}: segments is not a list of objects")
+                s["segments"] = []
+            self.stream_names.append(name)
+        rep = m.get("repaired")
+        if isinstance(rep, dict):
+            for item in rep.get("files") or []:
+                if isinstance(item, dict) and isinstance(item.get("file"), str):
+                    self.repaired_files[item["file"]] = item
+
+    def check_signature(self) -> None:
+        m = self.manifest
+        if m is None:
+            return
+        required = self.finished or "repaired" in m or self.expected is not None
+        if "signature" not in m:
+            if required:
+                why = ("a finished session must be signed" if self.finished else
+                       "a repaired session must be signed after repair" if "repaired" in m else
+                       "no signature to check against the expected key")
+                self.add(MANIFEST_NAME, MISSING_SIGNATURE, why)
+            return
+        ok, why = check_signature(m, self.expected)
+        if ok:
+            self.counts["signature"] = 1
+            self.signed_by = fingerprint(m["signature"]["public_key"])
+        else:
+            self.add(MANIFEST_NAME, BAD_SIGNATURE, why)
+
+    # -- segments
+    def load_fragments(self, stream: str) -> None:
+        """Read and chain-check <stream>/fragments.jsonl; group its records by segment file."""
+        rel = f"{stream}/{FRAGMENTS_NAME}"
+        path = self.root / stream / FRAGMENTS_NAME
+        self.fragments[stream] = {}
+        if not _is_regular(path):
+            return
+        self.known.add(rel)
+        records, chain_problems = read_chain(path)
+        lines, hashes = _read_lines(path)
+        for cp in chain_problems:
+            if cp.kind == "torn-tail":
+                if self.finished:
+                    self.add(rel, CHANGED_BYTES, "the last line has no newline, in a finished session")
+                continue
+            if cp.kind == "unparsable":
+                self.add(rel, CHANGED_BYTES, f"line {cp.line} is not JSON (edited)")
+                continue
+            cause, other = _break_cause(lines, hashes, cp.line)
+            if cause == "reordered":
+                after = "to be the first line" if other == 0 else f"to follow line {other}"
+                self.add(rel, REORDERED, f"line {cp.line} claims {after}: records were reordered")
+            elif cause == "first":
+                self.add(rel, CHANGED_BYTES, "line 1 follows a record that is not there: records removed from the start")
+            else:
+                self.add(rel, CHANGED_BYTES, f"line {cp.line} does not follow line {cp.line - 1}: "
+                                             f"line {cp.line - 1} was edited or a record after it removed")
+        numbered = []
+        for lineno, raw in enumerate(lines, start=1):
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(rec, dict):
+                numbered.append((lineno, rec))
+        by_file: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for lineno, rec in numbered:
+            f = rec.get("file")
+            if not isinstance(f, str) or not f.startswith(stream + "/"):
+                self.add(rel, CHANGED_BYTES, f"line {lineno} names file {f!r}, not one of stream {stream}")
+                continue
+            by_file.setdefault(f, []).append((lineno, rec))
+        for f, raw_recs in by_file.items():
+            recs, bad = _parse_records(raw_recs)
+            for b in bad:
+                self.add(rel, CHANGED_BYTES, b)
+            self.fragments[stream][f] = recs
+
+    def check_segment_chain(self, stream: str, segments: list[dict[str, Any]]) -> None:
+        hashes = []
+        for e in segments:
+            try:
+                hashes.append(segment_entry_hash(e))
+            except ValueError:
+                hashes.append("")
+        broken = False
+        for i, e in enumerate(segments):
+            want = hashes[i - 1] if i else GENESIS
+            prev = e.get("prev_sha256")
+            if prev == want:
+                continue
+            broken = True
+            f = e.get("file", f"{stream} entry {i + 1}")
+            if prev == GENESIS and i > 0 or (prev in hashes and hashes.index(prev) != i - 1):
+                after = ("first" if prev == GENESIS else
+                         f"after {segments[hashes.index(prev)].get('file')}")
+                self.add(MANIFEST_NAME, REORDERED, f"stream {stream}: segment entry {i + 1} ({f}) was "
+                                                   f"chained {after}: entries reordered")
+            elif i > 0 and _seg_num(segments[i - 1]) is not None and _seg_num(e) is not None \
+                    and _seg_num(e) - _seg_num(segments[i - 1]) > 1:  # type: ignore[operator]
+                self.add(MANIFEST_NAME, MISSING_SEGMENT,
+                         f"stream {stream}: the entry before {f} was removed from the manifest")
+            elif i == 0:
+                self.add(MANIFEST_NAME, MISSING_SEGMENT,
+                         f"stream {stream}: {f} is chained to an entry that is not there: first entries removed")
+            else:
+                self.add(MANIFEST_NAME, BAD_MANIFEST,
+                         f"stream {stream}: segment entry {i} ({segments[i - 1].get('file')}) was changed "
+                         "after the next entry was chained to it")
+        if broken:
+            return
+        # An intact chain with wrong numbering: the recorder (or someone rebuilding the chain) erred.
+        nums = [_seg_num(e) for e in segments]
+        if None in nums:
+            return
+        for i, n in enumerate(nums):
+            if n != i + 1:
+                if n in nums[:i] or (i + 1) in nums[i + 1:]:
+                    self.add(MANIFEST_NAME, REORDERED, f"stream {stream}: {segments[i]['file']} is entry {i + 1}")
+                else:
+                    self.add(MANIFEST_NAME, MISSING_SEGMENT,
+                             f"stream {stream}: no entry for {stream}/{i + 1:04d}.mp4")
+                break
+
+    def check_stream(self, s: dict[str, Any]) -> None:
+        stream = s["name"]
+        segments: list[dict[str, Any]] = s["segments"]
+        self.load_fragments(stream)
+        frags = self.fragments[stream]
+        if segments and not (self.root / stream / FRAGMENTS_NAME).exists():
+            self.add(f"{stream}/{FRAGMENTS_NAME}", CHANGED_BYTES,
+                     "missing: every stream folder keeps the record of its fragments")
+        self.check_segment_chain(stream, segments)
+        listed: set[str] = set()
+        for i, e in enumerate(segments):
+            f = e.get("file")
+            m = SEGMENT_RE.match(f) if isinstance(f, str) else None
+            if m is None or m.group("stream") != stream:
+                self.add(MANIFEST_NAME, BAD_MANIFEST,
+                         f"stream {stream}: segment entry {i + 1} names {f!r}, not {stream}/NNNN.mp4")
+                continue
+            if f in listed:
+                self.add(MANIFEST_NAME, BAD_MANIFEST, f"stream {stream}: {f} is listed twice")
+                continue
+            listed.add(f)
+            self.counts["segments_total"] += 1
+            self.known.add(f)
+            self.check_segment(f, e, frags.get(f, []))
+        # Records of files the manifest does not list.
+        for f, recs in frags.items():
+            if f in listed:
+                continue
+            path = self.root / f
+            if _is_regular(path) and not self.finished and _safe_rel(f) is not None and SEGMENT_RE.match(f):
+                # The recorder opened this segment and died before the manifest named it.
+                self.known.add(f)
+                self.counts["segments_total"] += 1
+                self.report_open(f, verify_fragments(path, recs), recs, note="not yet listed in the manifest")
+            elif not path.exists():
+                self.add(f, MISSING_SEGMENT, f"fragments.jsonl records {len(recs)} fragments of it, "
+                                             "but it is neither in the manifest nor on disk")
+
+    def check_segment(self, f: str, e: dict[str, Any], recs: list[_Rec]) -> None:
+        path = self.root / f
+        if not path.exists() and not path.is_symlink():
+            self.add(f, MISSING_SEGMENT, "listed in the manifest, not on disk"
+                     + (f" ({len(recs)} fragments recorded in fragments.jsonl)" if recs else ""))
+            return
+        if not _is_regular(path):
+            self.add(f, CHANGED_BYTES, "not a regular file (a link or a folder); the recorder writes files")
+            return
+        res = verify_fragments(path, recs)
+        want, size, closed = e.get("sha256"), e.get("size"), e.get("closed") is True
+        whole_ok = False
+        if isinstance(want, str):
+            if res.whole_sha256 != want or (isinstance(size, int) and size != res.size):
+                self.report_changed(f, res, recs, size)
+                return
+            whole_ok = True
+        if closed and whole_ok:
+            self.counts["segments"] += 1
+            self.counts["bytes"] += res.size
+            self.counts["fragments"] += res.verified
+            # The segment is proven by its own hash; a disagreeing fragments.jsonl was rewritten.
+            rel = f"{f.split('/')[0]}/{FRAGMENTS_NAME}"
+            for c in res.changed:
+                self.add(rel, CHANGED_BYTES, f"the record of {f} {c.split(' (')[0]} does not match the "
+                                             "segment proven by the manifest")
+            for o in res.order:
+                self.add(rel, REORDERED, f"{f}: {o}")
+            return
+        if closed:
+            self.add(MANIFEST_NAME, BAD_MANIFEST, f"{f} is marked closed but has no sha256")
+        elif self.finished:
+            self.add(MANIFEST_NAME, BAD_MANIFEST, f"{f} is not closed in a finished session")
+        self.report_open(f, res, recs, whole_ok=whole_ok)
+
+    def report_changed(self, f: str, res: _FragResult, recs: list[_Rec], size: Any) -> None:
+        """A segment whose SHA-256 differs from the manifest: say where, using the fragment records."""
+        body = [r for r in recs if r.kind != "init"]
+        if res.changed:
+            where = "; ".join(res.changed[:3])
+            if len(res.changed) > 3:
+                where += f"; {len(res.changed) - 3} more fragments changed"
+        elif body and res.verified == len(body):
+            where = f"every recorded fragment matches: bytes after byte {res.verified_end} changed"
+        else:
+            where = ""
+        size_note = f"; size {res.size}, the manifest says {size}" if isinstance(size, int) and size != res.size else ""
+        self.add(f, CHANGED_BYTES, f"SHA-256 differs from the manifest{size_note}" + (f": {where}" if where else ""))
+
+    def report_open(self, f: str, res: _FragResult, recs: list[_Rec], note: str = "", whole_ok: bool = False) -> None:
+        """A segment left open by an interruption: prove what fragments.jsonl vouches for.
+
+        ``whole_ok``: the manifest (re-signed by `examrec repair`) holds the SHA-256 of the file
+        as it is now, and it matches.
+        """
+        self.open_segments += 1
+        rel = f"{f.split('/')[0]}/{FRAGMENTS_NAME}"
+        for o in res.order:
+            self.add(rel, REORDERED, f"{f}: {o}")
+        if res.changed:
+            extra = f"; {len(res.changed) - 1} later records also differ" if len(res.changed) > 1 else ""
+            self.add(f, CHANGED_BYTES, f"{res.changed[0]}{extra}")
+        self.counts["fragments"] += res.verified
+        self.counts["bytes"] += res.size if whole_ok else res.verified_end
+        if whole_ok:
+            self.counts["segments"] += 1
+        pts = f" (pts {res.last_pts_s:.1f} s)" if res.last_pts_s is not None else ""
+        upto = (f"verified up to fragment {res.last_index if res.last_index is not None else res.verified}{pts}"
+                if res.verified else "no fragment verified")
+        notes = [note] if note else []
+        if not recs:
+            notes.append("fragments.jsonl has no record of it")
+        rep = self.repaired_files.get(f)
+        if res.stop:
+            notes.append(f"unverified from byte {res.verified_end}: {res.stop}")
+        elif res.size > res.verified_end:
+            notes.append(f"{res.size - res.verified_end} bytes after it are not in fragments.jsonl"
+                         + (" (kept by repair)" if rep else " (torn last fragment)"))
+        if rep is not None and isinstance(rep.get("recovered"), str):
+            notes.append(f"repair moved the torn bytes to {rep['recovered']}")
+        if whole_ok:
+            notes.append(f"the whole file ({res.size} bytes) matches the manifest signed after repair")
+        if "signature" not in (self.manifest or {}):
+            notes.append("manifest not signed: the hash chains are the evidence")
+        self.add(f, INTERRUPTED, upto + "".join(f"; {n}" for n in notes))
+
+    def check_repaired(self) -> None:
+        """What `examrec repair` trimmed stays in recovered/, hashed in ``repaired.files`` entries
+        ({file, kept_bytes, recovered, recovered_sha256, recovered_size})."""
+        for f, rep in self.repaired_files.items():
+            rel = rep.get("recovered")
+            sp = _safe_rel(rel)
+            if sp is None or sp.parts[0] != RECOVERED_DIR:
+                self.add(MANIFEST_NAME, BAD_MANIFEST, f"repaired entry of {f}: {rel!r} is not under recovered/")
+                continue
+            path = self.root.joinpath(*sp.parts)
+            if not _is_regular(path):
+                self.add(str(sp), CHANGED_BYTES, f"missing: the bytes repair trimmed from {f} must be kept")
+            elif isinstance(rep.get("recovered_sha256"), str) and sha256_file(path) != rep["recovered_sha256"]:
+                self.add(str(sp), CHANGED_BYTES, f"the bytes repair trimmed from {f} changed (SHA-256 differs)")
+            kept = rep.get("kept_bytes")
+            target = self.root / f
+            # Only a segment stays as repair left it; events.jsonl gets the "repaired" event after.
+            if SEGMENT_RE.match(f) and isinstance(kept, int) and _is_regular(target) \
+                    and target.stat().st_size != kept:
+                self.add(f, CHANGED_BYTES, f"{target.stat().st_size} bytes, repair kept {kept}")
+
+    # -- events, photos, telemetry
+    def check_events(self) -> None:
+        path = self.root / EVENTS_NAME
+        summary = (self.manifest or {}).get("events")
+        if self.manifest is not None and not isinstance(summary, dict):
+            if self.finished:
+                self.add(MANIFEST_NAME, BAD_MANIFEST, "no events summary (lines, last_sha256)")
+            summary = None
+        if not _is_regular(path):
+            self.add(EVENTS_NAME, REMOVED_EVENT, "events.jsonl is missing: all events removed")
+            return
+        self.known.add(EVENTS_NAME)
+        _, chain_problems = read_chain(path)
+        lines, hashes = _read_lines(path)
+        n = len(lines)
+        m_lines = summary.get("lines") if summary else None
+        m_last = summary.get("last_sha256") if summary else None
+        if summary is not None and not (isinstance(m_lines, int) and isinstance(m_last, str)):
+            self.add(MANIFEST_NAME, BAD_MANIFEST, "events summary lacks lines or last_sha256")
+            summary, m_lines, m_last = None, None, None
+        counted = f" (the manifest counts {m_lines} lines, the file has {n})" if m_lines is not None else ""
+        broken = False
+        for cp in chain_problems:
+            if cp.kind == "torn-tail":
+                if self.finished:
+                    broken = True
+                    self.add(EVENTS_NAME, EDITED_EVENT, "the last line has no newline, in a finished session")
+                continue
+            broken = True
+            if cp.kind == "unparsable":
+                self.add(EVENTS_NAME, EDITED_EVENT, f"line {cp.line} is not JSON")
+                continue
+            cause, other = _break_cause(lines, hashes, cp.line)
+            if cause == "reordered":
+                after = "to be the first event" if other == 0 else f"to follow line {other}"
+                self.add(EVENTS_NAME, REORDERED, f"line {cp.line} claims {after}: events reordered")
+            elif cause == "first":
+                self.add(EVENTS_NAME, REMOVED_EVENT,
+                         f"line 1 follows an event that is not there: events removed from the start{counted}")
+            elif m_lines is not None and n < m_lines:
+                self.add(EVENTS_NAME, REMOVED_EVENT,
+                         f"line {cp.line} does not follow line {cp.line - 1}: events removed between them{counted}")
+            else:
+                self.add(EVENTS_NAME, EDITED_EVENT,
+                         f"line {cp.line} does not follow line {cp.line - 1}: line {cp.line - 1} was edited"
+                         + (f", or an event after it removed{counted}" if m_lines is None or n > m_lines else ""))
+        if not broken and summary is not None:
+            broken = self.check_events_summary(n, hashes, m_lines, m_last)  # type: ignore[arg-type]
+        if not broken:
+            self.counts["events"] = n
+
+    def check_events_summary(self, n: int, hashes: list[str], m_lines: int, m_last: str) -> bool:
+        """The manifest's count and last hash pin the log: nothing removed from or added to its end.
+        Returns True when a problem was reported. A session still recording (or cut off) may have
+        appended events after its last manifest write, so there only the prefix must match."""
+        prefix_ok = m_lines == 0 or (m_lines <= n and hashes[m_lines - 1] == m_last)
+        if prefix_ok and (n == m_lines or not self.finished):
+            return False
+        if n < m_lines:
+            self.add(EVENTS_NAME, REMOVED_EVENT, f"{m_lines - n} events removed from the end "
+                                                 f"(the file has {n} lines, the manifest counts {m_lines})")
+        elif prefix_ok:
+            self.add(EVENTS_NAME, EDITED_EVENT,
+                     f"{n - m_lines} lines appended after the manifest was signed (it counts {m_lines})")
+        else:
+            self.add(EVENTS_NAME, EDITED_EVENT,
+                     f"line {m_lines} is not the line the manifest records (edited, or the log rewritten)")
+        return True
+
+    def check_photos(self) -> None:
+        photos = (self.manifest or {}).get("photos") or []
+        if not isinstance(photos, list):
+            self.add(MANIFEST_NAME, BAD_MANIFEST, "photos is not a list")
+            return
+        for p in photos:
+            rel = _safe_rel(p.get("file")) if isinstance(p, dict) else None
+            if rel is None or rel.parts[0] != PHOTOS_DIR:
+                self.add(MANIFEST_NAME, BAD_MANIFEST, f"photo entry {p!r} does not name a file under photos/")
+                continue
+            self.known.add(str(rel))
+            path = self.root.joinpath(*rel.parts)
+            if not _is_regular(path):
+                self.add(str(rel), CHANGED_PHOTO, "missing")
+            elif sha256_file(path) != p.get("sha256"):
+                self.add(str(rel), CHANGED_PHOTO, "SHA-256 differs from the manifest")
+            else:
+                self.counts["photos"] += 1
+
+    def check_telemetry(self) -> None:
+        tel = (self.manifest or {}).get("telemetry")
+        if not isinstance(tel, dict):
+            if (self.root / TELEMETRY_NAME).exists():
+                self.known.add(TELEMETRY_NAME)
+            return
+        rel = _safe_rel(tel.get("file") or TELEMETRY_NAME)
+        if rel is None:
+            self.add(MANIFEST_NAME, BAD_MANIFEST, f"telemetry file {tel.get('file')!r} is not a session path")
+            return
+        self.known.add(str(rel))
+        want = tel.get("sha256")
+        if want is None:
+            return  # still open when the manifest was written (interrupted): nothing signed to compare
+        path = self.root.joinpath(*rel.parts)
+        if not _is_regular(path):
+            self.add(str(rel), CHANGED_TELEMETRY, "missing")
+        elif sha256_file(path) != want:
+            self.add(str(rel), CHANGED_TELEMETRY, "SHA-256 differs from the manifest")
+        else:
+            self.counts["telemetry"] = 1
+
+    # -- extra files
+    def check_extra(self) -> None:
+        allowed_root = {MANIFEST_NAME, EVENTS_NAME, TELEMETRY_NAME, ROUTE_NAME}
+        dirs = set(self.stream_names) | {PHOTOS_DIR, RECOVERED_DIR}
+        for entry in sorted(os.scandir(self.root), key=lambda d: d.name):
+            name = entry.name
+            if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+                log.info("ignoring %s: a manifest write cut off before its rename", name)
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if name not in dirs:
+                    self.add(name + "/", EXTRA_FILE, "a folder the manifest does not list")
+                elif name != RECOVERED_DIR:
+                    self.check_extra_in(name)
+            elif name not in allowed_root:
+                self.add(name, EXTRA_FILE, "a file the manifest does not list")
+            elif name == ROUTE_NAME and not entry.is_file(follow_symlinks=False):
+                self.add(name, EXTRA_FILE, "not a regular file")
+
+    def check_extra_in(self, folder: str) -> None:
+        for dirpath, dirnames, filenames in os.walk(self.root / folder):
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for d in sorted(dirnames):
+                self.add(f"{rel_dir}/{d}/", EXTRA_FILE, "a folder the manifest does not list")
+            dirnames.clear()  # nothing the recorder writes is nested deeper
+            for fn in sorted(filenames):
+                rel = f"{rel_dir}/{fn}"
+                if rel not in self.known:
+                    self.add(rel, EXTRA_FILE, "a file the manifest does not list")
+
+    def check_state(self) -> None:
+        if self.manifest is None or self.finished:
+            return
+        if self.open_segments == 0:
+            self.add(MANIFEST_NAME, INTERRUPTED,
+                     f"the session did not finish (state {self.state!r}); every segment listed was closed "
+                     f"and verified ({self.counts['segments']})")
+
+    def run(self) -> None:
+        self.load_manifest()
+        self.check_signature()
+        if self.manifest is not None:
+            for s in self.manifest["streams"]:
+                if isinstance(s.get("name"), str) and s["name"] in self.stream_names:
+                    self.check_stream(s)
+        else:
+            # No usable manifest: still prove what the chained fragment records vouch for.
+            for d in sorted(p for p in self.root.iterdir() if (p / FRAGMENTS_NAME).is_file()):
+                self.stream_names.append(d.name)
+                self.load_fragments(d.name)
+                for f, recs in self.fragments[d.name].items():
+                    if _safe_rel(f) is not None and _is_regular(self.root / f):
+                        self.known.add(f)
+                        self.report_open(f, verify_fragments(self.root / f, recs), recs,
+                                         note="no manifest to list it")
+        self.check_events()
+        self.check_photos()
+        self.check_telemetry()
+        self.check_repaired()
+        self.check_extra()
+        self.check_state()
+
+
+def _seg_num(entry: dict[str, Any]) -> int | None:
+    m = SEGMENT_RE.match(entry.get("file") or "") if isinstance(entry.get("file"), str) else None
+    return int(m.group("num")) if m else None
+
+
+def verify_session(path: str | os.PathLike[str], expected_public_key: PublicKeyLike | None = None) -> VerifyReport:
+    """Check one session folder (or its manifest.json); raise NotASession when it is not one.
+
+    ``expected_public_key`` (PEM or hex text, raw bytes or a key object): the manifest must be
+    signed by exactly this key, e.g. the registered key of the device that recorded the exam.
+    """
+    root = Path(path)
+    if root.name == MANIFEST_NAME and root.is_file():
+        root = root.parent
+    if not root.is_dir():
+        raise NotASession(f"{root}: not a folder")
+    has_any = (root / MANIFEST_NAME).exists() or (root / EVENTS_NAME).exists() or any(
+        (p / FRAGMENTS_NAME).exists() for p in root.iterdir() if p.is_dir())
+    if not has_any:
+        raise NotASession(f"{root}: no manifest.json, events.jsonl or fragments.jsonl: not a session folder")
+    v = _Verifier(root, expected_public_key)
+    v.run()
+    session = (v.manifest or {}).get("session_id") if v.manifest else None
+    report = VerifyReport(path=root, session=session if isinstance(session, str) else root.name,
+                          state=v.state, problems=v.problems, counts=v.counts, signed_by=v.signed_by)
+    report.ok = not report.problems
+    log.info("verified %s: %s, %d problems", root, "ok" if report.ok else "not ok", len(report.problems))
+    return report

@@ -1,0 +1,52 @@
+"""Shared test helpers: run the real CLI, record real sessions, decode real MP4."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES = ROOT / "hw-profiles"
+REPLAY = PROFILES / "replay.toml"
+EXAMREC = [sys.executable, "-m", "sessions.cli"]
+
+
+def run_examrec(*args: str, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
+    """Run the examrec CLI in a subprocess (the way people and scripts run it)."""
+    env = {**os.environ, **kw.pop("env", {})}
+    return subprocess.run([*EXAMREC, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          cwd=kw.pop("cwd", ROOT), env=env, **kw)
+
+
+def session_dirs(out: Path) -> list[Path]:
+    return sorted(p.parent for p in Path(out).glob("*/*/manifest.json"))
+
+
+def write_profile(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def replay_variant(tmp: Path, replace: dict[str, str] | None = None, append: str = "") -> Path:
+    """A copy of the replay profile in ``tmp`` with fixture paths made absolute and edits applied."""
+    text = REPLAY.read_text(encoding="utf-8").replace("../bench/", f"{ROOT}/bench/")
+    for old, new in (replace or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return write_profile(tmp / "profile.toml", text + append)
+
+
+@pytest.fixture(scope="session")
+def recorded_session(tmp_path_factory) -> Path:
+    """The replay profile recorded for 5 s through the real CLI (shared by the read-only tests)."""
+    out = tmp_path_factory.mktemp("rec")
+    proc = run_examrec("record", "--profile", REPLAY, "--duration", "5", "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(proc.stdout)
+    (session,) = session_dirs(out)
+    assert manifest["session_id"] == session.name
+    return session

@@ -1,0 +1,200 @@
+"""Record the replay profile end to end and check what a reviewer would check, by decoding."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from capture.timecode import read_timecode
+from muxer.overlay import Overlay, OverlayState
+from sessions.clock import SessionClock
+from sessions.profile import load_profile
+
+from conftest import REPLAY, EXAMREC, ROOT, replay_variant, run_examrec, session_dirs
+from media import audio_span, decode_video, ffprobe
+
+DURATION = 5.0
+
+
+def manifest(session: Path) -> dict:
+    return json.loads((session / "manifest.json").read_text())
+
+
+def segments(session: Path):
+    for s in manifest(session)["streams"]:
+        for seg in s["segments"]:
+            yield s, seg, session / seg["file"]
+
+
+def test_every_segment_decodes_in_pyav_and_ffprobe(recorded_session):
+    for stream, seg, path in segments(recorded_session):
+        decoded = decode_video(path, keep_every=1000)
+        probe = ffprobe(path)
+        video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+        assert int(video["nb_read_frames"]) == len(decoded.pts_s) == seg["frames"], seg["file"]
+        if stream["audio"]:
+            assert any(s["codec_type"] == "audio" for s in probe["streams"]), "cabin must carry the audio"
+
+
+def test_frame_counts_and_first_pts(recorded_session):
+    for stream in manifest(recorded_session)["streams"]:
+        pts = []
+        for seg in stream["segments"]:
+            pts += decode_video(recorded_session / seg["file"], keep_every=10**6).pts_s
+        expected = DURATION * stream["fps"]
+        assert abs(len(pts) - expected) <= 0.02 * expected, (stream["name"], len(pts), expected)
+        assert 0 <= pts[0] < 1 / stream["fps"], (stream["name"], pts[0])
+        assert pts == sorted(pts)
+
+
+def test_audio_lasts_as_long_as_video(recorded_session):
+    cabin = next(s for s in manifest(recorded_session)["streams"] if s["audio"])
+    path = recorded_session / cabin["segments"][0]["file"]
+    video = decode_video(path, keep_every=10**6).pts_s
+    video_end = video[-1] + 1 / cabin["fps"]
+    a_first, a_end, samples = audio_span(path)
+    assert abs(a_first - video[0]) <= 0.05
+    # AAC encoder priming and the last partial frame are inside the 50 ms bound.
+    assert abs((a_end - a_first) - (video_end - video[0])) <= 0.05, (a_first, a_end, video[0], video_end)
+
+
+def test_timecode_strip_matches_pts_in_every_stream(recorded_session):
+    """The picture's own capture time equals its PTS: one timeline for all streams."""
+    for stream, seg, path in segments(recorded_session):
+        decoded = decode_video(path, keep_every=1)
+        interval = 1 / stream["fps"]
+        readable = 0
+        for pts, img in zip(decoded.pts_s, decoded.images):
+            tc = read_timecode(img)
+            if tc is None:
+                continue
+            readable += 1
+            assert abs(tc / 1000 - pts) <= interval, (seg["file"], pts, tc)
+        assert readable >= 0.95 * len(decoded.pts_s), (seg["file"], readable, len(decoded.pts_s))
+
+
+def _overlay_error(decoded: np.ndarray, expected: np.ndarray) -> float:
+    """Share of the box's pixels that differ clearly (compression noise stays well below)."""
+    a = cv2.GaussianBlur(decoded.astype(np.float32), (3, 3), 0)
+    b = cv2.GaussianBlur(expected.astype(np.float32), (3, 3), 0)
+    return float((np.abs(a - b).max(axis=2) > 70).mean())
+
+
+def test_overlay_shows_date_time_duration_and_name(recorded_session):
+    m = manifest(recorded_session)
+    clock = SessionClock.from_json(m["clock"])
+    profile = load_profile(REPLAY)
+    for stream in m["streams"]:
+        spec = profile.stream(stream["name"])
+        ov = Overlay(spec.overlay, spec.name, spec.width, spec.height, clock)
+        state = OverlayState(stage=1)
+        decoded = decode_video(recorded_session / stream["segments"][0]["file"], keep_every=20)
+        for pts, img in zip(decoded.pts_s[::20], decoded.images):
+            capture_ns = clock.capture_ns(pts)
+            box, (x, y) = ov.box_for(capture_ns, state)
+            region = img[y:y + box.shape[0], x:x + box.shape[1]]
+            right = _overlay_error(region, box)
+            wrong_box, _ = ov.box_for(capture_ns + 61_000_000_000, state)  # a minute and a second later
+            if wrong_box.shape != box.shape:
+                continue
+            wrong = _overlay_error(region, wrong_box)
+            assert right < 0.01, (stream["name"], pts, right)
+            assert wrong > 3 * right + 0.002, (stream["name"], pts, right, wrong)
+
+
+def test_manifest_hashes_match_files(recorded_session):
+    m = manifest(recorded_session)
+    assert m["format"] == "examrec-session/1" and m["state"] == "finished"
+    for _, seg, path in segments(recorded_session):
+        assert seg["closed"] and seg["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert seg["size"] == path.stat().st_size
+
+
+def test_fragment_log_hashes_match_bytes(recorded_session):
+    from sessions.chain import read_chain
+    for stream in manifest(recorded_session)["streams"]:
+        records, problems = read_chain(recorded_session / stream["name"] / "fragments.jsonl")
+        assert not problems
+        for rec in records:
+            data = (recorded_session / rec["file"]).read_bytes()
+            chunk = data[rec["offset"]:rec["end"]]
+            if rec.get("skip"):
+                s0, s1 = rec["skip"]
+                chunk = data[rec["offset"]:s0] + data[s1:rec["end"]]
+            assert hashlib.sha256(chunk).hexdigest() == rec["sha256"], (rec["file"], rec["index"])
+
+
+def test_manifest_is_written_before_the_first_frame(tmp_path):
+    """Watch the folder while the recorder starts: no segment byte exists before manifest.json."""
+    profile = replay_variant(tmp_path)
+    proc = subprocess.Popen([*EXAMREC, "record", "--profile", profile, "--duration", "2", "--out", tmp_path / "out"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen_media = False
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        media = [p for p in (tmp_path / "out").glob("*/*/*/*.mp4") if p.stat().st_size > 0]
+        if media:
+            session = media[0].parent.parent
+            assert (session / "manifest.json").exists(), "media written before the manifest"
+            assert manifest(session)["started_at"]
+            seen_media = True
+            break
+        time.sleep(0.001)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0 and seen_media
+
+
+BROKEN = [
+    ("unknown key", {'fragment_ms = 200': 'fragment_ms = 200\nframe_rate = 25'}, "frame_rate", "unknown key"),
+    ("missing key", {'name = "replay"\n': ''}, "name", "missing"),
+    ("wrong type", {'width = 1280\nheight = 720\nfps = 25\naudio': 'width = "1280"\nheight = 720\nfps = 25\naudio'}, "streams[0].width", "wrong type"),
+    ("duplicate names", {'name = "road-rear"': 'name = "road-front"'}, "streams.road-front.name", "duplicate"),
+    ("missing fixture", {"cabin.wav": "nothere.wav"}, "streams.cabin.audio", "not found"),
+    ("size out of range", {"width = 640": "width = 9000"}, "streams[3].width", "out of range"),
+    ("odd size", {"height = 480": "height = 481"}, "streams[3].height", "odd"),
+    ("rate out of range", {"fps = 10": "fps = 500"}, "streams[4].fps", "out of range"),
+    ("bad preset", {'preset = "ultrafast"': 'preset = "warp"'}, "encoder.preset", "not one of"),
+    ("syntax", {'segment_s = 300': 'segment_s = = 300'}, "(syntax)", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize("label,edit,key,why", BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_profile_exits_2_naming_the_key(tmp_path, label, edit, key, why):
+    profile = replay_variant(tmp_path, edit)
+    out = tmp_path / "out"
+    proc = run_examrec("record", "--profile", profile, "--duration", "1", "--out", out, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert str(profile) in proc.stderr and key in proc.stderr and why in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists(), "a broken profile must write nothing"
+
+
+def test_cli_without_arguments_prints_help():
+    proc = run_examrec()
+    assert proc.returncode == 0 and "record" in proc.stdout and "info" in proc.stdout
+
+
+def test_info_reads_the_session(recorded_session):
+    proc = run_examrec("info", recorded_session, "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["state"] == "finished" and {r["stream"] for r in info["streams"]} >= {"cabin", "pedal", "screen"}
+    assert run_examrec("info", recorded_session.parent).returncode == 2
+
+
+def test_audio_plays_at_its_capture_instant(recorded_session):
+    """The fixture beeps at every whole second of the session: the decoded beeps must start there
+    (AAC pre-roll and block stamping included), so sound and picture stay together."""
+    from media import beep_onsets
+    cabin = next(s for s in manifest(recorded_session)["streams"] if s["audio"])
+    # The beep at 0 s is cut by the encoder's 21 ms pre-roll; the later ones are whole.
+    onsets = [t for t in beep_onsets(recorded_session / cabin["segments"][0]["file"]) if t > 0.5]
+    assert len(onsets) >= 4, onsets
+    for t in onsets:
+        assert abs(t - round(t)) <= 0.010, onsets
