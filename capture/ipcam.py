@@ -98,10 +98,11 @@ class ArrivalMapper:
 class _Reader(threading.Thread):
     """Drains one camera connection in the background; see the module docstring."""
 
-    def __init__(self, label: str, secrets: list[str]):
+    def __init__(self, label: str, secrets: list[str], stall_timeout_s: float):
         super().__init__(name=f"ipcam-{label}", daemon=True)
         self.label = label
         self.secrets = secrets
+        self.stall_timeout_s = stall_timeout_s
         self.frames: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)
         self.stopping = threading.Event()
         self.dropped = 0
@@ -132,7 +133,15 @@ class _Reader(threading.Thread):
             self.release()
 
     def describe_failure(self, exc: BaseException) -> str:
-        return redact(f"{type(exc).__name__}: {exc}", self.secrets)
+        """A plain sentence for the event log (never the URL's secrets)."""
+        text = redact(str(exc), self.secrets)
+        if isinstance(exc, (TimeoutError, socket.timeout)) or "timed out" in text.lower() or "Immediate exit" in text:
+            return f"no data for {self.stall_timeout_s:g} s: the camera stalled"
+        if isinstance(exc, EOFError):
+            return f"connection lost: {text}"
+        if isinstance(exc, ConnectionResetError):
+            return "connection lost: the camera reset the connection"
+        return f"connection lost: {type(exc).__name__}: {text}"
 
     def next_frame(self) -> tuple[Any, int]:
         raise NotImplementedError
@@ -150,7 +159,7 @@ class _RtspReader(_Reader):
 
     def __init__(self, label: str, secrets: list[str], url: str, transport: str,
                  open_timeout_s: float, stall_timeout_s: float):
-        super().__init__(label, secrets)
+        super().__init__(label, secrets, stall_timeout_s)
         import av  # heavy: only for the cameras that use it
         options = {
             "rtsp_transport": transport,
@@ -199,7 +208,7 @@ class _MjpegReader(_Reader):
 
     def __init__(self, label: str, secrets: list[str], url: str, creds: Credentials | None,
                  open_timeout_s: float, stall_timeout_s: float):
-        super().__init__(label, secrets)
+        super().__init__(label, secrets, stall_timeout_s)
         handlers: list[urllib.request.BaseHandler] = []
         if creds is not None:
             mgr = urllib.request.HTTPPasswordMgrWithDefaultRealm()
@@ -399,7 +408,7 @@ class IPCameraSource(VideoSource):
             except queue.Empty:
                 raise SourceLost(self._msg(f"no frame for {self.stall_timeout_s:g} s: the camera stalled")) from None
             if isinstance(item, _Failure):
-                raise SourceLost(self._msg(f"connection lost: {item.message}"))
+                raise SourceLost(self._msg(item.message))
             payload, capture_ns = item
             image = self._to_bgr(payload)
             if image is None:

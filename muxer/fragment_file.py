@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from sessions import durable
 from sessions.clock import NS_PER_S
 
 
@@ -33,13 +34,7 @@ class FragmentRecord:
     skip: tuple[int, int] | None = None  # bytes excluded from the hash (rewritten on close)
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a new directory entry durable (a file that exists after a power cut)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+fsync_dir = durable.fsync_dir
 
 
 class FragmentFile(io.RawIOBase):
@@ -57,7 +52,7 @@ class FragmentFile(io.RawIOBase):
                  opener: Callable[[Path], int] | None = None):
         super().__init__()
         self.path = Path(path)
-        self._fd = opener(self.path) if opener else os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fd = opener(self.path) if opener else durable.open_fd(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         fsync_dir(self.path.parent)
         self.fsync_interval_ns = fsync_interval_ns
         self.on_fragment = on_fragment
@@ -101,9 +96,9 @@ class FragmentFile(io.RawIOBase):
     def write(self, data) -> int:
         data = bytes(data)
         try:
-            written = os.pwrite(self._fd, data, self._pos)
+            written = durable.pwrite(self._fd, data, self._pos)
             while written < len(data):  # short writes happen near a full disk
-                n = os.pwrite(self._fd, data[written:], self._pos + written)
+                n = durable.pwrite(self._fd, data[written:], self._pos + written)
                 if n == 0:
                     raise OSError(28, "No space left on device")
                 written += n
@@ -126,7 +121,7 @@ class FragmentFile(io.RawIOBase):
             try:
                 if self._fd >= 0:
                     self.sync()
-                    os.close(self._fd)
+                    durable.close(self._fd)
                     self._fd = -1
             finally:
                 super().close()
@@ -136,7 +131,7 @@ class FragmentFile(io.RawIOBase):
         """fsync the data now, then tell the caller (who syncs the fragment log after it)."""
         if self._fd < 0:
             return
-        os.fsync(self._fd)
+        durable.fsync(self._fd)
         self.synced_end = self._end
         self.last_sync_ns = time.monotonic_ns()
         if self.on_sync:

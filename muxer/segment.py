@@ -35,7 +35,7 @@ class SegmentSettings:
     fps: float
     encoder: EncoderSpec
     gop: int
-    fragment_ms: int = 200
+    fragment_ms: int = 160
     fsync_interval_ms: int = 500
     audio: bool = False
 
@@ -57,11 +57,22 @@ class SegmentResult:
 
 def container_options(fragment_ms: int, audio: bool) -> dict[str, str]:
     """Muxer options: hybrid fragmented MP4 (a regular MP4 once closed), fragments of at most
-    ``fragment_ms`` of media, each written to the OS as soon as it is complete."""
+    ``fragment_ms`` of media, each written to the OS as soon as it is complete.
+
+    Timestamps must stay absolute on the session timeline in every file, interrupted or closed:
+    - empty_moov + frag_discont: every sample lives in a moof whose tfdt carries its absolute
+      time (without frag_discont the muxer counts from 0; without empty_moov the first
+      fragment is described by the initial moov, whose edit list hides it from players when the
+      file is never closed);
+    - avoid_negative_ts=disabled: don't shift a segment that starts at 300 s back to 0;
+    - use_editlist=1: the moov written on close places the segment at its absolute start.
+    """
     opts = {
-        "movflags": "+hybrid_fragmented",
+        "movflags": "+hybrid_fragmented+empty_moov+default_base_moof+frag_discont",
         "frag_duration": str(fragment_ms * 1000),
         "flush_packets": "1",
+        "avoid_negative_ts": "disabled",
+        "use_editlist": "1",
     }
     if audio:
         # Don't let the interleaver hold video for long when audio lags or stops.

@@ -9,9 +9,12 @@ import hashlib
 import json
 import os
 import threading
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+from . import durable
 
 GENESIS = "0" * 64
 PREV_KEY = "prev_sha256"
@@ -38,7 +41,8 @@ class ChainedLog:
         self._fsync = fsync
         self._lock = threading.Lock()
         self._last = last_hash(self.path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.lines = _complete_lines(self.path)
+        self._fd = durable.open_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     @property
     def last_hash(self) -> str:
@@ -48,22 +52,32 @@ class ChainedLog:
         """Append one record; returns the hash of the stored line."""
         with self._lock:
             data = encode_record(record, self._last)
-            os.write(self._fd, data)
+            durable.append(self._fd, data)
             if self._fsync:
-                os.fsync(self._fd)
+                durable.fsync(self._fd)
             self._last = line_hash(data)
+            self.lines += 1
             return self._last
 
     def sync(self) -> None:
         with self._lock:
-            os.fsync(self._fd)
+            if self._fd >= 0:
+                durable.fsync(self._fd)
 
     def close(self) -> None:
         with self._lock:
             if self._fd >= 0:
-                os.fsync(self._fd)
-                os.close(self._fd)
+                durable.fsync(self._fd)
+                durable.close(self._fd)
                 self._fd = -1
+
+
+def _complete_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.endswith(b"\n"))
+    except FileNotFoundError:
+        return 0
 
 
 def last_hash(path: Path) -> str:

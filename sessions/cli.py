@@ -9,10 +9,16 @@ import sys
 
 from . import exitcodes
 from .profile import ProfileError
+from .signing import KeyFileError
 
 # Modules that add commands, in the order they appear in `examrec --help`.
 COMMAND_MODULES = (
     "sessions.cmd_record",
+    "sessions.cmd_repair",
+    "sessions.cmd_verify",
+    "sessions.cmd_key",
+    "sessions.cmd_export_gpx",
+    "sessions.cmd_devices",
 )
 
 
@@ -46,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except ProfileError as exc:
         print(f"examrec: profile error: {exc}", file=sys.stderr)
         return exitcodes.USAGE
+    except KeyFileError as exc:
+        print(f"examrec: device key: {exc}", file=sys.stderr)
+        return exitcodes.REFUSED
     except KeyboardInterrupt:
         return exitcodes.INTERRUPTED
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import exitcodes
 from .profile import load_profile
+from .cmd_repair import repair_interrupted
 from .recorder import Recorder
 from .session_summary import NotASession, format_table, summary
 
@@ -49,7 +50,12 @@ def _progress(rec: Recorder) -> None:
 
 def cmd_record(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile or DEFAULT_PROFILE)
-    out_root = args.out or Path(profile.out)
+    out_root = args.out or profile.resolve(profile.out)
+    if out_root.exists():
+        # A session left without a clean stop (power cut, kill) is made playable before anything new.
+        for report in repair_interrupted(out_root):
+            print(f"examrec: repaired interrupted session {report.session} (last frame kept at "
+                  f"{report.last_pts_s} s)", file=sys.stderr)
     rec = Recorder(profile, out_root, realtime=not args.fast, force=args.force)
     session_dir = rec.prepare()
     problems = rec.device_problems()

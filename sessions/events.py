@@ -38,5 +38,9 @@ class EventLog:
     def last_hash(self) -> str:
         return self._log.last_hash
 
+    @property
+    def lines(self) -> int:
+        return self._log.lines
+
     def close(self) -> None:
         self._log.close()

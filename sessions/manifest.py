@@ -10,18 +10,18 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import durable
 from .chain import GENESIS
 
 log = logging.getLogger(__name__)
 
 FORMAT = "examrec-session/1"
 MANIFEST_NAME = "manifest.json"
-# Left behind only when the writer dies between creating the temp file and the rename;
-# verify ignores such leftovers (they are never the manifest) and the next write replaces it.
+# durable.write_file_atomic's temp file (".manifest.json.tmp"): left behind only when the writer
+# dies before the rename; verify ignores it (it is never the manifest), the next write replaces it.
 TEMP_PREFIX = ".manifest.json."
 TEMP_SUFFIX = ".tmp"
 STATES = ("recording", "paused", "finished", "interrupted")
@@ -72,15 +72,6 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (the directory entry is what a power cut loses)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_manifest(session_dir: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
     """Replace ``session_dir/manifest.json`` atomically; return its path.
 
@@ -90,25 +81,8 @@ def write_manifest(session_dir: str | os.PathLike[str], manifest: Mapping[str, A
     """
     folder = Path(session_dir)
     data = json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n"
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=folder)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the other session files are 0644
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
     target = folder / MANIFEST_NAME
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
+    durable.write_file_atomic(target, data)  # traced, so power-cut tests see every manifest write
     log.debug("wrote %s (%d bytes)", target, len(data))
     return target
 

@@ -20,17 +20,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import exitcodes
+from . import durable, exitcodes
 from .clock import NS_PER_S, SessionClock, iso_utc
 from .events import EventLog
 from .manifest import segment_entry_hash, write_manifest
 from .profile import Profile
+from .session_lock import hold_shared
+from .signing import key_path_for, load_or_create_key, sign_manifest
 from .stream_process import StreamJob, run_stream
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0
 START_LEAD_NS = 500_000_000
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 4 << 20
 STOP_TIMEOUT_S = 15.0
 GENESIS = "0" * 64
 
@@ -47,6 +51,7 @@ class StreamRuntime:
     ready_message: str = ""
     done: bool = False
     restarts: int = 0
+    pid: int | None = None
     stats: dict = field(default_factory=dict)
     last_drop_report: int = 0
     segments: list = field(default_factory=list)
@@ -86,11 +91,18 @@ class Recorder:
     def prepare(self) -> Path:
         """Create the session folder and the event log; start the stream processes and wait
         until each has opened its devices. Returns the session folder."""
+        # The device key is loaded before anything is recorded: a key others can read, or a
+        # damaged one, is a reason not to start, not a surprise at the end of the exam.
+        self.key = load_or_create_key(key_path_for(self.profile))
         now = datetime.now(timezone.utc)
         self.session_id = new_session_id(now, self.profile.name)
         day = now.astimezone().strftime("%Y-%m-%d")
         self.session_dir = self.out_root / day / self.session_id
         self.session_dir.mkdir(parents=True)
+        for folder in (self.session_dir.parent.parent, self.session_dir.parent, self.session_dir):
+            durable.fsync_dir(folder)  # the session's folder itself must survive a power cut
+        self._lock_fd = hold_shared(self.session_dir)
+        self._reserve_space()
         self.events = EventLog(self.session_dir / "events.jsonl")
         self.out_q = self._ctx.Queue()
         for spec in self.profile.streams:
@@ -105,6 +117,26 @@ class Recorder:
                                    f"{READY_TIMEOUT_S:.0f} s: {[n for n, r in self.streams.items() if not r.ready]}")
             self._pump(timeout=0.2)
         return self.session_dir
+
+    def _reserve_space(self) -> None:
+        """Keep a little space aside, so that when the disk fills up the manifest, the event log
+        and the trimmed tails can still be written (the reserve is released at that moment)."""
+        assert self.session_dir is not None
+        self._reserve = self.session_dir / RESERVE_NAME
+        try:
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("could not reserve %d bytes in %s: %s", RESERVE_BYTES, self.session_dir, exc)
+
+    def _release_reserve(self) -> None:
+        try:
+            self._reserve.unlink()
+        except (OSError, AttributeError):
+            pass
 
     def _spawn(self, rt: StreamRuntime, first_segment: int = 0) -> None:
         rt.cmd_q = self._ctx.Queue()
@@ -164,7 +196,8 @@ class Recorder:
         self._write_manifest()
         self.state = "recording"
         self.events.emit("start", capture_ns=self.clock.start_ns, session_id=self.session_id,
-                         profile=self.profile.name, streams=[s.name for s in self.profile.streams])
+                         profile=self.profile.name, streams=[s.name for s in self.profile.streams],
+                         pids={"controller": os.getpid(), **{n: rt.pid for n, rt in self.streams.items()}})
         for rt in self.streams.values():
             if not rt.ready:
                 self._gap_open(rt.name, 0.0, rt.ready_message)
@@ -247,12 +280,13 @@ class Recorder:
         rt = self.streams[name]
         with self._lock:
             if kind == "ready":
+                rt.pid = p.get("pid")
                 rt.ready = p["ok"]
                 rt.ready_message = p["message"] or ("" if p["ok"] else "not ready")
                 if rt.restarts and self.clock is not None:
                     self._gap_close(name, self.clock.pts_s(time.monotonic_ns()))
                     assert self.events is not None
-                    self.events.emit("recovered", stream=name, device=f"stream process {name}")
+                    self.events.emit("restarted", stream=name, device=f"stream process {name}", pid=rt.pid)
             elif kind == "segment_open":
                 entry = {"file": p["file"], "sha256": None, "size": None, "frames": 0, "dropped": 0,
                          "first_pts_s": round(p["first_pts_s"], 6), "last_pts_s": round(p["first_pts_s"], 6),
@@ -294,6 +328,7 @@ class Recorder:
             elif kind == "io_error":
                 assert self.events is not None
                 free = _free_bytes(Path(p["path"]))
+                self._release_reserve()
                 disk_full = p.get("errno") == 28
                 message = (f"disk full on {p['path']} ({free / 1e6:.1f} MB free): recording stopped; "
                            f"everything written so far stays playable. Free space or use another --out."
@@ -353,6 +388,7 @@ class Recorder:
             self._chain_segments()
             if self.events is not None:
                 self.manifest["events"]["last_sha256"] = self.events.last_hash
+                self.manifest["events"].update(lines=self.events.lines, last_sha256=self.events.last_hash)
             write_manifest(self.session_dir, self.manifest)
 
     # finishing -----------------------------------------------------------------------------
@@ -379,8 +415,9 @@ class Recorder:
                          **({} if clean else {"unfinished_segments": open_segments}))
         self.manifest["ended_at"] = iso_utc(self.clock.wall_utc(end_ns))
         self.manifest["state"] = "finished" if clean else "interrupted"
-        self.manifest["events"]["lines"] = _count_lines(self.session_dir / "events.jsonl")
+        self.manifest["events"].update(lines=self.events.lines, last_sha256=self.events.last_hash)
         self.events.close()
+        self._release_reserve()
         self._finalize_manifest()
         self.state = self.manifest["state"]
         if not clean and self.exit_code == exitcodes.OK:
@@ -388,13 +425,12 @@ class Recorder:
         return self.exit_code
 
     def _finalize_manifest(self) -> None:
-        """Last manifest write; the signing hook (sessions.signing) seals it when configured."""
-        self._write_manifest()
-
-
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.endswith(b"\n"))
+        """Last manifest write, signed with the device key: from here on any change is detectable."""
+        with self._lock:
+            self._chain_segments()
+            self.manifest = sign_manifest(self.manifest, self.key)
+            assert self.session_dir is not None
+            write_manifest(self.session_dir, self.manifest)
 
 
 def _free_bytes(path: Path) -> int:

@@ -23,6 +23,7 @@ from capture.base import AudioSource, SourceError, VideoSource
 from muxer.fragment_file import FragmentRecord, fsync_dir
 from muxer.overlay import Overlay, OverlayState
 from muxer.segment import AudioTimeline, SegmentResult, SegmentSettings, SegmentWriter
+from sessions import durable
 from sessions.chain import ChainedLog
 from sessions.clock import NS_PER_S, SessionClock
 from sessions.profile import Profile, StreamSpec
@@ -89,6 +90,7 @@ class StreamProcess:
         self.audio_fault_open = False
         self.last_frame_mono = time.monotonic()
         self.fraglog: ChainedLog | None = None
+        self.last_fragment_end = 0
         self.hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self.video: VideoSource | None = None
         self.audio: AudioSource | None = None
@@ -202,6 +204,7 @@ class StreamProcess:
 
     # segments --------------------------------------------------------------------------
     def _on_fragment(self, rec: FragmentRecord) -> None:
+        self.last_fragment_end = rec.end
         entry = {"file": self.writer_rel, "kind": rec.kind, "index": rec.index, "offset": rec.offset,
                  "end": rec.end, "sha256": rec.sha256}
         if rec.skip:
@@ -230,6 +233,7 @@ class StreamProcess:
         # segments of all streams line up.
         self.segment_end_pts_s = (int(pts_s // seg_s) + 1) * seg_s
         self._dropped_at_open = self.dropped_total
+        self.last_fragment_end = 0
         self.send("segment_open", file=self.writer_rel, first_pts_s=pts_s, stage=self.stage)
 
     def _close_segment(self, finalise: bool = True) -> None:
@@ -291,11 +295,7 @@ class StreamProcess:
             path.parent.mkdir(exist_ok=True)
             ok, jpg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
             if ok:
-                with open(path, "wb") as f:
-                    f.write(jpg.tobytes())
-                    f.flush()
-                    os.fsync(f.fileno())
-                fsync_dir(path.parent)
+                durable.write_file_atomic(path, jpg.tobytes())
                 self.send("photo", file=req["file"], role=req.get("role"), capture_ns=capture_ns,
                           sha256=hashlib.sha256(jpg.tobytes()).hexdigest())
         self.photo_requests.clear()
@@ -328,6 +328,8 @@ class StreamProcess:
         cv2.setNumThreads(1)  # one thread per stream: parallelism comes from the stream processes
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller decides when to stop
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
+        from sessions.session_lock import hold_shared
+        self._lock_fd = hold_shared(self.session_dir)  # released by the kernel whenever this process ends
         ok, why = self.open_sources()
         self.send("ready", ok=ok, message=why, pid=os.getpid())
         # Wait for the session clock.
@@ -467,13 +469,37 @@ class StreamProcess:
         self._close_segment()
 
     def _disk_error(self, exc: OSError) -> None:
+        """The disk is full (or failing): stop, and leave the segment ending on its last complete
+        fragment so it plays without repair. The torn bytes are kept in recovered/ if they fit."""
         import errno
         self.exit_reason = "disk-full" if exc.errno == errno.ENOSPC else "io-error"
+        self.send("io_error", errno=exc.errno, message=str(exc), path=str(self.session_dir))
         if self.writer is not None:
             w, self.writer = self.writer, None
             result = w.abandon()
+            keep = self.last_fragment_end
+            if 0 < keep < result.path.stat().st_size:
+                self._trim_tail(result.path, keep)
+                result.size = keep
             self._report_closed(result, self.stage)
-        self.send("io_error", errno=exc.errno, message=str(exc), path=str(self.session_dir))
+
+    def _trim_tail(self, path: Path, keep: int) -> None:
+        with open(path, "rb") as f:
+            f.seek(keep)
+            tail = f.read()
+        fd = durable.open_fd(path, os.O_WRONLY)
+        try:
+            durable.truncate(fd, keep)
+            durable.fsync(fd)
+        finally:
+            durable.close(fd)
+        rel = path.relative_to(self.session_dir).as_posix()
+        try:
+            (self.session_dir / "recovered").mkdir(exist_ok=True)
+            durable.write_file_atomic(self.session_dir / "recovered" / f"{rel.replace('/', '__')}.from-{keep}", tail)
+        except OSError as exc:
+            self.event("error", message=f"{len(tail)} bytes of an incomplete fragment of {rel} could not be "
+                                        f"kept ({exc})", file=rel)
 
 
 def run_stream(job: StreamJob, out_q, cmd_q) -> None:

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import stat
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
@@ -26,6 +27,7 @@ from typing import Any, Iterable
 from .chain import GENESIS, PREV_KEY, line_hash, read_chain
 from .manifest import (MANIFEST_NAME, STATES, TEMP_PREFIX, TEMP_SUFFIX, ManifestError, read_manifest,
                        segment_entry_hash, sha256_file)
+from .session_lock import LOCK_NAME
 from .signing import PublicKeyLike, check_signature, fingerprint
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,6 @@ SEGMENT_RE = re.compile(r"^(?P<stream>[a-z0-9][a-z0-9_-]{0,31})/(?P<num>\d{4})\.
 # The init record of a hybrid fragmented MP4 leaves out the 8-byte box header that closing the
 # file rewrites (free -> mdat); those 8 bytes must still be that header and nothing else.
 REWRITTEN_HEADER_TYPES = (b"free", b"mdat")
-MAX_INIT_BYTES = 64 << 20
 _CHUNK = 1 << 20
 
 
@@ -204,20 +205,22 @@ class _Rec:
     end: int
     sha256: str
     last_pts_s: float | None
+    skip: tuple[int, int] | None = None
 
 
 @dataclass
 class _FragResult:
     total: int = 0                 # records for this file
-    verified: int = 0              # fragment records proven, in order, from the start of the file
+    verified: int = 0              # records (init included) proven, in order, from byte 0
     verified_end: int = 0          # bytes [0, verified_end) proven
-    last_index: int | None = None  # index of the last proven fragment
+    last_index: int | None = None  # index of the last proven record (the init is 0)
     last_pts_s: float | None = None
     size: int = 0
     whole_sha256: str = ""
     stop: str | None = None        # why the proven prefix ends before the last record
-    changed: list[str] = field(default_factory=list)  # fragments whose bytes differ
+    changed: list[str] = field(default_factory=list)  # records whose bytes differ
     order: list[str] = field(default_factory=list)    # records out of file order
+    gaps: list[str] = field(default_factory=list)     # bytes between records that no record covers
 
 
 def _parse_records(raw: Iterable[tuple[int, dict[str, Any]]]) -> tuple[list[_Rec], list[str]]:
@@ -230,32 +233,50 @@ def _parse_records(raw: Iterable[tuple[int, dict[str, Any]]]) -> tuple[list[_Rec
             kind = str(r.get("kind", "fragment"))
             idx = int(r["index"]) if r.get("index") is not None else None
             pts = float(r["last_pts_s"]) if r.get("last_pts_s") is not None else None
-        except (KeyError, TypeError, ValueError):
+            skip = (int(r["skip"][0]), int(r["skip"][1])) if r.get("skip") is not None else None
+        except (KeyError, TypeError, ValueError, IndexError):
             bad.append(f"line {line} is not a fragment record")
             continue
         if off < 0 or end < off:
             bad.append(f"line {line} has offset {off} and end {end}")
             continue
-        recs.append(_Rec(line, kind, idx, off, end, sha, pts))
+        recs.append(_Rec(line, kind, idx, off, end, sha, pts, skip))
     return recs, bad
 
 
-def _check_init(path: Path, rec: _Rec) -> bool:
-    """The init record: the file's first bytes, leaving out the 8-byte header at end-8 that
-    closing a hybrid fragmented MP4 rewrites (FORMAT.md). A record covering its range whole is
-    accepted too (a layout where closing rewrites nothing)."""
-    if rec.end - rec.offset > MAX_INIT_BYTES:
-        return False
+def _check_skipping(path: Path, rec: _Rec, size: int) -> str | None:
+    """A record whose hash leaves out ``skip`` (FORMAT.md: the init record, minus the 8-byte box
+    header that closing a hybrid fragmented MP4 rewrites). None when it matches, else why not.
+
+    The left-out bytes must be exactly one box header of type free (open file) or mdat (closed),
+    so nothing but that rewrite can hide in them.
+    """
+    a, b = rec.skip  # type: ignore[misc]
+    if b - a != 8 or a < rec.offset or b > rec.end:
+        return f"its skip {[a, b]} is not an 8-byte box header inside the record"
+    if rec.end > size:
+        return f"is missing: the file ends at byte {size}"
+    h = hashlib.sha256()
     with open(path, "rb") as f:
-        f.seek(rec.offset)
-        data = f.read(rec.end - rec.offset)
-    if len(data) != rec.end - rec.offset:
-        return False
-    if hashlib.sha256(data).hexdigest() == rec.sha256:
-        return True
-    if len(data) >= 8 and data[-4:] in REWRITTEN_HEADER_TYPES:
-        return hashlib.sha256(data[:-8]).hexdigest() == rec.sha256
-    return False
+        f.seek(a)
+        header = f.read(8)
+        box_size, box_type = struct.unpack(">I4s", header) if len(header) == 8 else (0, b"")
+        # Open, the header is a free box reaching the initial moov; closed, an mdat reaching the
+        # final moov. Either way a moov starts where it ends: no other value can hide or cut bytes.
+        f.seek(a + box_size)
+        follows = f.read(8)[4:] if box_size >= 8 else b""
+        if box_type not in REWRITTEN_HEADER_TYPES or follows != b"moov":
+            return f"the 8 bytes it leaves out (at {a}) are not the free/mdat box header that ends at a moov"
+        for start, stop in ((rec.offset, a), (b, rec.end)):
+            f.seek(start)
+            left = stop - start
+            while left > 0:
+                chunk = f.read(min(_CHUNK, left))
+                if not chunk:
+                    return f"is missing: the file ends at byte {size}"
+                h.update(chunk)
+                left -= len(chunk)
+    return None if h.hexdigest() == rec.sha256 else "changed"
 
 
 def _fragment_name(rec: _Rec) -> str:
@@ -266,52 +287,52 @@ def verify_fragments(path: Path, recs: list[_Rec]) -> _FragResult:
     """Check a segment file against its fragments.jsonl records, in record order.
 
     The proven prefix runs from byte 0 through contiguous records whose bytes match; it stops at
-    the first gap, overlap or changed fragment. Later records are still checked so every changed
+    the first gap, overlap or changed record. Later records are still checked so every changed
     fragment is named.
     """
     res = _FragResult(total=len(recs))
-    body = [r for r in recs if r.kind != "init"]
-    ranges = [(r.offset, r.end) for r in body]
-    res.whole_sha256, res.size, digests = hash_ranges(path, ranges)
-    match = {id(r): d == r.sha256 for r, d in zip(body, digests)}
-    short = {id(r): d is None for r, d in zip(body, digests)}
-    pos = 0
+    plain = [r for r in recs if r.skip is None]
+    res.whole_sha256, res.size, digests = hash_ranges(path, [(r.offset, r.end) for r in plain])
+    why: dict[int, str | None] = {}
+    for r, d in zip(plain, digests):
+        why[id(r)] = None if d == r.sha256 else (
+            "changed" if d is not None else f"is missing: the file ends at byte {res.size}")
+    for r in recs:
+        if r.skip is not None:
+            why[id(r)] = _check_skipping(path, r, res.size)
+    covered = 0
+    last_index = -1
     proving = True
-    last_index = 0
     for r in recs:
         name = _fragment_name(r)
-        if r.kind == "init":
-            ok = _check_init(path, r)
-        else:
-            ok = match[id(r)]
-            if r.index is not None:
-                if r.index <= last_index:
-                    res.order.append(f"{name} (line {r.line}) comes after fragment {last_index}")
-                last_index = max(last_index, r.index)
-        if r.offset < pos:
-            res.order.append(f"{name} (line {r.line}) starts at byte {r.offset}, inside or before "
-                             f"bytes already covered (up to {pos})")
-        if not ok:
-            if r.kind != "init" and short[id(r)]:
-                res.changed.append(f"{name} (bytes {r.offset}-{r.end}) is missing: the file ends at byte {res.size}")
-            else:
-                res.changed.append(f"{name} (bytes {r.offset}-{r.end}) changed")
+        if r.index is not None:
+            if r.index <= last_index:
+                res.order.append(f"{name} (line {r.line}) comes after record {last_index}")
+            last_index = max(last_index, r.index)
+        if r.offset < covered:
+            res.order.append(f"{name} (line {r.line}) starts at byte {r.offset}, inside bytes already "
+                             f"covered (up to {covered})")
+        elif r.offset > covered:
+            # The writer records every fragment back to back: a hole is a record taken out.
+            res.gaps.append(f"bytes {covered}-{r.offset} before {name} (line {r.line}) have no record")
+        reason = why[id(r)]
+        if reason is not None:
+            res.changed.append(f"{name} (bytes {r.offset}-{r.end}) {reason}")
         if proving:
-            if r.offset != pos:
-                res.stop = (f"bytes {pos}-{r.offset} are not covered by any record" if r.offset > pos
-                            else f"{name} overlaps the bytes before it")
+            if r.offset != res.verified_end:
+                res.stop = (f"bytes {res.verified_end}-{r.offset} are not covered by any record"
+                            if r.offset > res.verified_end else f"{name} overlaps the bytes before it")
                 proving = False
-            elif not ok:
+            elif reason is not None:
                 res.stop = f"{name} (bytes {r.offset}-{r.end}) does not match its record"
                 proving = False
             else:
-                pos = r.end
-                if r.kind != "init":
-                    res.verified += 1
-                    res.last_index = r.index
-                    if r.last_pts_s is not None:
-                        res.last_pts_s = r.last_pts_s
-    res.verified_end = pos
+                res.verified_end = r.end
+                res.verified += 1
+                res.last_index = r.index
+                if r.last_pts_s is not None:
+                    res.last_pts_s = r.last_pts_s
+        covered = max(covered, r.end)
     return res
 
 
@@ -335,7 +356,8 @@ class _Verifier:
         # fragments.jsonl records per segment file, per stream
         self.fragments: dict[str, dict[str, list[_Rec]]] = {}
         self.open_segments = 0
-        self.repaired_files: dict[str, dict[str, Any]] = {}
+        # `repaired.files` entries by file: what `examrec repair` trimmed or moved to recovered/
+        self.repaired_files: dict[str, list[dict[str, Any]]] = {}
 
     # -- helpers
     def add(self, file: str, kind: str, detail: str) -> None:
@@ -381,7 +403,7 @@ class _Verifier:
         if isinstance(rep, dict):
             for item in rep.get("files") or []:
                 if isinstance(item, dict) and isinstance(item.get("file"), str):
-                    self.repaired_files[item["file"]] = item
+                    self.repaired_files.setdefault(item["file"], []).append(item)
 
     def check_signature(self) -> None:
         m = self.manifest
@@ -411,7 +433,7 @@ class _Verifier:
         if not _is_regular(path):
             return
         self.known.add(rel)
-        records, chain_problems = read_chain(path)
+        _, chain_problems = read_chain(path)
         lines, hashes = _read_lines(path)
         for cp in chain_problems:
             if cp.kind == "torn-tail":
@@ -441,8 +463,9 @@ class _Verifier:
         by_file: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         for lineno, rec in numbered:
             f = rec.get("file")
-            if not isinstance(f, str) or not f.startswith(stream + "/"):
-                self.add(rel, CHANGED_BYTES, f"line {lineno} names file {f!r}, not one of stream {stream}")
+            m = SEGMENT_RE.match(f) if isinstance(f, str) else None
+            if m is None or m.group("stream") != stream:
+                self.add(rel, CHANGED_BYTES, f"line {lineno} names file {f!r}, not a segment of stream {stream}")
                 continue
             by_file.setdefault(f, []).append((lineno, rec))
         for f, raw_recs in by_file.items():
@@ -471,8 +494,8 @@ class _Verifier:
                          f"after {segments[hashes.index(prev)].get('file')}")
                 self.add(MANIFEST_NAME, REORDERED, f"stream {stream}: segment entry {i + 1} ({f}) was "
                                                    f"chained {after}: entries reordered")
-            elif i > 0 and _seg_num(segments[i - 1]) is not None and _seg_num(e) is not None \
-                    and _seg_num(e) - _seg_num(segments[i - 1]) > 1:  # type: ignore[operator]
+            elif i > 0 and _seg_num(e) is not None and _seg_num(segments[i - 1]) is not None \
+                    and _seg_num(e) > (_seg_num(segments[i - 1]) or 0) + 1:
                 self.add(MANIFEST_NAME, MISSING_SEGMENT,
                          f"stream {stream}: the entry before {f} was removed from the manifest")
             elif i == 0:
@@ -488,14 +511,20 @@ class _Verifier:
         nums = [_seg_num(e) for e in segments]
         if None in nums:
             return
+        # A segment repair moved aside whole (nothing playable) is accounted for in recovered/.
+        moved = {f for f, reps in self.repaired_files.items()
+                 if any(r.get("kept_bytes") == 0 and _saved_as(r) for r in reps)}
+        want = 1
         for i, n in enumerate(nums):
-            if n != i + 1:
-                if n in nums[:i] or (i + 1) in nums[i + 1:]:
+            while f"{stream}/{want:04d}.mp4" in moved:
+                want += 1
+            if n != want:
+                if n in nums[:i] or want in nums[i + 1:]:
                     self.add(MANIFEST_NAME, REORDERED, f"stream {stream}: {segments[i]['file']} is entry {i + 1}")
                 else:
-                    self.add(MANIFEST_NAME, MISSING_SEGMENT,
-                             f"stream {stream}: no entry for {stream}/{i + 1:04d}.mp4")
+                    self.add(MANIFEST_NAME, MISSING_SEGMENT, f"stream {stream}: no entry for {stream}/{want:04d}.mp4")
                 break
+            want += 1
 
     def check_stream(self, s: dict[str, Any]) -> None:
         stream = s["name"]
@@ -531,7 +560,7 @@ class _Verifier:
                 self.known.add(f)
                 self.counts["segments_total"] += 1
                 self.report_open(f, verify_fragments(path, recs), recs, note="not yet listed in the manifest")
-            elif not path.exists():
+            elif not path.exists() and not any(_saved_as(r) for r in self.repaired_files.get(f, [])):
                 self.add(f, MISSING_SEGMENT, f"fragments.jsonl records {len(recs)} fragments of it, "
                                              "but it is neither in the manifest nor on disk")
 
@@ -563,6 +592,8 @@ class _Verifier:
                                              "segment proven by the manifest")
             for o in res.order:
                 self.add(rel, REORDERED, f"{f}: {o}")
+            for g in res.gaps:
+                self.add(rel, CHANGED_BYTES, f"{f}: {g}")
             return
         if closed:
             self.add(MANIFEST_NAME, BAD_MANIFEST, f"{f} is marked closed but has no sha256")
@@ -572,12 +603,11 @@ class _Verifier:
 
     def report_changed(self, f: str, res: _FragResult, recs: list[_Rec], size: Any) -> None:
         """A segment whose SHA-256 differs from the manifest: say where, using the fragment records."""
-        body = [r for r in recs if r.kind != "init"]
         if res.changed:
             where = "; ".join(res.changed[:3])
             if len(res.changed) > 3:
                 where += f"; {len(res.changed) - 3} more fragments changed"
-        elif body and res.verified == len(body):
+        elif recs and res.verified == len(recs):
             where = f"every recorded fragment matches: bytes after byte {res.verified_end} changed"
         else:
             where = ""
@@ -594,6 +624,8 @@ class _Verifier:
         rel = f"{f.split('/')[0]}/{FRAGMENTS_NAME}"
         for o in res.order:
             self.add(rel, REORDERED, f"{f}: {o}")
+        for g in res.gaps:
+            self.add(rel, CHANGED_BYTES, f"{f}: {g}")
         if res.changed:
             extra = f"; {len(res.changed) - 1} later records also differ" if len(res.changed) > 1 else ""
             self.add(f, CHANGED_BYTES, f"{res.changed[0]}{extra}")
@@ -602,45 +634,51 @@ class _Verifier:
         if whole_ok:
             self.counts["segments"] += 1
         pts = f" (pts {res.last_pts_s:.1f} s)" if res.last_pts_s is not None else ""
-        upto = (f"verified up to fragment {res.last_index if res.last_index is not None else res.verified}{pts}"
+        upto = (f"verified up to fragment {res.last_index if res.last_index is not None else res.verified - 1}{pts}"
                 if res.verified else "no fragment verified")
         notes = [note] if note else []
         if not recs:
             notes.append("fragments.jsonl has no record of it")
-        rep = self.repaired_files.get(f)
+        reps = self.repaired_files.get(f, [])
         if res.stop:
             notes.append(f"unverified from byte {res.verified_end}: {res.stop}")
         elif res.size > res.verified_end:
             notes.append(f"{res.size - res.verified_end} bytes after it are not in fragments.jsonl"
-                         + (" (kept by repair)" if rep else " (torn last fragment)"))
-        if rep is not None and isinstance(rep.get("recovered"), str):
-            notes.append(f"repair moved the torn bytes to {rep['recovered']}")
+                         + (" (kept by repair)" if reps else " (torn last fragment)"))
+        for rep in reps:
+            if _saved_as(rep):
+                notes.append(f"repair ({rep.get('reason') or 'trim'}) kept the bytes it took in {_saved_as(rep)}")
         if whole_ok:
-            notes.append(f"the whole file ({res.size} bytes) matches the manifest signed after repair")
+            notes.append(f"the whole file ({res.size} bytes) matches the manifest"
+                         + (" signed after repair" if self.counts["signature"] else ""))
         if "signature" not in (self.manifest or {}):
             notes.append("manifest not signed: the hash chains are the evidence")
         self.add(f, INTERRUPTED, upto + "".join(f"; {n}" for n in notes))
 
     def check_repaired(self) -> None:
-        """What `examrec repair` trimmed stays in recovered/, hashed in ``repaired.files`` entries
-        ({file, kept_bytes, recovered, recovered_sha256, recovered_size})."""
-        for f, rep in self.repaired_files.items():
-            rel = rep.get("recovered")
-            sp = _safe_rel(rel)
-            if sp is None or sp.parts[0] != RECOVERED_DIR:
-                self.add(MANIFEST_NAME, BAD_MANIFEST, f"repaired entry of {f}: {rel!r} is not under recovered/")
-                continue
-            path = self.root.joinpath(*sp.parts)
-            if not _is_regular(path):
-                self.add(str(sp), CHANGED_BYTES, f"missing: the bytes repair trimmed from {f} must be kept")
-            elif isinstance(rep.get("recovered_sha256"), str) and sha256_file(path) != rep["recovered_sha256"]:
-                self.add(str(sp), CHANGED_BYTES, f"the bytes repair trimmed from {f} changed (SHA-256 differs)")
-            kept = rep.get("kept_bytes")
+        """What `examrec repair` trimmed or moved aside stays in recovered/, named by the manifest's
+        ``repaired.files`` entries ({file, kept_bytes, trimmed_bytes, saved_as, reason}; with
+        ``saved_sha256`` those bytes are checked too)."""
+        for f, reps in self.repaired_files.items():
+            for rep in reps:
+                rel = _saved_as(rep)
+                if rel is None:
+                    continue  # nothing was kept (e.g. an empty tail)
+                sp = _safe_rel(rel)
+                if sp is None or sp.parts[0] != RECOVERED_DIR:
+                    self.add(MANIFEST_NAME, BAD_MANIFEST, f"repaired entry of {f}: {rel!r} is not under recovered/")
+                    continue
+                path = self.root.joinpath(*sp.parts)
+                want = rep.get("saved_sha256", rep.get("recovered_sha256"))
+                if not _is_regular(path):
+                    self.add(str(sp), CHANGED_BYTES, f"missing: the bytes repair took from {f} must be kept")
+                elif isinstance(want, str) and sha256_file(path) != want:
+                    self.add(str(sp), CHANGED_BYTES, f"the bytes repair took from {f} changed (SHA-256 differs)")
+            # A segment stays as repair left it (a log gets the "repaired" event after).
+            kept = [r["kept_bytes"] for r in reps if isinstance(r.get("kept_bytes"), int)]
             target = self.root / f
-            # Only a segment stays as repair left it; events.jsonl gets the "repaired" event after.
-            if SEGMENT_RE.match(f) and isinstance(kept, int) and _is_regular(target) \
-                    and target.stat().st_size != kept:
-                self.add(f, CHANGED_BYTES, f"{target.stat().st_size} bytes, repair kept {kept}")
+            if SEGMENT_RE.match(f) and kept and _is_regular(target) and target.stat().st_size != min(kept):
+                self.add(f, CHANGED_BYTES, f"{target.stat().st_size} bytes, repair kept {min(kept)}")
 
     # -- events, photos, telemetry
     def check_events(self) -> None:
@@ -697,6 +735,13 @@ class _Verifier:
         """The manifest's count and last hash pin the log: nothing removed from or added to its end.
         Returns True when a problem was reported. A session still recording (or cut off) may have
         appended events after its last manifest write, so there only the prefix must match."""
+        if m_lines == 0 and m_last != GENESIS:
+            # Written while recording: the last hash is kept current, the count only at the end.
+            if m_last not in hashes:
+                self.add(EVENTS_NAME, EDITED_EVENT, "the last event the manifest recorded is not in the file "
+                                                    "(edited or removed)")
+                return True
+            m_lines = hashes.index(m_last) + 1
         prefix_ok = m_lines == 0 or (m_lines <= n and hashes[m_lines - 1] == m_last)
         if prefix_ok and (n == m_lines or not self.finished):
             return False
@@ -754,7 +799,7 @@ class _Verifier:
 
     # -- extra files
     def check_extra(self) -> None:
-        allowed_root = {MANIFEST_NAME, EVENTS_NAME, TELEMETRY_NAME, ROUTE_NAME}
+        allowed_root = {MANIFEST_NAME, EVENTS_NAME, TELEMETRY_NAME, ROUTE_NAME, LOCK_NAME}
         dirs = set(self.stream_names) | {PHOTOS_DIR, RECOVERED_DIR}
         for entry in sorted(os.scandir(self.root), key=lambda d: d.name):
             name = entry.name
@@ -768,8 +813,11 @@ class _Verifier:
                     self.check_extra_in(name)
             elif name not in allowed_root:
                 self.add(name, EXTRA_FILE, "a file the manifest does not list")
-            elif name == ROUTE_NAME and not entry.is_file(follow_symlinks=False):
+            elif name in (ROUTE_NAME, LOCK_NAME) and not entry.is_file(follow_symlinks=False):
                 self.add(name, EXTRA_FILE, "not a regular file")
+            elif name == LOCK_NAME and entry.stat(follow_symlinks=False).st_size:
+                # The writers' flock file is always empty: content there is something smuggled in.
+                self.add(name, EXTRA_FILE, "the recording lock file should be empty")
 
     def check_extra_in(self, folder: str) -> None:
         for dirpath, dirnames, filenames in os.walk(self.root / folder):
@@ -780,7 +828,9 @@ class _Verifier:
             for fn in sorted(filenames):
                 rel = f"{rel_dir}/{fn}"
                 if rel not in self.known:
-                    self.add(rel, EXTRA_FILE, "a file the manifest does not list")
+                    recorded = rel in self.fragments.get(folder, {})
+                    self.add(rel, EXTRA_FILE, "a file the manifest does not list"
+                             + ("; fragments.jsonl records it: a segment taken out of the manifest" if recorded else ""))
 
     def check_state(self) -> None:
         if self.manifest is None or self.finished:
@@ -813,6 +863,12 @@ class _Verifier:
         self.check_repaired()
         self.check_extra()
         self.check_state()
+
+
+def _saved_as(rep: dict[str, Any]) -> str | None:
+    """Where repair kept the bytes of one ``repaired.files`` entry."""
+    v = rep.get("saved_as", rep.get("recovered"))
+    return v if isinstance(v, str) and v else None
 
 
 def _seg_num(entry: dict[str, Any]) -> int | None:

@@ -50,3 +50,11 @@ def recorded_session(tmp_path_factory) -> Path:
     (session,) = session_dirs(out)
     assert manifest["session_id"] == session.name
     return session
+
+
+@pytest.fixture(scope="session", autouse=True)
+def device_key(tmp_path_factory):
+    """Sessions are signed with a device key; the tests use their own, never the machine's."""
+    key = tmp_path_factory.mktemp("key") / "device.key"
+    os.environ["EXAMREC_KEY"] = str(key)
+    return key

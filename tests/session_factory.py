@@ -21,16 +21,18 @@ What each flag leaves on disk:
 - interrupted=True (implies not finished): as above with state "interrupted", plus a torn tail
   after each open segment's last recorded fragment (part of the next fragment) and a torn last
   line in events.jsonl.
-- repaired=True (implies interrupted): the torn bytes moved to recovered/ as `examrec repair`
-  would, a "repaired" event, manifest ``repaired`` {files: [{file, kept_bytes, recovered,
-  recovered_sha256, recovered_size}]}, open segments given sha256/size of the trimmed file
-  (still closed: false), signed.
+- repaired=True (implies interrupted): what `examrec repair` leaves (sessions/repair.py): the
+  torn bytes moved to recovered/<file with / as __>.from-<kept bytes>, a "repaired" event,
+  manifest ``repaired`` {at, last_pts_s, trimmed_bytes, previous_state, files: [{file,
+  kept_bytes, trimmed_bytes, saved_as, reason, saved_sha256}]}, open segments given the
+  sha256/size of the trimmed file (still closed: false, interrupted: true), signed.
+Every session also holds the empty ``.recording.lock`` the recorder's processes lock.
 
-The fragment record layout (the contract verify checks, FORMAT.md): the init record is
-{offset 0, end H+8, sha256 of bytes [0, H)} where H is the 8-byte box header closing rewrites
-(free -> mdat); fragment 1 runs from H+8 to the end of the first mdat (it includes the moov,
-which in hybrid mode describes the first fragment's samples); then each moof+mdat pair. Records
-are contiguous, so every byte but those 8 is covered.
+The fragment records follow FORMAT.md and match muxer/fragment_file.py, but are computed here
+independently from the file's top-level boxes: the init record (index 0) runs from byte 0 to the
+first moof (ftyp, free, a free holding a copy of ftyp, the empty moov) with ``skip`` [H, H+8],
+the header of that second free which closing rewrites into an mdat header; then one record per
+moof+mdat pair, contiguous, in file order.
 """
 from __future__ import annotations
 
@@ -46,18 +48,21 @@ from typing import Any, Iterable
 
 import av
 import numpy as np
+
+from muxer.segment import container_options
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sessions.chain import ChainedLog
 from sessions.clock import SessionClock, iso_utc
 from sessions.events import EventLog
 from sessions.manifest import FORMAT, append_segment, sha256_file, write_manifest
+from sessions.session_lock import LOCK_NAME
 from sessions.signing import sign_manifest
 
 # A fixed key so every run signs with the same identity (tests compare against it).
 FACTORY_KEY_SEED = bytes(range(32))
 WIDTH, HEIGHT, FPS = 160, 120, 15
-MUX_OPTIONS = {"movflags": "+hybrid_fragmented", "frag_duration": "200000", "flush_packets": "1"}
+MUX_OPTIONS = container_options(200, audio=False)  # exactly what the recorder writes
 PROFILE = "replay"
 
 
@@ -97,37 +102,35 @@ def top_level_boxes(data: bytes, start: int = 0) -> list[tuple[bytes, int, int]]
 @dataclass
 class _FragmentTracker:
     """Turns the bytes PyAV has flushed so far into fragments.jsonl records, the way the
-    recorder sees them reach the disk: each completed mdat ends a fragment."""
+    recorder sees them reach the disk: each completed mdat ends a record."""
 
     path: Path
     rel: str
     records: list[dict[str, Any]] = field(default_factory=list)
     covered: int = 0      # bytes already in a record
     scanned: int = 0      # top-level boxes parsed up to here
-    index: int = 0
 
     def update(self, last_pts_s: float | None) -> None:
         data = self.path.read_bytes()
-        boxes = top_level_boxes(data, self.scanned)
-        for typ, off, size in boxes:
-            self.scanned = off + size
-            if typ == b"moov" and not self.records:
-                # The box right before the fragmented moov is the header closing rewrites.
-                prior = top_level_boxes(data[:off])
-                header_at = prior[-1][1]
-                self.records.append({"file": self.rel, "kind": "init", "offset": 0, "end": header_at + 8,
-                                     "sha256": hashlib.sha256(data[:header_at]).hexdigest()})
-                self.covered = header_at + 8
-            elif typ == b"mdat" and self.records:
-                end = off + size
-                self.index += 1
-                self.records.append({"file": self.rel, "kind": "fragment", "index": self.index,
-                                     "offset": self.covered, "end": end,
-                                     "sha256": hashlib.sha256(data[self.covered:end]).hexdigest(),
-                                     "last_pts_s": round(last_pts_s, 6) if last_pts_s is not None else None})
-                self.covered = end
-            elif typ == b"moov":
-                break  # the closing moov: not a fragment
+        pts = round(last_pts_s, 6) if last_pts_s is not None else None
+        for typ, off, size in top_level_boxes(data, self.scanned):
+            self.scanned = end = off + size
+            if typ == b"moof" and not self.records:
+                # init: ftyp, free, free (holding a copy of ftyp), the empty moov; the second
+                # free's 8-byte header is rewritten on close, so it is left out.
+                frees = [o for t, o, sz in top_level_boxes(data[:off]) if t == b"free" and sz > 8]
+                skip = frees[-1]
+                digest = hashlib.sha256(data[:skip] + data[skip + 8:off]).hexdigest()
+                self.records.append({"file": self.rel, "kind": "init", "index": 0, "offset": 0, "end": off,
+                                     "skip": [skip, skip + 8], "sha256": digest, "last_pts_s": pts})
+                self.covered = off
+            if typ != b"mdat":
+                continue  # moof: part of the record its mdat ends
+            self.records.append({"file": self.rel, "kind": "fragment", "index": len(self.records),
+                                 "offset": self.covered, "end": end,
+                                 "sha256": hashlib.sha256(data[self.covered:end]).hexdigest(),
+                                 "last_pts_s": pts})
+            self.covered = end
 
 
 def _picture(stream: str, number: int, i: int) -> np.ndarray:
@@ -230,6 +233,7 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
     session_id = f"{started:%Y%m%dT%H%M%SZ}-{PROFILE}-{os.urandom(3).hex()}"
     root = Path(tmp_path) / f"{started:%Y-%m-%d}" / session_id
     root.mkdir(parents=True)
+    (root / LOCK_NAME).touch()  # the writers' flock file stays, empty, after the recording
     wall_ns = int(started.timestamp() * 1e9)
     clock = SessionClock(start_ns=SessionClock.now_ns(), wall_anchor_ns=wall_ns)
 
@@ -265,12 +269,13 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
                                 torn=interrupted and last)
             for rec in seg.records:
                 log.append(rec)
-            entry = {"file": seg.file, "sha256": None, "size": None, "frames": seg.frames, "dropped": 0,
-                     "first_pts_s": seg.first_pts_s, "last_pts_s": seg.last_pts_s, "stage": 1,
+            # As the recorder keeps it: an open entry knows its start only.
+            entry = {"file": seg.file, "sha256": None, "size": None, "frames": 0, "dropped": 0,
+                     "first_pts_s": seg.first_pts_s, "last_pts_s": seg.first_pts_s, "stage": 1,
                      "closed": False}
             if seg.closed:
                 entry.update(sha256=sha256_file(root / seg.file), size=(root / seg.file).stat().st_size,
-                             closed=True)
+                             frames=seg.frames, last_pts_s=seg.last_pts_s, closed=True)
                 events.emit("segment", at(seg.last_pts_s), file=seg.file, sha256=entry["sha256"])
             else:
                 open_files[seg.file] = seg
@@ -315,34 +320,41 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
 
 def _repair(root: Path, manifest: dict[str, Any], open_files: dict[str, SegmentResult],
             clock: SessionClock, now_ns: int) -> None:
-    """What `examrec repair` does: move torn bytes to recovered/, log it, record it in the manifest."""
+    """What `examrec repair` (sessions/repair.py) leaves: torn bytes moved to
+    recovered/<file with / as __>.from-<kept>, open segments re-hashed and marked interrupted, a
+    "repaired" event, and manifest ``repaired`` naming every trim."""
     files: list[dict[str, Any]] = []
 
-    def trim(rel: str, keep: int) -> None:
+    def trim(rel: str, keep: int, reason: str) -> None:
         path = root / rel
-        data = path.read_bytes()
-        tail = data[keep:]
-        out = root / "recovered" / (rel + ".tail")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        tail = path.read_bytes()[keep:]
+        out = root / "recovered" / f"{rel.replace('/', '__')}.from-{keep}"
+        out.parent.mkdir(exist_ok=True)
         out.write_bytes(tail)
         with open(path, "r+b") as f:
             f.truncate(keep)
-        files.append({"file": rel, "kept_bytes": keep, "recovered": out.relative_to(root).as_posix(),
-                      "recovered_sha256": hashlib.sha256(tail).hexdigest(), "recovered_size": len(tail)})
+        files.append({"file": rel, "kept_bytes": keep, "trimmed_bytes": len(tail),
+                      "saved_as": out.relative_to(root).as_posix(), "reason": reason,
+                      "saved_sha256": hashlib.sha256(tail).hexdigest()})
 
-    for rel, seg in open_files.items():
-        trim(rel, seg.records[-1]["end"])
     events_data = (root / "events.jsonl").read_bytes()
-    trim("events.jsonl", events_data.rindex(b"\n") + 1)
+    trim("events.jsonl", events_data.rindex(b"\n") + 1, "torn last line")
+    for rel, seg in open_files.items():
+        trim(rel, seg.records[-1]["end"], "torn last fragment")
+    last_pts = max(seg.records[-1]["last_pts_s"] for seg in open_files.values())
     log = EventLog(root / "events.jsonl", clock)
-    log.emit("repaired", now_ns, files=[f["file"] for f in files])
+    log.emit("repaired", now_ns, last_pts_s=last_pts, trimmed=[f["file"] for f in files],
+             previous_state=manifest["state"])
     log.close()
     for s in manifest["streams"]:
         for e in s["segments"]:
             if e["file"] in open_files:
                 # Only the last entry of a stream is open, so no later entry's chain link changes.
-                e.update(sha256=sha256_file(root / e["file"]), size=(root / e["file"]).stat().st_size)
+                e.update(sha256=sha256_file(root / e["file"]), size=(root / e["file"]).stat().st_size,
+                         interrupted=True)
     manifest["events"] = _events_summary(root / "events.jsonl")
     manifest["telemetry"]["sha256"] = sha256_file(root / "telemetry.jsonl")
-    manifest["repaired"] = {"at": iso_utc(clock.wall_utc(now_ns) + timedelta(seconds=1)),
-                            "tool": "examrec repair", "files": files}
+    manifest["repaired"] = {"at": iso_utc(clock.wall_utc(now_ns) + timedelta(seconds=1)), "last_pts_s": last_pts,
+                            "trimmed_bytes": sum(f["trimmed_bytes"] for f in files), "files": files,
+                            "previous_state": manifest["state"]}
+    manifest["state"] = "interrupted"

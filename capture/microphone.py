@@ -1,0 +1,348 @@
+"""The microphone, through PortAudio (sounddevice): 48 kHz, mono, int16, in 20 ms blocks.
+
+Time stamps: PortAudio's callback says when the block's first sample reached the ADC
+(``inputBufferAdcTime``) on PortAudio's own clock (the wall clock on Linux), together with the
+callback's ``currentTime`` on the same clock. ``time.monotonic_ns()`` read in the same callback
+gives the offset, so each block is stamped on CLOCK_MONOTONIC from the sound card's own
+account, never by counting samples from the start (a sound card's clock drifts against the
+system's, and an overflow loses samples). :class:`BlockClock` only smooths the few-ms jitter of
+those measurements while blocks are contiguous, and starts over from the measurement at a gap.
+
+The first input stream a process opens through PortAudio's ALSA/PulseAudio path delivers its
+first block late and loses the samples before it (measured: 0.6-1.6 s); later streams do not.
+:meth:`MicrophoneSource.open` therefore opens and discards a warm-up stream once per device.
+
+:class:`LevelMeter` keeps the RMS level of the last second for checks and status;
+:func:`check_microphone` is the pre-exam check: a silent microphone fails it.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .base import AudioBlock, AudioSource, SourceInfo, SourceLost, SourceUnavailable
+
+if TYPE_CHECKING:
+    from sessions.profile import Profile
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48000
+CHANNELS = 1
+BLOCK_FRAMES = 960              # 20 ms: small enough for lip sync, large enough for a busy machine
+QUEUE_BLOCKS = 250              # 5 s of sound may wait for a slow consumer before the oldest is dropped
+DEFAULT_STALL_TIMEOUT_S = 2.0
+WARMUP_TIMEOUT_S = 4.0
+JITTER_NS = 10_000_000          # measurements closer than this to the contiguous time are jitter
+SILENCE_DBFS = -70.0            # below this over a second the microphone counts as silent
+
+_warm_lock = threading.Lock()
+_warmed: set[tuple[int, str]] = set()   # (PortAudio generation, device name) already warmed up
+_pa_generation = 0
+
+
+def _sounddevice():
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # the Python package is there but the C library is not
+        raise SourceUnavailable(f"microphone: PortAudio is not installed ({exc}): apt-get install libportaudio2") from None
+    return sd
+
+
+def _refresh_portaudio(sd) -> None:
+    """Re-scan the sound devices: PortAudio lists only what was there at its initialisation,
+    so a microphone plugged in (or back in) later appears only after this."""
+    global _pa_generation
+    sd._terminate()
+    sd._initialize()
+    _pa_generation += 1
+
+
+def input_devices() -> list[dict[str, Any]]:
+    """Every PortAudio input: index, name, host API, channels, default rate, default flag."""
+    sd = _sounddevice()
+    try:
+        default_in = sd.query_devices(kind="input")["index"]   # PortAudio's default input
+    except Exception:  # no default input at all
+        default_in = -1
+    hostapis = sd.query_hostapis()
+    out = []
+    for d in sd.query_devices():
+        if d["max_input_channels"] > 0:
+            out.append({"index": d["index"], "name": d["name"], "hostapi": hostapis[d["hostapi"]]["name"],
+                        "channels": d["max_input_channels"], "default_samplerate": d["default_samplerate"],
+                        "default": d["index"] == default_in})
+    return out
+
+
+def find_input_device(name: str, refresh: bool = True) -> dict[str, Any]:
+    """The input a profile names: "default", an exact name, or a unique-enough substring
+    (case-insensitive; the first match wins, with a warning naming the others)."""
+    sd = _sounddevice()
+    for attempt in range(2):
+        inputs = input_devices()
+        if name.strip().lower() == "default":
+            match = [d for d in inputs if d["default"]] or inputs[:1]
+        else:
+            key = name.casefold()
+            match = [d for d in inputs if d["name"].casefold() == key] or \
+                    [d for d in inputs if key in d["name"].casefold()]
+        if match:
+            if len(match) > 1:
+                log.warning("microphone %r matches %s; using %r", name, [d["name"] for d in match], match[0]["name"])
+            return match[0]
+        if attempt == 0 and refresh:
+            _refresh_portaudio(sd)
+    listed = ", ".join(repr(d["name"]) for d in inputs) or "none"
+    raise SourceUnavailable(f"microphone {name!r} not found: is it plugged in? Sound inputs now: {listed}. "
+                            f"`examrec devices` lists what is connected")
+
+
+class BlockClock:
+    """Stamps contiguous blocks: follows the measured times, smoothing only their jitter.
+
+    While a measurement lies within ``JITTER_NS`` of where the previous block ends, the stamp
+    moves 1/8 of the way from that end towards the measurement (so the sound card's drift is
+    followed within milliseconds, and single late callbacks do not shake the timeline); a
+    larger difference is a gap (lost samples, a restarted stream) and the measurement is taken.
+    """
+
+    def __init__(self, sample_rate: int = SAMPLE_RATE):
+        self.sample_rate = sample_rate
+        self._next: int | None = None
+        self.gaps = 0
+
+    def stamp(self, measured_ns: int, frames: int) -> int:
+        if self._next is None or abs(measured_ns - self._next) > JITTER_NS:
+            if self._next is not None:
+                self.gaps += 1
+            stamp = measured_ns
+        else:
+            stamp = self._next + (measured_ns - self._next) // 8
+        self._next = stamp + frames * 1_000_000_000 // self.sample_rate
+        return stamp
+
+
+class LevelMeter:
+    """RMS level of the last ``window_s`` seconds, in dBFS (full-scale square wave = 0 dBFS,
+    full-scale sine = -3 dBFS, digital silence = -inf)."""
+
+    def __init__(self, sample_rate: int = SAMPLE_RATE, window_s: float = 1.0):
+        self.window = int(sample_rate * window_s)
+        self._blocks: deque[tuple[int, float]] = deque()
+        self._n = 0
+        self._sumsq = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, samples: np.ndarray) -> None:
+        x = samples.astype(np.float64).ravel() / 32768.0
+        entry = (x.size, float(np.dot(x, x)))
+        with self._lock:
+            self._blocks.append(entry)
+            self._n += entry[0]
+            self._sumsq += entry[1]
+            while self._blocks and self._n - self._blocks[0][0] >= self.window:
+                n, s = self._blocks.popleft()
+                self._n -= n
+                self._sumsq -= s
+
+    def dbfs(self) -> float:
+        with self._lock:
+            if self._n == 0 or self._sumsq <= 0:
+                return -math.inf
+            return 10 * math.log10(self._sumsq / self._n)
+
+    @property
+    def seconds(self) -> float:
+        return self._n / SAMPLE_RATE
+
+
+class MicrophoneSource(AudioSource):
+    """A sound input named by (part of) its PortAudio name, or "default"."""
+
+    sample_rate = SAMPLE_RATE
+    channels = CHANNELS
+
+    def __init__(self, device_name: str, profile: "Profile | None" = None, *, stall_timeout_s: float | None = None,
+                 warm_up: bool = True):
+        super().__init__()
+        self.device_name = device_name.strip() or "default"
+        self.stall_timeout_s = stall_timeout_s or DEFAULT_STALL_TIMEOUT_S
+        self.warm_up = warm_up
+        self.meter = LevelMeter()
+        self.device: dict[str, Any] | None = None
+        self._stream = None
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_BLOCKS)
+        self._clock = BlockClock()
+        self.blocks_read = 0
+        self.dropped_blocks = 0
+        self.overflows = 0
+        self._error: str | None = None
+
+    @property
+    def label(self) -> str:
+        shown = self.device["name"] if self.device else self.device_name
+        return f"microphone {self.device_name!r}" + (f" ({shown})" if shown != self.device_name else "")
+
+    def open(self) -> None:
+        """Find the input, check it can record 48 kHz mono 16-bit, warm up, start the stream."""
+        self.close()
+        sd = _sounddevice()
+        self.device = find_input_device(self.device_name)
+        index = self.device["index"]
+        try:
+            sd.check_input_settings(device=index, samplerate=SAMPLE_RATE, channels=CHANNELS, dtype="int16")
+        except Exception as exc:
+            raise SourceUnavailable(
+                f"{self.label} cannot record {SAMPLE_RATE} Hz mono 16-bit ({exc}); it offers "
+                f"{self.device['channels']} channel(s) at {self.device['default_samplerate']:g} Hz by default") from None
+        if self.warm_up:
+            self._warm_up(sd, index)
+        self._queue = queue.Queue(maxsize=QUEUE_BLOCKS)
+        self._clock = BlockClock()
+        self._error = None
+        try:
+            stream = sd.InputStream(device=index, samplerate=SAMPLE_RATE, channels=CHANNELS, dtype="int16",
+                                    blocksize=BLOCK_FRAMES, callback=self._callback,
+                                    finished_callback=self._finished)
+            stream.start()
+        except Exception as exc:
+            raise SourceUnavailable(f"{self.label} cannot be opened: {exc}") from None
+        self._stream = stream
+        # "Opened" means sound flows: wait for the first block, so a device that opens but
+        # delivers nothing is reported now, as unavailable, not later as lost.
+        deadline = time.monotonic() + WARMUP_TIMEOUT_S
+        while self._queue.empty():
+            if time.monotonic() > deadline:
+                self.close()
+                self._forget_warm_up()
+                raise SourceUnavailable(f"{self.label} delivers no sound (nothing within {WARMUP_TIMEOUT_S:g} s)")
+            time.sleep(0.01)
+
+    def _forget_warm_up(self) -> None:
+        """After a loss the device (or the sound server) may be new: warm it up again."""
+        with _warm_lock:
+            _warmed.discard((_pa_generation, self.device["name"] if self.device else ""))
+
+    def _warm_up(self, sd, index: int) -> None:
+        key = (_pa_generation, self.device["name"])
+        with _warm_lock:
+            if key in _warmed:
+                return
+            got = threading.Event()
+            try:
+                with sd.InputStream(device=index, samplerate=SAMPLE_RATE, channels=CHANNELS, dtype="int16",
+                                    blocksize=BLOCK_FRAMES, callback=lambda *a: got.set()):
+                    if not got.wait(WARMUP_TIMEOUT_S):
+                        raise SourceUnavailable(f"{self.label} delivers no sound (nothing within {WARMUP_TIMEOUT_S:g} s)")
+            except SourceUnavailable:
+                raise
+            except Exception as exc:
+                raise SourceUnavailable(f"{self.label} cannot be opened: {exc}") from None
+            _warmed.add(key)
+
+    def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        now = time.monotonic_ns()
+        adc, current = time_info.inputBufferAdcTime, time_info.currentTime
+        if adc > 0 and current > 0 and 0 <= current - adc < 10.0:
+            measured = now - round((current - adc) * 1e9)
+        else:  # host APIs that give no ADC time: the block ends now
+            measured = now - frames * 1_000_000_000 // SAMPLE_RATE
+        if status and status.input_overflow:
+            self.overflows += 1
+        samples = indata.copy()
+        self.meter.add(samples)
+        item = (samples, self._clock.stamp(measured, frames))
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            # The consumer is far behind: lose the oldest sound, keep the newest, count it.
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self.dropped_blocks += 1
+            self._queue.put_nowait(item)
+
+    def _finished(self) -> None:
+        self._error = "the sound stream ended"
+
+    def read(self) -> AudioBlock:
+        if self._stream is None:
+            raise SourceLost(f"{self.label}: not open")
+        try:
+            samples, stamp = self._queue.get(timeout=self.stall_timeout_s)
+        except queue.Empty:
+            why = self._error or "unplugged, or the sound system stopped"
+            self._forget_warm_up()
+            raise SourceLost(f"{self.label}: no sound for {self.stall_timeout_s:g} s ({why})") from None
+        self.blocks_read += 1
+        return AudioBlock(samples=samples, capture_ns=stamp, sample_rate=SAMPLE_RATE)
+
+    def level_dbfs(self) -> float:
+        """RMS level of the last second of sound captured (for the status line)."""
+        return self.meter.dbfs()
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except Exception:  # a vanished device may fail to close; it is gone either way
+                pass
+
+    def info(self) -> SourceInfo:
+        return SourceInfo(kind="microphone", device=self.device["name"] if self.device else self.device_name, details={
+            "level_dbfs": self.level_dbfs(), "blocks": self.blocks_read, "dropped_blocks": self.dropped_blocks,
+            "overflows": self.overflows, "gaps": self._clock.gaps})
+
+
+@dataclass
+class MicCheck:
+    """Result of :func:`check_microphone`: ``ok`` False means the check failed; ``message`` says why."""
+
+    ok: bool
+    device: str
+    level_dbfs: float
+    message: str
+
+
+def check_microphone(device_name: str = "default", seconds: float = 1.0, silence_dbfs: float = SILENCE_DBFS,
+                     source: MicrophoneSource | None = None) -> MicCheck:
+    """Record ``seconds`` of sound and judge it: a missing or silent microphone fails.
+
+    Pass an already open ``source`` to measure without reopening it (its blocks are consumed).
+    """
+    own = source is None
+    src = source or MicrophoneSource(device_name)
+    try:
+        if own:
+            src.open()
+        meter = LevelMeter(window_s=seconds)
+        got = 0
+        deadline = time.monotonic() + seconds + src.stall_timeout_s
+        while got < seconds * SAMPLE_RATE and time.monotonic() < deadline:
+            block = src.read()
+            meter.add(block.samples)
+            got += len(block.samples)
+    except (SourceUnavailable, SourceLost) as exc:
+        return MicCheck(False, device_name, -math.inf, str(exc))
+    finally:
+        if own:
+            src.close()
+    level = meter.dbfs()
+    shown = f"{level:.1f} dBFS" if level > -math.inf else "digital silence"
+    if level < silence_dbfs:
+        return MicCheck(False, device_name, level,
+                        f"{src.label} is silent ({shown} over {seconds:g} s, need above {silence_dbfs:g}): "
+                        f"is it muted, unplugged or covered? Speak and check again")
+    return MicCheck(True, device_name, level, f"{src.label}: level {shown}")

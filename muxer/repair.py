@@ -1,0 +1,200 @@
+"""Find the playable part of a segment file after a crash, and trim the torn tail.
+
+A fragmented MP4 written by examrec is: ftyp, free, free(ftyp copy), moov, mdat (first fragment),
+then moof+mdat pairs; a cleanly closed one has a regular moov at the end. After a kill or a power
+cut, the file ends somewhere in a fragment, or has zeros where unsynced data never reached the
+disk. We walk the top-level boxes, accept each fragment that is complete (and whose bytes match
+fragments.jsonl where it has a record), and cut after the last good one. The cut bytes are moved
+aside, never deleted, and nothing before the cut is rewritten.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KNOWN_TOP = {b"ftyp", b"free", b"moov", b"mdat", b"moof", b"mfra", b"sidx", b"styp", b"skip", b"wide", b"udta", b"uuid"}
+
+
+@dataclass
+class Box:
+    type: bytes
+    start: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+
+@dataclass
+class ScanResult:
+    """What a segment file holds."""
+
+    size: int
+    valid_end: int             # the file is playable up to here
+    finalised: bool            # cleanly closed: a regular MP4 with its moov at the end
+    fragments: int             # complete fragments kept (the first plain mdat counts as one)
+    reason: str                # why the tail (if any) is not kept
+    boxes: list[Box] = field(default_factory=list)
+    header_patch: tuple[int, bytes] | None = None  # original bytes to restore (cut during close)
+
+    @property
+    def torn_bytes(self) -> int:
+        return self.size - self.valid_end
+
+
+def read_boxes(data: bytes) -> list[Box]:
+    """Top-level boxes, stopping at the first one that is incomplete or not a box at all."""
+    boxes, pos, n = [], 0, len(data)
+    while pos + 8 <= n:
+        size, typ = struct.unpack(">I4s", data[pos:pos + 8])
+        if size == 1:
+            if pos + 16 > n:
+                break
+            size = struct.unpack(">Q", data[pos + 8:pos + 16])[0]
+        if typ not in KNOWN_TOP or size < 8:
+            break
+        boxes.append(Box(typ, pos, size))
+        if pos + size > n:
+            break
+        pos += size
+    return boxes
+
+
+def _zero_tail(data: bytes, box: Box) -> bool:
+    """A power cut can leave the end of a box as zeros (the size was written, the data wasn't)."""
+    tail = data[max(box.start, box.end - 64):box.end]
+    return len(tail) > 0 and not any(tail)
+
+
+def scan_segment(path: Path, records: list[dict] | None = None) -> ScanResult:
+    """Decide how much of a segment file is good. ``records`` are its fragments.jsonl entries
+    (init and fragments, in order): a fragment whose bytes don't match its record is torn."""
+    data = Path(path).read_bytes()
+    size = len(data)
+    boxes = read_boxes(data)
+    by_offset = {r["offset"]: r for r in (records or []) if r.get("kind") == "fragment"}
+    init_rec = next((r for r in (records or []) if r.get("kind") == "init"), None)
+    if len(boxes) >= 2 and boxes[-1].type == b"moov" and boxes[-1].end == size and boxes[-2].type == b"mdat" \
+            and boxes[-2].end == boxes[-1].start and not any(b.type == b"moof" for b in boxes):
+        return ScanResult(size, size, True, 0, "closed cleanly", boxes)
+    patch = _unfinished_close_patch(data, boxes)
+    if patch is not None:
+        # A cut during the close: the header rewrite reached the disk, the final moov did not.
+        # Put back the original 8 bytes so the fragments are a fragmented MP4 again.
+        data = data[:patch[0]] + patch[1] + data[patch[0] + 8:]
+        boxes = read_boxes(data)
+    valid_end, fragments, reason = 0, 0, "no complete first fragment"
+    seen_moov = False
+    i = 0
+    while i < len(boxes):
+        b = boxes[i]
+        if b.end > size:
+            reason = f"{b.type.decode()} at {b.start} is cut short"
+            break
+        if b.type == b"moov":
+            if seen_moov:
+                reason = "a trailing moov from an unfinished close"
+                break
+            seen_moov = True
+        elif b.type == b"mdat" and fragments == 0 and seen_moov:
+            if _zero_tail(data, b):
+                reason = f"first fragment at {b.start} was not written completely (zeros)"
+                break
+            if init_rec and init_rec["end"] == b.end and not _matches(data, init_rec):
+                reason = "first fragment does not match its record"
+                break
+            fragments, valid_end = 1, b.end
+        elif b.type == b"moof":
+            if i + 1 >= len(boxes) or boxes[i + 1].type != b"mdat" or boxes[i + 1].end > size:
+                reason = f"fragment at {b.start} is incomplete"
+                break
+            mdat = boxes[i + 1]
+            rec = by_offset.get(b.start)
+            if rec is not None and (rec["end"] != mdat.end or not _matches(data, rec)):
+                reason = f"fragment at {b.start} does not match its record (torn)"
+                break
+            if rec is None and (_zero_tail(data, mdat) or _zero_tail(data, b)):
+                reason = f"fragment at {b.start} was not written completely (zeros)"
+                break
+            fragments += 1
+            valid_end = mdat.end
+            i += 2
+            continue
+        elif b.type not in (b"ftyp", b"free", b"skip", b"wide"):
+            reason = f"unexpected {b.type.decode()} box at {b.start}"
+            break
+        i += 1
+    else:
+        reason = "complete" if valid_end == size else "trailing bytes"
+    if valid_end == size:
+        reason = "complete"
+    elif valid_end < size and i >= len(boxes):
+        reason = reason if reason != "complete" else f"{size - valid_end} bytes after the last box"
+    return ScanResult(size, valid_end, False, fragments, reason, boxes, header_patch=patch)
+
+
+def _unfinished_close_patch(data: bytes, boxes: list[Box]) -> tuple[int, bytes] | None:
+    """The box before the moov normally is `free` holding a copy of ftyp. If closing already
+    turned its header into the big mdat's (or a cut left it unreadable) but the file is not a
+    finalised MP4, return the original header (free, sized to reach the moov) to put back."""
+    if len(boxes) < 2 or boxes[0].type != b"ftyp":
+        return None
+    at = boxes[0].end + 8 if len(boxes) > 1 and boxes[1].type == b"free" and boxes[1].size == 8 else None
+    if at is None or at + 16 > len(data):
+        return None
+    inner = at + 8
+    if data[inner + 4:inner + 8] != b"ftyp":
+        return None
+    ftyp_size = struct.unpack(">I", data[inner:inner + 4])[0]
+    original = struct.pack(">I4s", 8 + ftyp_size, b"free")
+    if data[inner + ftyp_size + 4:inner + ftyp_size + 8] != b"moov" or data[at:at + 8] == original:
+        return None
+    return at, original
+
+
+@dataclass
+class MediaSpan:
+    """What a segment holds, read from its packets (no decoding: fast on long segments)."""
+
+    frames: int = 0
+    first_pts_s: float | None = None
+    last_pts_s: float | None = None
+    audio_first_pts_s: float | None = None
+    audio_end_pts_s: float | None = None
+
+
+def media_span(path: Path) -> MediaSpan:
+    import av
+    span = MediaSpan()
+    try:
+        with av.open(str(path)) as c:
+            for pkt in c.demux():
+                if pkt.pts is None or pkt.size == 0:
+                    continue
+                t = float(pkt.pts * pkt.time_base)
+                if pkt.stream.type == "video":
+                    span.frames += 1
+                    span.first_pts_s = t if span.first_pts_s is None else min(span.first_pts_s, t)
+                    span.last_pts_s = t if span.last_pts_s is None else max(span.last_pts_s, t)
+                elif pkt.stream.type == "audio":
+                    end = t + float((pkt.duration or 0) * pkt.time_base)
+                    span.audio_first_pts_s = t if span.audio_first_pts_s is None else min(span.audio_first_pts_s, t)
+                    span.audio_end_pts_s = end if span.audio_end_pts_s is None else max(span.audio_end_pts_s, end)
+    except (av.FFmpegError, OSError):
+        pass  # a torn tail ends the demux; what was read counts
+    return span
+
+
+def _matches(data: bytes, rec: dict) -> bool:
+    """Do the bytes a fragments.jsonl record covers still hash to what was recorded?"""
+    if rec["end"] > len(data):
+        return False
+    if rec.get("skip"):
+        s0, s1 = rec["skip"]
+        chunk = data[rec["offset"]:s0] + data[s1:rec["end"]]
+    else:
+        chunk = data[rec["offset"]:rec["end"]]
+    return hashlib.sha256(chunk).hexdigest() == rec["sha256"]

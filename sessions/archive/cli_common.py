@@ -1,0 +1,61 @@
+"""Options and error handling shared by `examrec archive`, `examrec upload` and `examrec device`."""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from .. import exitcodes
+from .errors import ArchiveError, UsageError
+from .workdays import HolidayError
+
+log = logging.getLogger(__name__)
+
+
+def add_access_options(p: argparse.ArgumentParser, url_flag: str = "--archive") -> None:
+    """--archive/--to URL, --user, --archive-config: who works on which archive."""
+    p.add_argument(url_flag, dest="archive", metavar="URL",
+                   help="the archive: file:///path or s3://bucket (default: $EXAMREC_ARCHIVE, the connection "
+                        "file's `archive`, or the profile's upload.archive)")
+    p.add_argument("--user", metavar="NAME", help="your archive user name (default: $EXAMREC_USER); the password "
+                                                 "comes from $EXAMREC_PASSWORD or a prompt")
+    p.add_argument("--archive-config", metavar="FILE",
+                   help="connection file: S3 endpoint and credentials per role (default: $EXAMREC_ARCHIVE_CONFIG, "
+                        "/etc/examrec/archive.toml, ~/.config/examrec/archive.toml)")
+
+
+def parse_now(text: str | None) -> datetime | None:
+    """--now ISO (date or date-time; a naive value is taken as UTC)."""
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--now {text!r}: write an ISO date or date-time, e.g. 2026-05-01 or "
+                         "2026-05-01T08:00:00+02:00") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+
+
+def handles_errors(prog: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Turn archive errors into a one-line message on stderr and their exit code."""
+    def deco(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(fn)
+        def wrapper(args: argparse.Namespace) -> int:
+            try:
+                return fn(args)
+            except ArchiveError as exc:
+                print(f"examrec {prog}: {exc}", file=sys.stderr)
+                return exc.exit_code
+            except HolidayError as exc:
+                print(f"examrec {prog}: {exc}", file=sys.stderr)
+                return exitcodes.USAGE
+        return wrapper
+    return deco

@@ -1,0 +1,222 @@
+"""Where the archive is and how to reach it.
+
+Three things, kept apart on purpose:
+
+* the **archive URL**: ``file:///srv/examrec/archive`` (a local or mounted folder) or
+  ``s3://bucket`` (any S3-compatible store with Object Lock). Given by ``--to``/``--archive``, else
+  $EXAMREC_ARCHIVE, else ``archive = ...`` in the connection file, else the profile's
+  ``upload.archive``.
+* the **connection file** (TOML, on each machine; never inside the archive): the S3 endpoint and
+  one set of S3 credentials per role this machine may use. Path: ``--archive-config``, else
+  $EXAMREC_ARCHIVE_CONFIG, else /etc/examrec/archive.toml or ~/.config/examrec/archive.toml when
+  present. Without credentials for a role, boto3's standard chain is used (AWS_ACCESS_KEY_ID,
+  AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ~/.aws/...).
+* the **archive settings** (``examrec/config.json`` inside the archive, written by ``archive init``
+  and the ``archive user`` commands): users with scrypt password hashes and roles, the centre's
+  name, its holidays, how long journals are kept. The same for every machine that uses the archive.
+
+Example connection file::
+
+    archive = "s3://examrec"
+    [s3]
+    endpoint_url = "http://127.0.0.1:8333"
+    region = "us-east-1"
+    [s3.credentials.officer]
+    access_key_id = "examrec-officer"
+    secret_access_key_file = "/etc/examrec/officer.secret"   # or secret_access_key = "..."
+"""
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import unquote, urlparse
+
+from .errors import UsageError
+
+ENV_ARCHIVE = "EXAMREC_ARCHIVE"
+ENV_CONFIG = "EXAMREC_ARCHIVE_CONFIG"
+DEFAULT_CONFIG_PATHS = (Path("/etc/examrec/archive.toml"), Path("~/.config/examrec/archive.toml"))
+SETTINGS_KEY = "examrec/config.json"
+SETTINGS_FORMAT = "examrec-archive/1"
+ROLES = ("recorder", "officer", "head")
+CREDENTIAL_ROLES = ROLES + ("admin",)
+DEFAULT_JOURNAL_YEARS = 10
+
+
+@dataclass(frozen=True)
+class ArchiveURL:
+    """A parsed archive URL: scheme 'file' with an absolute path, or 's3' with a bucket."""
+
+    scheme: str
+    path: Path | None = None
+    bucket: str | None = None
+
+    def __str__(self) -> str:
+        return f"file://{self.path}" if self.scheme == "file" else f"s3://{self.bucket}"
+
+
+def parse_url(text: str) -> ArchiveURL:
+    """Parse ``file:///abs/path`` or ``s3://bucket``; anything else is a usage error that says
+    what is accepted."""
+    if not text or not text.strip():
+        raise UsageError("no archive given: use --to URL (file:///path or s3://bucket), set "
+                         f"${ENV_ARCHIVE}, or put archive = \"...\" in the connection file")
+    u = urlparse(text.strip())
+    if u.scheme == "file":
+        if u.netloc not in ("", "localhost"):
+            raise UsageError(f"archive URL {text!r}: a file URL needs an absolute path, e.g. file:///srv/examrec/archive")
+        p = Path(unquote(u.path))
+        if not p.is_absolute():
+            raise UsageError(f"archive URL {text!r}: the path must be absolute, e.g. file:///srv/examrec/archive")
+        return ArchiveURL("file", path=p)
+    if u.scheme == "s3":
+        bucket = u.netloc
+        if not bucket or (u.path not in ("", "/")):
+            raise UsageError(f"archive URL {text!r}: write s3://BUCKET (a whole bucket is one archive; no key prefix)")
+        if not (3 <= len(bucket) <= 63) or not all(c.islower() or c.isdigit() or c in "-." for c in bucket):
+            raise UsageError(f"archive URL {text!r}: {bucket!r} is not a valid bucket name "
+                             "(3-63 lowercase letters, digits, '-' and '.')")
+        return ArchiveURL("s3", bucket=bucket)
+    raise UsageError(f"archive URL {text!r}: unknown scheme {u.scheme or '(none)'!r}; use file:///path or s3://bucket")
+
+
+# --- connection file -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+
+
+@dataclass
+class ConnectionConfig:
+    """The machine-local connection file (may be empty: defaults and the AWS environment)."""
+
+    path: Path | None = None
+    archive: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    credentials: dict[str, Credentials] = field(default_factory=dict)
+
+    def credentials_for(self, role: str) -> Credentials | None:
+        return self.credentials.get(role)
+
+
+def _cfg_error(path: Path, key: str, msg: str) -> UsageError:
+    return UsageError(f"{path}: {key}: {msg}")
+
+
+def load_connection(path: str | os.PathLike[str] | None = None,
+                    environ: Mapping[str, str] | None = None) -> ConnectionConfig:
+    """Read the connection file named by ``path`` or $EXAMREC_ARCHIVE_CONFIG or a default place;
+    no file at all gives an empty config (a file:// archive needs none)."""
+    env = os.environ if environ is None else environ
+    chosen: Path | None = Path(path).expanduser() if path else None
+    if chosen is None and env.get(ENV_CONFIG):
+        chosen = Path(env[ENV_CONFIG]).expanduser()
+    if chosen is None:
+        for p in DEFAULT_CONFIG_PATHS:
+            if p.expanduser().is_file():
+                chosen = p.expanduser()
+                break
+    if chosen is None:
+        return ConnectionConfig()
+    try:
+        raw = tomllib.loads(chosen.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{chosen}: archive connection file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{chosen}: not valid TOML: {exc}") from None
+    allowed_top = {"archive", "s3"}
+    for k in raw:
+        if k not in allowed_top:
+            raise _cfg_error(chosen, k, f"unknown key; allowed: {', '.join(sorted(allowed_top))}")
+    cfg = ConnectionConfig(path=chosen, archive=raw.get("archive"))
+    s3 = raw.get("s3") or {}
+    if not isinstance(s3, dict):
+        raise _cfg_error(chosen, "s3", "must be a table [s3]")
+    for k in s3:
+        if k not in ("endpoint_url", "region", "credentials"):
+            raise _cfg_error(chosen, f"s3.{k}", "unknown key; allowed: endpoint_url, region, credentials")
+    cfg.endpoint_url = s3.get("endpoint_url")
+    cfg.region = s3.get("region")
+    for role, c in (s3.get("credentials") or {}).items():
+        key = f"s3.credentials.{role}"
+        if role not in CREDENTIAL_ROLES:
+            raise _cfg_error(chosen, key, f"unknown role; roles are {', '.join(CREDENTIAL_ROLES)}")
+        if not isinstance(c, dict) or "access_key_id" not in c:
+            raise _cfg_error(chosen, key, "needs access_key_id and secret_access_key (or secret_access_key_file)")
+        secret = c.get("secret_access_key")
+        if secret is None and c.get("secret_access_key_file"):
+            sp = Path(c["secret_access_key_file"]).expanduser()
+            if not sp.is_absolute():
+                sp = chosen.parent / sp
+            try:
+                mode = stat.S_IMODE(sp.stat().st_mode)
+                secret = sp.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise _cfg_error(chosen, f"{key}.secret_access_key_file", f"cannot read {sp}: {exc.strerror}") from None
+            if mode & 0o077:
+                raise _cfg_error(chosen, f"{key}.secret_access_key_file",
+                                 f"{sp} is readable by others (mode {mode:04o}); run: chmod 600 {sp}")
+        if not secret:
+            raise _cfg_error(chosen, key, "needs secret_access_key or secret_access_key_file")
+        cfg.credentials[role] = Credentials(str(c["access_key_id"]), str(secret))
+    return cfg
+
+
+def resolve_archive(explicit: str | None, conn: ConnectionConfig, profile_archive: str | None = None,
+                    environ: Mapping[str, str] | None = None) -> ArchiveURL:
+    """The archive URL from the first place that names one (see the module docstring)."""
+    env = os.environ if environ is None else environ
+    text = explicit or env.get(ENV_ARCHIVE) or conn.archive or profile_archive
+    return parse_url(text or "")
+
+
+# --- archive settings (inside the archive) -----------------------------------------------------
+
+@dataclass
+class Settings:
+    """``examrec/config.json``: who may use the archive and the centre's calendar."""
+
+    centre: str = ""
+    holidays: list[str] = field(default_factory=list)
+    users: list[dict[str, Any]] = field(default_factory=list)
+    journal_retention_years: int = DEFAULT_JOURNAL_YEARS
+    created_at: str = ""
+    format: str = SETTINGS_FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": self.format, "created_at": self.created_at, "centre": self.centre,
+                "holidays": sorted(self.holidays), "journal_retention_years": self.journal_retention_years,
+                "users": self.users}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> "Settings":
+        if not isinstance(data, Mapping) or data.get("format") != SETTINGS_FORMAT:
+            raise UsageError(f"{where}: not examrec archive settings (format {SETTINGS_FORMAT}); "
+                             "was the archive created by another program?")
+        return cls(centre=str(data.get("centre") or ""), holidays=list(data.get("holidays") or []),
+                   users=list(data.get("users") or []),
+                   journal_retention_years=int(data.get("journal_retention_years") or DEFAULT_JOURNAL_YEARS),
+                   created_at=str(data.get("created_at") or ""))
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        return next((u for u in self.users if u.get("name") == name), None)
+
+    def holiday_dates(self) -> list[date]:
+        return [date.fromisoformat(h) for h in self.holidays]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    """ISO-8601 UTC with seconds and 'Z', the form every journal entry uses."""
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,272 @@
+"""Copies for the candidate, a representative, a court or an authority (UA IV.3-IV.7; KZ 14).
+
+A copy is the stored bytes, unchanged (IV.5), in ``DEST/<session id>/`` exactly as the recorder
+wrote them, plus a verification kit beside it: ``SHA256SUMS`` (check with ``sha256sum -c``), the
+device's public key (the session's manifest inside the folder is signed with it), and a README
+that says how to check the copy with ``sha256sum -c`` and with ``examrec verify``.
+
+Rules enforced here:
+
+* the application must come within 30 calendar days of the exam (IV.3); later only on a motivated
+  request of a court or an authority, given as ``--authority-request REF`` (IV.4);
+* a representative must show a document of authority (``--authority``), everybody an identity
+  document (``--id-document``) (IV.3);
+* the deadline is three working days from the application (IV.3); the command prints it and says
+  when the copy is late;
+* the copy is entered in the journal of copies (annex 2) with the recipient's signature line (IV.6);
+* the personal-data notice (IV.7) is added when the recording shows other people.
+
+**Which sessions show other people** (our rule, IV.7 leaves it to the centre): every session with
+more than one video stream; every session with a stream whose name says it films people (cabin,
+room, examiner, candidate, interior, hall, body, chest); every body-worn session (it films the
+inspected people by design). Only a session with a single stream that films no people (a road,
+screen or controls camera) comes without the notice. When unsure, the notice is given: it costs a
+page, its absence can cost a complaint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from .catalog import SessionRow
+from .errors import IntegrityError, Refused, UsageError
+from .office import RecordsOffice
+from .workdays import add_working_days
+
+log = logging.getLogger(__name__)
+
+APPLICATION_DAYS = 30
+COPY_WORKING_DAYS = 3
+PEOPLE_WORDS = ("cabin", "room", "examiner", "candidate", "interior", "hall", "body", "chest", "face", "salon")
+
+NOTICE_TEXT = """\
+ПОВІДОМЛЕННЯ ПРО ЗАХИСТ ПЕРСОНАЛЬНИХ ДАНИХ / PERSONAL DATA NOTICE
+
+Ця копія фотографічного зображення, відео-, аудіозапису містить відомості щодо інших осіб
+(екзаменатора, інших учасників). Використання і поширення інформації, отриманої за допомогою
+технічних засобів контролю під час складання іспиту, здійснюється для захисту прав особи, що
+складала іспит, із дотриманням вимог законодавства України про захист інформації та про захист
+персональних даних (пункт 7 розділу IV Інструкції, затвердженої наказом МВС від 22.05.2020 № 408).
+
+This copy shows other people (the examiner, other participants). The information may be used and
+shared only to protect the rights of the person who took the exam, in compliance with the law on
+the protection of information and of personal data (order 408, section IV, item 7).
+
+Session: {session_id}
+Issued to: {recipient}
+Issued on: {issued}
+"""
+
+README_TEXT = """\
+COPY OF A STORED RECORDING / КОПІЯ ЗБЕРЕЖЕНОГО ЗАПИСУ
+====================================================
+
+Session            {session_id}
+Exam date          {exam_date}
+Candidate          {candidate}
+Centre             {centre}
+Applicant          {applicant}
+Representative     {representative}
+Application dated  {requested}
+Copy due by        {deadline} (3 working days, order 408 IV.3)
+Issued             {issued} by {issued_by}
+Journal of copies  entry {entry} ({archive})
+Motivated request  {authority_request}
+
+The folder {session_id}/ holds the recording exactly as it is stored in the archive: the same
+bytes, unchanged (order 408 IV.5). Nothing in it was converted or re-encoded.
+
+How to check that nothing was changed
+-------------------------------------
+1. Every file against its SHA-256 (any Linux or macOS terminal; on Windows use Git Bash or WSL):
+
+       cd "{dest_name}"
+       sha256sum -c SHA256SUMS
+
+   Every line must end in "OK".
+
+2. The whole session with the recorder's own check (examrec, free software):
+
+       examrec verify "{session_id}" --public-key public-key.pem
+
+   It checks the signature of {session_id}/manifest.json with the recorder's public key
+   (public-key.pem, fingerprint {fingerprint}; compare it with the key the centre registered for
+   the recorder, which it can confirm on request), every segment's SHA-256, and the hash chains of
+   the event log and the fragment records. "ok" means complete and untouched. A session cut off by
+   a power loss is reported as interrupted, with how far every file is proven.
+
+The files play in ordinary players (VLC, mpv, a web browser): <stream>/NNNN.mp4, one folder per
+camera; route.gpx opens in any map tool; events.jsonl lists the exam's events with their times.
+
+{notice}
+Received by (name, signature, date): ________________________________________________
+"""
+
+
+@dataclass
+class CopyRequest:
+    session: str
+    dest: Path
+    applicant: str
+    id_document: str
+    requested: date
+    representative: str | None = None
+    authority: str | None = None
+    authority_request: str | None = None
+    medium: str | None = None
+
+
+@dataclass
+class CopyResult:
+    session_id: str
+    dest: str
+    files: int
+    bytes: int
+    deadline: date
+    late: bool
+    notice: bool
+    journal_entry: int
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["deadline"] = self.deadline.isoformat()
+        return d
+
+
+def needs_personal_data_notice(manifest: dict[str, Any], profile_kind: str | None) -> bool:
+    """The rule in the module docstring."""
+    if (profile_kind or manifest.get("profile_kind")) == "body-worn":
+        return True
+    names = [str(s.get("name", "")) for s in manifest.get("streams") or []]
+    if len(names) != 1:
+        return True
+    return any(word in names[0].lower() for word in PEOPLE_WORDS)
+
+
+def check_request(req: CopyRequest, exam_date: date, today: date) -> None:
+    """The legal checks of IV.3/IV.4, before any byte is read."""
+    if not req.applicant.strip():
+        raise UsageError("--applicant needs the full name of the person who took the exam (or the authority)")
+    if not req.id_document.strip():
+        raise UsageError("--id-document needs the identity document shown (type, number, date)")
+    if req.representative and not (req.authority or "").strip():
+        raise UsageError("a representative needs --authority: the document that gives them the right to act "
+                         "(power of attorney: number, date, issued by)")
+    if req.requested > today:
+        raise UsageError(f"--requested {req.requested} is in the future: give the date the application was received")
+    if req.requested < exam_date:
+        raise UsageError(f"--requested {req.requested} is before the exam ({exam_date})")
+    days = (req.requested - exam_date).days
+    if days > APPLICATION_DAYS and not (req.authority_request or "").strip():
+        raise Refused(f"the application came {days} days after the exam on {exam_date}; a candidate or representative "
+                      f"may ask within {APPLICATION_DAYS} calendar days (order 408 IV.3). A court, investigator or "
+                      "authority can still have a copy on a motivated request: give --authority-request REF (IV.4)")
+
+
+def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = None) -> CopyResult:
+    """Write the copy and its kit to ``req.dest`` and journal it."""
+    now = office.now()
+    today = today or now.date()
+    row: SessionRow = office.session(req.session)
+    exam_date = date.fromisoformat(row.exam_date)
+    check_request(req, exam_date, today)
+    holidays = office.ctx.settings.holidays
+    deadline = add_working_days(req.requested, COPY_WORKING_DAYS, holidays)
+    receipt = office.receipt(row)
+    dest = Path(req.dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise UsageError(f"{dest} is not empty: give an empty folder (or a new one) on the applicant's medium")
+    root = dest / row.session_id
+    root.mkdir(parents=True, exist_ok=False)
+    total = 0
+    sums: list[str] = []
+    try:
+        for o in sorted(receipt.get("objects", []), key=lambda o: o["file"]):
+            target = root / o["file"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            got = office.backend.download(o["key"], target)
+            if got != o["sha256"]:
+                raise IntegrityError(f"{o['key']}: the stored bytes hash to {got[:16]}..., the receipt says "
+                                     f"{o['sha256'][:16]}...; no copy is issued: run `examrec archive check {row.session_id}`")
+            total += target.stat().st_size
+            sums.append(f"{got}  {row.session_id}/{o['file']}")
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    manifest = json.loads((root / "manifest.json").read_bytes()) if (root / "manifest.json").exists() else {}
+    warnings: list[str] = []
+    fingerprint_text = "(the manifest is not signed: the session was cut off and not repaired)"
+    pub_hex = (manifest.get("signature") or {}).get("public_key")
+    if pub_hex:
+        from ..signing import fingerprint, load_public_key, public_key_pem
+        key = load_public_key(pub_hex)
+        (dest / "public-key.pem").write_text(public_key_pem(key), encoding="ascii")
+        fingerprint_text = fingerprint(key)
+    else:
+        warnings.append("the manifest carries no signature; the copy can be checked with SHA256SUMS only")
+    (dest / "SHA256SUMS").write_text("\n".join(sums) + "\n", encoding="utf-8")
+    notice = needs_personal_data_notice(manifest, row.profile_kind)
+    recipient = req.representative or req.applicant
+    issued = now.astimezone().strftime("%Y-%m-%d %H:%M")
+    late = today > deadline
+    if late:
+        warnings.append(f"issued after the deadline {deadline} (3 working days from {req.requested})")
+    entry = office.journals.append("copies", "copy", {
+        "session_id": row.session_id, "exam_date": row.exam_date, "candidate": row.candidate,
+        "requested": req.requested.isoformat(), "applicant": req.applicant, "representative": req.representative,
+        "authority": req.authority, "id_document": req.id_document, "authority_request": req.authority_request,
+        "deadline": deadline.isoformat(), "late": late, "medium": req.medium or str(dest),
+        "files": len(sums), "bytes": total, "personal_data_notice": notice,
+        "sha256sums": _sha(dest / "SHA256SUMS")})
+    if notice:
+        (dest / "PERSONAL-DATA-NOTICE.txt").write_text(
+            NOTICE_TEXT.format(session_id=row.session_id, recipient=recipient, issued=issued), encoding="utf-8")
+    readme = README_TEXT.format(
+        session_id=row.session_id, exam_date=row.exam_date, candidate=row.candidate or "", centre=row.centre or "",
+        applicant=req.applicant, representative=(f"{req.representative} (authority: {req.authority})"
+                                                  if req.representative else "-"),
+        requested=req.requested.isoformat(), deadline=deadline.isoformat(), issued=issued,
+        issued_by=office.ctx.user.name, entry=entry.number, archive=office.ctx.url,
+        authority_request=req.authority_request or "-", dest_name=dest.name, fingerprint=fingerprint_text,
+        notice=("See PERSONAL-DATA-NOTICE.txt: this recording shows other people.\n" if notice else ""))
+    (dest / "README.txt").write_text(readme, encoding="utf-8")
+    _fsync_tree(dest)
+    return CopyResult(row.session_id, str(dest), len(sums), total, deadline, late, notice, entry.number, warnings)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fsync_tree(root: Path) -> None:
+    """A copy on a USB stick must be on the stick when the clerk pulls it out."""
+    for dirpath, _dirs, files in os.walk(root):
+        for fn in files:
+            fd = os.open(os.path.join(dirpath, fn), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def parse_date(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: write the date as YYYY-MM-DD") from None
+
+
+__all__ = ["CopyRequest", "CopyResult", "issue_copy", "check_request", "needs_personal_data_notice", "parse_date"]

@@ -1,0 +1,223 @@
+"""The archive's journals (AD-1..3; UA annexes 2 and 3, KZ annex 1): append-only, hash-chained.
+
+Each journal is a sequence of entries in the chained-JSON-lines format of sessions/chain.py: every
+entry carries ``prev_sha256``, the SHA-256 of the previous entry's exact bytes, and its own number
+``entry``. Nothing is ever edited: a mistake is fixed by a *correction* entry that names the entry
+it corrects, says why, and gives the corrected values (KZ 9: the wrong line is struck through and a
+note made, never erased). Printing shows the original struck through with the correction beside it.
+
+Reading a journal checks the chain and reports exactly where it breaks: an edited, removed,
+reordered or inserted entry, a gap in the numbering, and (S3) any later version or delete marker
+of an entry. The catalog also keeps the last verified (number, hash) of each journal, so a change
+to the newest entry, which no later entry chains to, is caught on the next read too.
+
+Journals:
+  devices    issue and return of recorders and media (KZ annex 1, UA annex 3)
+  uploads    sessions moved into the archive, and their deletion from the recorder (UA annex 3)
+  deletions  sessions deleted at the end of retention (UA IV.2, annex 3)
+  copies     copies issued (UA annex 2, IV.6)
+  holds      complaints blocking deletion and their decisions (UA IV.2)
+  access     every command run against the archive (ST-3, KZ 13)
+"""
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable
+
+from ..chain import GENESIS, PREV_KEY, encode_record, line_hash
+from .access import User
+from .backend import Backend
+from .config import Settings, iso, utc_now
+from .errors import UsageError
+
+JOURNALS: dict[str, str] = {
+    "devices": "issue and return of recorders and media",
+    "uploads": "uploads into the archive and deletion from the recorder",
+    "deletions": "deletions at the end of retention",
+    "copies": "copies issued",
+    "holds": "complaints (legal holds) and decisions",
+    "access": "access to the archive",
+}
+CORRECTION = "correction"
+# Keys every entry has; a correction may not change them.
+BASE_KEYS = ("entry", "type", "t_utc", "user", "role", "host", PREV_KEY)
+
+
+def check_name(name: str) -> str:
+    if name not in JOURNALS:
+        raise UsageError(f"no journal {name!r}; journals are: {', '.join(JOURNALS)}")
+    return name
+
+
+@dataclass
+class Entry:
+    """One entry as stored, with what later corrections say about it."""
+
+    number: int
+    record: dict[str, Any]
+    hash: str
+    corrected_by: list[int] = field(default_factory=list)
+    effective: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        return str(self.record.get("type", ""))
+
+
+@dataclass
+class JournalView:
+    """A journal read back and checked."""
+
+    name: str
+    entries: list[Entry]
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def last(self) -> tuple[int, str]:
+        return (self.entries[-1].number, self.entries[-1].hash) if self.entries else (0, GENESIS)
+
+    def by_number(self, n: int) -> Entry | None:
+        return next((e for e in self.entries if e.number == n), None)
+
+    def facts(self) -> list[Entry]:
+        """Entries that record facts (not corrections), each with its corrections applied."""
+        return [e for e in self.entries if e.type != CORRECTION]
+
+
+def check_lines(name: str, lines: Iterable[tuple[int, bytes, tuple[str, ...]]],
+                prev_hash: str = GENESIS, expect_first: int = 1) -> tuple[list[Entry], list[str]]:
+    """Parse and check chained lines; the problems name the entry where the chain breaks."""
+    entries: list[Entry] = []
+    problems: list[str] = []
+    prev = prev_hash
+    expected = expect_first
+    for number, data, notes in lines:
+        for note in notes:
+            problems.append(f"journal {name}: entry {number}: {note}")
+        if not data:
+            prev = None  # type: ignore[assignment]
+            expected = number + 1
+            continue
+        raw = data[:-1] if data.endswith(b"\n") else data
+        if number != expected:
+            problems.append(f"journal {name}: entries {expected}..{number - 1} are missing (removed)")
+        expected = number + 1
+        h = line_hash(raw)
+        try:
+            rec = json.loads(raw)
+        except ValueError as exc:
+            problems.append(f"journal {name}: entry {number}: not readable JSON ({exc}): edited or damaged")
+            prev = h
+            continue
+        if not isinstance(rec, dict):
+            problems.append(f"journal {name}: entry {number}: not a JSON object: edited or damaged")
+            prev = h
+            continue
+        if prev is not None and rec.get(PREV_KEY) != prev:
+            problems.append(f"journal {name}: entry {number}: the chain breaks here: it does not follow entry "
+                            f"{number - 1} (an entry was edited, removed, inserted or reordered)")
+        if rec.get("entry") != number:
+            problems.append(f"journal {name}: entry {number}: says it is entry {rec.get('entry')!r}: "
+                            "entries were renumbered or moved")
+        entries.append(Entry(number, rec, h))
+        prev = h
+    return entries, problems
+
+
+def apply_corrections(entries: list[Entry]) -> None:
+    """Fill ``effective`` (record with corrections applied) and ``corrected_by`` for each entry."""
+    by_no = {e.number: e for e in entries}
+    for e in entries:
+        e.effective = dict(e.record)
+        e.corrected_by = []
+    for e in entries:
+        if e.type != CORRECTION:
+            continue
+        target = by_no.get(int(e.record.get("corrects") or 0))
+        if target is None:
+            continue
+        target.corrected_by.append(e.number)
+        for k, v in (e.record.get("changes") or {}).items():
+            if k not in BASE_KEYS:
+                target.effective[k] = v
+
+
+class Journals:
+    """Reads and appends journals of one archive on behalf of one user."""
+
+    def __init__(self, backend: Backend, settings: Settings, user: User | None,
+                 now: Callable[[], datetime] = utc_now):
+        self.backend = backend
+        self.settings = settings
+        self.user = user
+        self.now = now
+        self.host = socket.gethostname()
+
+    def _retain_until(self) -> datetime:
+        return self.now() + timedelta(days=366 * self.settings.journal_retention_years)
+
+    def append(self, name: str, type_: str, fields: dict[str, Any], user: User | None = None,
+               user_name: str | None = None) -> Entry:
+        """Append one entry; returns it as stored (number and hash)."""
+        check_name(name)
+        who = user or self.user
+        base = {"type": type_, "t_utc": iso(self.now()),
+                "user": who.name if who else (user_name or ""), "role": who.role if who else "",
+                "host": self.host}
+        body = {**base, **{k: v for k, v in fields.items() if k not in BASE_KEYS}}
+
+        def make_line(entry: int, prev: str) -> bytes:
+            return encode_record({"entry": entry, **body}, prev)
+
+        number, line = self.backend.journal_append(name, make_line, self._retain_until())
+        return Entry(number, json.loads(line), line_hash(line))
+
+    def read(self, name: str, anchor: tuple[int, str] | None = None) -> JournalView:
+        """The whole journal, checked; ``anchor`` is a (number, hash) verified earlier."""
+        check_name(name)
+        lines = [(jl.entry, jl.data, jl.notes) for jl in self.backend.journal_read(name)]
+        entries, problems = check_lines(name, lines)
+        if anchor and anchor[0]:
+            n, h = anchor
+            e = next((x for x in entries if x.number == n), None)
+            if e is None:
+                problems.append(f"journal {name}: entry {n} was verified before and is gone now (entries removed)")
+            elif e.hash != h:
+                problems.append(f"journal {name}: entry {n} changed since it was last verified")
+        apply_corrections(entries)
+        return JournalView(name, entries, problems)
+
+    def read_after(self, name: str, after: int, prev_hash: str) -> tuple[list[Entry], list[str]]:
+        """Only the entries after ``after`` (for the catalog's incremental sync), chain-checked
+        against the hash of entry ``after`` seen before."""
+        lines = [(jl.entry, jl.data, jl.notes) for jl in self.backend.journal_read(name, after=after)]
+        return check_lines(name, lines, prev_hash=prev_hash, expect_first=after + 1)
+
+    def correct(self, name: str, number: int, reason: str, changes: dict[str, Any]) -> Entry:
+        """Append a correction of entry ``number`` (KZ 9): never an edit."""
+        view = self.read(name)
+        target = view.by_number(number)
+        if target is None:
+            raise UsageError(f"journal {name} has no entry {number} (it has {len(view.entries)})")
+        if target.type == CORRECTION:
+            raise UsageError(f"entry {number} of journal {name} is itself a correction: correct entry "
+                             f"{target.record.get('corrects')} instead")
+        if not reason.strip():
+            raise UsageError("a correction needs --reason: say what was wrong")
+        bad = [k for k in changes if k in BASE_KEYS]
+        if bad:
+            raise UsageError(f"fields {', '.join(bad)} record who wrote the entry and when; they cannot be corrected")
+        unknown = [k for k in changes if k not in target.record]
+        if unknown:
+            raise UsageError(f"entry {number} of journal {name} has no field {', '.join(unknown)}; "
+                             f"its fields: {', '.join(k for k in target.record if k not in BASE_KEYS)}")
+        return self.append(name, CORRECTION, {"corrects": number, "reason": reason,
+                                              "changes": changes,
+                                              "was": {k: target.record.get(k) for k in changes}})

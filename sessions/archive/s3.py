@@ -1,0 +1,467 @@
+"""The S3 backend: ``s3://bucket`` on any S3-compatible store with Object Lock (boto3).
+
+Every object of a session is written with Object Lock in COMPLIANCE mode until the end of its
+retention, so the storage refuses deletion and retention shortening to everybody, administrators
+included; a complaint sets S3 legal hold on every object. Writes are create-only
+(``If-None-Match: *``) and carry the SHA-256 the manifest promises (``x-amz-checksum-sha256``):
+the server stores the bytes only if they hash to it, so a corrupted transfer stores nothing.
+
+Versioning is on (Object Lock requires it). An overwrite or a delete without a version id does not
+destroy the locked version, it adds a newer version or a delete marker on top. This backend
+always reads the *first* version of a key, the one that was locked at upload, and reports any
+later version or marker as an attempt to replace or hide it. ``archive init`` also installs a
+bucket policy that denies delete markers under sessions/ and journals/ and denies deletions to
+the recorder and head identities.
+
+Journals are one object per entry, ``journals/<name>/<entry:010d>.json`` holding one chained line,
+created with ``If-None-Match: *`` so two writers can never both take the same number.
+
+SeaweedFS note (hw-profiles/seaweedfs-iam.json): its *filer* HTTP port writes and deletes behind
+the S3 API and ignores Object Lock. Bind it to loopback and never publish it; only the S3 port may
+be reachable from other machines.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .backend import BodyFilter, JournalLine, PutResult, StoredObject
+from .config import SETTINGS_KEY, ArchiveURL, ConnectionConfig
+from .errors import (AlreadyExists, ArchiveError, AuthError, ChecksumMismatch, IntegrityError, NotInitialised,
+                     Refused, Unreachable, UsageError)
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+CHECKSUM_ERRORS = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch",
+                   "InvalidChecksum"}
+ENV_CACHE = "EXAMREC_CACHE_DIR"
+
+
+def b64_of_hex(hexdigest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hexdigest)).decode("ascii")
+
+
+def hex_of_b64(text: str) -> str:
+    return base64.b64decode(text).hex()
+
+
+def bucket_policy(bucket: str, deny_delete_principals: list[str]) -> dict[str, Any]:
+    """Deny delete markers (hiding a session or a journal entry) to everybody, and any deletion
+    to the given principals (recorder and head identities). Object Lock stays the real guarantee;
+    the policy closes the gaps Object Lock leaves open (markers, expired objects)."""
+    statements: list[dict[str, Any]] = [{
+        "Sid": "NoDeleteMarkers", "Effect": "Deny", "Principal": "*", "Action": ["s3:DeleteObject"],
+        "Resource": [f"arn:aws:s3:::{bucket}/sessions/*", f"arn:aws:s3:::{bucket}/journals/*"],
+    }]
+    if deny_delete_principals:
+        statements.append({
+            "Sid": "OnlyOfficersDelete", "Effect": "Deny", "Principal": {"AWS": list(deny_delete_principals)},
+            "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"], "Resource": [f"arn:aws:s3:::{bucket}/*"],
+        })
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+class S3Backend:
+    """An archive in one bucket. ``role`` selects the S3 credentials from the connection file."""
+
+    kind = "s3"
+
+    def __init__(self, url: ArchiveURL, conn: ConnectionConfig, role: str | None = None):
+        import boto3
+        from botocore.config import Config
+        assert url.scheme == "s3" and url.bucket
+        self.url = url
+        self.bucket = url.bucket
+        self.role = role
+        self.conn = conn
+        creds = conn.credentials_for(role) if role else None
+        if creds is None and role is None:
+            # Before the user is known (reading the settings): any configured set will do.
+            creds = next(iter(conn.credentials.values()), None)
+        self.endpoint = conn.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        region = conn.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.region = region
+        session = boto3.session.Session(
+            aws_access_key_id=creds.access_key_id if creds else None,
+            aws_secret_access_key=creds.secret_access_key if creds else None,
+            region_name=region)
+        self.client = session.client(
+            "s3", endpoint_url=self.endpoint,
+            config=Config(connect_timeout=3, read_timeout=120, retries={"max_attempts": 3, "mode": "standard"},
+                          s3={"addressing_style": "path"},
+                          # We always send our own SHA-256; no extra CRC32 the server must also check.
+                          request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required"))
+        self._tails: dict[str, tuple[int, str]] = {}
+
+    # --- error mapping ---------------------------------------------------------------------------
+
+    def _wrap(self, exc: Exception, what: str) -> ArchiveError:
+        from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError,
+                                         EndpointConnectionError, NoCredentialsError, ReadTimeoutError)
+        where = f"archive {self.url}" + (f" at {self.endpoint}" if self.endpoint else "")
+        if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError)):
+            return Unreachable(f"{where} is unreachable ({what}): {exc}")
+        if isinstance(exc, NoCredentialsError):
+            return UsageError(f"no S3 credentials for role {self.role or '(any)'}: add [s3.credentials.{self.role or 'officer'}] "
+                              "to the connection file (--archive-config) or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            msg = err.get("Message") or code
+            if code in ("NoSuchBucket",):
+                return NotInitialised(f"{where}: bucket {self.bucket!r} does not exist; "
+                                      f"run: examrec archive init --to {self.url}")
+            if code in ("PreconditionFailed",) or status == 412:
+                return AlreadyExists(f"{what}: already stored")
+            if code in CHECKSUM_ERRORS:
+                return ChecksumMismatch(f"{what}: the storage received bytes that do not match the SHA-256 they were "
+                                        f"sent with ({code}); nothing was stored")
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                return AuthError(f"{where}: the S3 credentials for role {self.role} were rejected ({code}); "
+                                 "check the connection file")
+            if code in ("AccessDenied", "403", "Forbidden") or status == 403:
+                return Refused(f"{what}: the storage refused it (AccessDenied) for role {self.role}")
+            if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+                return UsageError(f"{what}: not in {where}")
+            return ArchiveError(f"{what}: {where} answered {code}: {msg}")
+        return ArchiveError(f"{what}: {exc}")
+
+    def _call(self, what: str, fn: Callable[..., Any], **kw: Any) -> Any:
+        try:
+            return fn(**kw)
+        except Exception as exc:  # noqa: BLE001 - every boto error is mapped to an archive error
+            from botocore.exceptions import BotoCoreError, ClientError
+            if isinstance(exc, (BotoCoreError, ClientError)):
+                raise self._wrap(exc, what) from exc
+            raise
+
+    # --- bucket and settings ---------------------------------------------------------------------
+
+    def initialise(self, settings: dict, *, deny_delete_principals: list[str] | None = None) -> list[str]:
+        from botocore.exceptions import ClientError
+        warnings: list[str] = []
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            exists = True
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                exists = False
+            else:
+                raise self._wrap(exc, f"check bucket {self.bucket}") from exc
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc, f"check bucket {self.bucket}") from exc
+        if not exists:
+            kw: dict[str, Any] = {"Bucket": self.bucket, "ObjectLockEnabledForBucket": True}
+            if self.region and self.region != "us-east-1":
+                kw["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+            self._call(f"create bucket {self.bucket}", self.client.create_bucket, **kw)
+        try:
+            lock = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            enabled = lock.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code not in ("ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"):
+                raise self._wrap(exc, f"read Object Lock of {self.bucket}") from exc
+            enabled = False
+        if not enabled:
+            raise Refused(f"bucket {self.bucket!r} exists without Object Lock: recordings in it could be deleted early. "
+                          "Object Lock can only be switched on when a bucket is created: choose a new bucket name "
+                          "(examrec archive init --to s3://NEW-NAME)")
+        ver = self._call("read versioning", self.client.get_bucket_versioning, Bucket=self.bucket)
+        if ver.get("Status") != "Enabled":
+            self._call("enable versioning", self.client.put_bucket_versioning, Bucket=self.bucket,
+                       VersioningConfiguration={"Status": "Enabled"})
+        try:
+            self.client.put_bucket_policy(Bucket=self.bucket,
+                                          Policy=json.dumps(bucket_policy(self.bucket, deny_delete_principals or [])))
+        except Exception as exc:  # noqa: BLE001 - the policy is defence in depth; Object Lock is the rule
+            warnings.append(f"bucket policy not installed ({exc}); Object Lock still refuses early deletion, "
+                            "but delete markers are not denied")
+        body = json.dumps(settings, ensure_ascii=False, indent=1).encode("utf-8")
+        try:
+            self._call("store settings", self.client.put_object, Bucket=self.bucket, Key=SETTINGS_KEY, Body=body,
+                       IfNoneMatch="*", ChecksumSHA256=b64_of_hex(hashlib.sha256(body).hexdigest()))
+        except AlreadyExists:
+            raise Refused(f"archive {self.url} is already initialised ({SETTINGS_KEY} exists)") from None
+        return warnings
+
+    def read_settings(self) -> dict:
+        from botocore.exceptions import ClientError
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=SETTINGS_KEY)
+            return json.loads(resp["Body"].read())
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "NoSuchBucket", "404"):
+                raise NotInitialised(f"archive {self.url} is not initialised (no {SETTINGS_KEY}); "
+                                     f"run: examrec archive init --to {self.url}") from None
+            raise self._wrap(exc, "read the archive settings") from exc
+        except ValueError as exc:
+            raise IntegrityError(f"archive {self.url}: {SETTINGS_KEY} is not valid JSON: {exc}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise self._wrap(exc, "read the archive settings") from exc
+
+    def write_settings(self, settings: dict) -> None:
+        body = json.dumps(settings, ensure_ascii=False, indent=1).encode("utf-8")
+        # Versioned, not locked: settings change (users, holidays); every old version stays.
+        self._call("store settings", self.client.put_object, Bucket=self.bucket, Key=SETTINGS_KEY, Body=body,
+                   ChecksumSHA256=b64_of_hex(hashlib.sha256(body).hexdigest()))
+
+    # --- versions --------------------------------------------------------------------------------
+
+    def _iter_versions(self, prefix: str, key_marker: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """("version"|"marker", entry) for every version under ``prefix``, S3 order (key, newest first)."""
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if key_marker:
+            kw["KeyMarker"] = key_marker
+        while True:
+            resp = self._call(f"list {prefix}", self.client.list_object_versions, **kw)
+            # Versions and markers come in two lists; merge them per key, newest first.
+            items = [("version", v) for v in resp.get("Versions", [])] + \
+                    [("marker", m) for m in resp.get("DeleteMarkers", [])]
+            items.sort(key=lambda it: (it[1]["Key"], -it[1]["LastModified"].timestamp()))
+            yield from items
+            if not resp.get("IsTruncated"):
+                break
+            kw["KeyMarker"] = resp.get("NextKeyMarker")
+            kw["VersionIdMarker"] = resp.get("NextVersionIdMarker")
+
+    def _group(self, prefix: str, key_marker: str | None = None) -> dict[str, StoredObject]:
+        """Stored (first) version per key, with counts of later versions and markers."""
+        versions: dict[str, list[dict[str, Any]]] = {}
+        markers: dict[str, int] = {}
+        for kind, item in self._iter_versions(prefix, key_marker):
+            if kind == "version":
+                versions.setdefault(item["Key"], []).append(item)
+            else:
+                markers[item["Key"]] = markers.get(item["Key"], 0) + 1
+        out: dict[str, StoredObject] = {}
+        for key, vs in versions.items():
+            vs.sort(key=lambda v: v["LastModified"])
+            first = vs[0]
+            out[key] = StoredObject(key=key, size=int(first.get("Size", 0)), version_id=first.get("VersionId"),
+                                    later_versions=len(vs) - 1, delete_markers=markers.get(key, 0),
+                                    last_modified=first.get("LastModified"))
+        for key, n in markers.items():
+            if key not in out:
+                # Only markers and no version: the object is gone (deleted after its retention)
+                # or was never there; report the markers so nothing is silently hidden.
+                out[key] = StoredObject(key=key, size=0, version_id=None, delete_markers=n)
+        return out
+
+    def _stored_version(self, key: str) -> StoredObject | None:
+        obj = self._group(key).get(key)
+        return obj if obj and obj.version_id else None
+
+    # --- objects ---------------------------------------------------------------------------------
+
+    def put_object(self, key: str, source: Path | bytes, *, sha256: str, size: int,
+                   retain_until: datetime | None, legal_hold: bool = False,
+                   body_filter: BodyFilter | None = None) -> PutResult:
+        src = open(source, "rb") if isinstance(source, Path) else io.BytesIO(source)
+        try:
+            body = body_filter(key, src) if body_filter else src
+            kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": body, "ContentLength": size,
+                                  "ChecksumSHA256": b64_of_hex(sha256), "IfNoneMatch": "*"}
+            if retain_until is not None:
+                kw["ObjectLockMode"] = "COMPLIANCE"
+                kw["ObjectLockRetainUntilDate"] = retain_until.astimezone(timezone.utc)
+            if legal_hold:
+                kw["ObjectLockLegalHoldStatus"] = "ON"
+            resp = self._call(f"store {key}", self.client.put_object, **kw)
+        finally:
+            src.close()
+        echoed = resp.get("ChecksumSHA256")
+        if echoed:
+            if hex_of_b64(echoed) != sha256:
+                raise IntegrityError(f"{key}: the storage reports SHA-256 {hex_of_b64(echoed)[:16]}..., "
+                                     f"expected {sha256[:16]}...")
+            return PutResult(key, resp.get("VersionId"), sha256, size, "checksum")
+        if self.can_read():
+            st = self.stat(key)
+            if st is None or st.sha256 != sha256:
+                raise IntegrityError(f"{key}: stored object does not carry the expected SHA-256")
+            return PutResult(key, st.version_id, sha256, size, "checksum")
+        # The server accepted x-amz-checksum-sha256 (it refuses a mismatch), echo or not.
+        return PutResult(key, resp.get("VersionId"), sha256, size, "checksum")
+
+    def stat(self, key: str, with_checksum: bool = True) -> StoredObject | None:
+        obj = self._stored_version(key)
+        if obj is None:
+            return None
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "VersionId": obj.version_id}
+        if with_checksum:
+            kw["ChecksumMode"] = "ENABLED"
+        head = self._call(f"read {key}", self.client.head_object, **kw)
+        obj.size = int(head.get("ContentLength", obj.size))
+        if head.get("ChecksumSHA256"):
+            obj.sha256 = hex_of_b64(head["ChecksumSHA256"])
+        obj.retain_until = head.get("ObjectLockRetainUntilDate")
+        obj.legal_hold = head.get("ObjectLockLegalHoldStatus") == "ON"
+        return obj
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        return sorted(self._group(prefix).values(), key=lambda o: o.key)
+
+    def read_bytes(self, key: str) -> bytes:
+        obj = self._stored_version(key)
+        if obj is None:
+            raise UsageError(f"{key} is not in archive {self.url}")
+        resp = self._call(f"read {key}", self.client.get_object, Bucket=self.bucket, Key=key, VersionId=obj.version_id)
+        return resp["Body"].read()
+
+    def download(self, key: str, dest: Path) -> str:
+        obj = self._stored_version(key)
+        if obj is None:
+            raise UsageError(f"{key} is not in archive {self.url}")
+        resp = self._call(f"read {key}", self.client.get_object, Bucket=self.bucket, Key=key, VersionId=obj.version_id)
+        h = hashlib.sha256()
+        body = resp["Body"]
+        try:
+            with open(dest, "wb") as out:
+                for chunk in body.iter_chunks(_CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except Exception as exc:  # noqa: BLE001
+            from botocore.exceptions import BotoCoreError
+            if isinstance(exc, BotoCoreError):
+                raise self._wrap(exc, f"read {key}") from exc
+            raise
+        return h.hexdigest()
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        obj = self._stored_version(key)
+        if obj is None:
+            raise UsageError(f"{key} is not in archive {self.url}")
+        self._call(f"{'hold' if on else 'release'} {key}", self.client.put_object_legal_hold, Bucket=self.bucket,
+                   Key=key, VersionId=obj.version_id, LegalHold={"Status": "ON" if on else "OFF"})
+
+    def delete(self, key: str) -> None:
+        st = self.stat(key, with_checksum=False)
+        if st is not None:
+            if st.legal_hold:
+                raise Refused(f"{key} is under legal hold; release it first")
+            if st.retain_until is not None and st.retain_until > datetime.now(timezone.utc):
+                raise Refused(f"{key} is locked (COMPLIANCE) until {st.retain_until.isoformat()}; "
+                              "nobody can delete it earlier")
+        ids = [(kind, it["VersionId"]) for kind, it in self._iter_versions(key) if it["Key"] == key]
+        # Later versions and markers first, the stored version last: an interruption never leaves
+        # a replacement standing without its original.
+        ids.sort(key=lambda kv: kv[1] == (st.version_id if st else None))
+        for _kind, vid in ids:
+            self._call(f"delete {key}", self.client.delete_object, Bucket=self.bucket, Key=key, VersionId=vid)
+
+    # --- journals --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _journal_key(name: str, entry: int) -> str:
+        return f"journals/{name}/{entry:010d}.json"
+
+    def _journal_tail(self, name: str) -> tuple[int, str]:
+        """(number, line hash) of the last entry, from the listing and the stored version."""
+        from ..chain import GENESIS, line_hash
+        prefix = f"journals/{name}/"
+        last_key = None
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        cached = self._tails.get(name)
+        if cached:
+            kw["StartAfter"] = self._journal_key(name, cached[0])
+        while True:
+            resp = self._call(f"list journal {name}", self.client.list_objects_v2, **kw)
+            contents = resp.get("Contents", [])
+            if contents:
+                last_key = contents[-1]["Key"]
+            if not resp.get("IsTruncated"):
+                break
+            kw["ContinuationToken"] = resp["NextContinuationToken"]
+            kw.pop("StartAfter", None)
+        if last_key is None:
+            return cached if cached else (0, GENESIS)
+        entry = int(last_key.rsplit("/", 1)[1].split(".")[0])
+        obj = self._stored_version(last_key)
+        vid_kw = {"VersionId": obj.version_id} if obj and obj.version_id else {}
+        data = self._call(f"read {last_key}", self.client.get_object, Bucket=self.bucket, Key=last_key, **vid_kw)["Body"].read()
+        return entry, line_hash(data)
+
+    def journal_append(self, name: str, make_line: Callable[[int, str], bytes],
+                       retain_until: datetime | None) -> tuple[int, bytes]:
+        from ..chain import line_hash
+        for _attempt in range(25):
+            last, prev = self._tail_or_fetch(name)
+            entry = last + 1
+            line = make_line(entry, prev)
+            kw: dict[str, Any] = {"Bucket": self.bucket, "Key": self._journal_key(name, entry), "Body": line,
+                                  "IfNoneMatch": "*", "ChecksumSHA256": b64_of_hex(hashlib.sha256(line).hexdigest())}
+            if retain_until is not None:
+                kw["ObjectLockMode"] = "COMPLIANCE"
+                kw["ObjectLockRetainUntilDate"] = retain_until.astimezone(timezone.utc)
+            try:
+                self._call(f"append to journal {name}", self.client.put_object, **kw)
+            except AlreadyExists:
+                # Another writer took this number: read the new tail and chain after it.
+                self._tails.pop(name, None)
+                self._tails[name] = self._journal_tail(name)
+                continue
+            self._tails[name] = (entry, line_hash(line))
+            return entry, line
+        raise ArchiveError(f"journal {name}: could not append after 25 attempts (too many concurrent writers?)")
+
+    def _tail_or_fetch(self, name: str) -> tuple[int, str]:
+        if name not in self._tails:
+            self._tails[name] = self._journal_tail(name)
+        return self._tails[name]
+
+    def journal_read(self, name: str, after: int = 0) -> list[JournalLine]:
+        prefix = f"journals/{name}/"
+        marker = self._journal_key(name, after) if after else None
+        grouped = self._group(prefix, key_marker=marker)
+        out: list[JournalLine] = []
+        for key in sorted(grouped):
+            obj = grouped[key]
+            try:
+                entry = int(key[len(prefix):].split(".")[0])
+            except ValueError:
+                continue
+            if entry <= after:
+                continue
+            notes: list[str] = []
+            if obj.later_versions:
+                notes.append(f"{obj.later_versions} later version(s) of this entry exist: an attempt to replace it "
+                             "(the first, locked version is shown)")
+            if obj.delete_markers:
+                notes.append(f"{obj.delete_markers} delete marker(s): an attempt to hide this entry")
+            if obj.version_id is None:
+                out.append(JournalLine(entry, b"", tuple(notes + ["entry missing: no stored version"])))
+                continue
+            data = self._call(f"read {key}", self.client.get_object, Bucket=self.bucket, Key=key,
+                              VersionId=obj.version_id)["Body"].read()
+            out.append(JournalLine(entry, data, tuple(notes)))
+        return out
+
+    def journal_names(self) -> list[str]:
+        resp = self._call("list journals", self.client.list_objects_v2, Bucket=self.bucket, Prefix="journals/",
+                          Delimiter="/")
+        return sorted(p["Prefix"].split("/")[1] for p in resp.get("CommonPrefixes", []))
+
+    # --- misc ------------------------------------------------------------------------------------
+
+    def catalog_path(self) -> Path:
+        base = os.environ.get(ENV_CACHE) or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "examrec")
+        tag = hashlib.sha256(f"{self.endpoint}|{self.bucket}".encode()).hexdigest()[:10]
+        return Path(base) / f"catalog-{self.bucket}-{tag}.sqlite"
+
+    def can_read(self) -> bool:
+        return self.role != "recorder"

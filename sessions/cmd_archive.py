@@ -1,0 +1,561 @@
+"""`examrec archive ...`: the records office (ST-2..ST-11, AD-1..AD-4).
+
+    archive init --to URL --officer NAME      prepare an archive (S3: bucket with Object Lock)
+    archive user add|passwd|disable|list      people and roles
+    archive holidays [--add D] [--remove D]   the centre's holidays (working-day deadlines)
+    archive find [--name ...] [--json]        search stored sessions
+    archive show SESSION                      one session: details, retention, holds, objects
+    archive check [SESSION...] [--deep]       compare the storage with the receipts (tampering)
+    archive reindex                           rebuild the catalog from the manifests
+    archive sweep [--now ISO] [--dry-run]     delete what retention allows, journal each deletion
+    archive hold SESSION --complaint REF      block deletion while a complaint is open
+    archive release SESSION --decision REF    record the decision, lift the hold
+    archive copy SESSION --to DIR ...         issue a verified copy (annex 2 journal)
+    archive journal list|print|export|correct NAME
+
+Every command authenticates (--user, $EXAMREC_PASSWORD or a prompt) and is journaled in the
+access journal. Exit codes: 0 ok, 1 problem found (tampering, broken journal), 2 usage,
+3 refused (role, password, lock, hold, 30-day rule), 6 archive unreachable.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from . import exitcodes
+from .archive.access import ENV_NEW_PASSWORD, ENV_PASSWORD, User, new_user, read_password, resolve_user
+from .archive.backend import open_backend
+from .archive.catalog import Query, SessionRow
+from .archive.cli_common import add_access_options, handles_errors, parse_now, print_json
+from .archive.config import ROLES, Settings, iso, load_connection, resolve_archive, utc_now
+from .archive.copy import CopyRequest, issue_copy, parse_date
+from .archive.errors import UsageError
+from .archive.journals import JOURNALS, Journals, check_name
+from .archive.office import ArchiveContext, RecordsOffice, open_archive, receipt_summary
+from .archive.printing import DEFAULT_FORM, FORM_JOURNALS, FORMS, export_csv, html_to_pdf, render_html
+from .archive.retention import RetentionPolicy
+from .archive.workdays import parse_holidays
+
+# The SeaweedFS identities of hw-profiles/seaweedfs-iam.json that must never delete anything.
+DEFAULT_DENY_PRINCIPALS = ("arn:aws:iam::000000000000:user/examrec-recorder",
+                           "arn:aws:iam::000000000000:user/examrec-head")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("archive", help="the records office: find, hold, sweep, copy, journals",
+                       description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    asub = p.add_subparsers(dest="archive_command", metavar="ACTION")
+    p.set_defaults(func=lambda a: (p.print_help(), exitcodes.USAGE)[1])
+
+    q = asub.add_parser("init", help="prepare a new archive")
+    q.add_argument("--to", dest="archive", metavar="URL", required=True, help="file:///path or s3://bucket")
+    q.add_argument("--officer", metavar="NAME", help="the first responsible person (role officer); default --user")
+    q.add_argument("--user", metavar="NAME", help=argparse.SUPPRESS)
+    q.add_argument("--archive-config", metavar="FILE", help="connection file (S3 endpoint and credentials)")
+    q.add_argument("--centre", default="", help="the centre's name, printed on the journals")
+    q.add_argument("--holiday", action="append", default=[], metavar="YYYY-MM-DD", help="a holiday (repeatable)")
+    q.add_argument("--journal-years", type=int, default=10, help="how long journal entries are locked (default 10)")
+    q.add_argument("--deny-delete-principal", action="append", metavar="ARN",
+                   help="S3 principal that may never delete (repeatable; default: the recorder and head "
+                        "identities of hw-profiles/seaweedfs-iam.json)")
+    q.set_defaults(func=cmd_init)
+
+    q = asub.add_parser("user", help="add, change or disable archive users")
+    usub = q.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    u = usub.add_parser("add", help="add a user (password from $EXAMREC_NEW_PASSWORD or a prompt)")
+    u.add_argument("name")
+    u.add_argument("--role", required=True, choices=ROLES)
+    add_access_options(u)
+    u.set_defaults(func=cmd_user)
+    for action, hlp in (("passwd", "set a new password"), ("disable", "disable a user (entries stay)"),
+                        ("enable", "enable a disabled user")):
+        u = usub.add_parser(action, help=hlp)
+        u.add_argument("name")
+        add_access_options(u)
+        u.set_defaults(func=cmd_user)
+    u = usub.add_parser("list", help="list users and roles")
+    add_access_options(u)
+    u.add_argument("--json", action="store_true")
+    u.set_defaults(func=cmd_user, name=None)
+
+    q = asub.add_parser("holidays", help="list, add or remove holidays")
+    q.add_argument("--add", action="append", default=[], metavar="YYYY-MM-DD")
+    q.add_argument("--remove", action="append", default=[], metavar="YYYY-MM-DD")
+    add_access_options(q)
+    q.set_defaults(func=cmd_holidays)
+
+    q = asub.add_parser("find", help="search stored sessions (name, id, dates, examiner, plate, centre)")
+    q.add_argument("--name", help="candidate's name, any part, any case, with or without diacritics")
+    q.add_argument("--candidate-id", help="candidate's ID document number")
+    q.add_argument("--from", dest="date_from", metavar="YYYY-MM-DD", help="exam date from")
+    q.add_argument("--to", dest="date_to", metavar="YYYY-MM-DD", help="exam date to (inclusive)")
+    q.add_argument("--examiner")
+    q.add_argument("--plate")
+    q.add_argument("--centre")
+    held = q.add_mutually_exclusive_group()
+    held.add_argument("--held", action="store_true", help="only sessions under legal hold")
+    held.add_argument("--not-held", action="store_true")
+    q.add_argument("--include-deleted", action="store_true", help="also sessions deleted by the sweep")
+    q.add_argument("--limit", type=int, default=500)
+    q.add_argument("--json", action="store_true")
+    add_access_options(q)
+    q.set_defaults(func=cmd_find)
+
+    q = asub.add_parser("show", help="one stored session: details, retention, holds, objects")
+    q.add_argument("session", metavar="SESSION", help="session id (or a unique beginning of it)")
+    q.add_argument("--json", action="store_true")
+    add_access_options(q)
+    q.set_defaults(func=cmd_show)
+
+    q = asub.add_parser("check", help="compare the storage with each session's receipt (tampering, loss)")
+    q.add_argument("sessions", nargs="*", metavar="SESSION", help="default: every stored session")
+    q.add_argument("--deep", action="store_true", help="also download and run examrec verify on each")
+    q.add_argument("--json", action="store_true")
+    add_access_options(q)
+    q.set_defaults(func=cmd_check)
+
+    q = asub.add_parser("reindex", help="rebuild the catalog from the manifests in the archive")
+    q.add_argument("--json", action="store_true")
+    add_access_options(q)
+    q.set_defaults(func=cmd_reindex)
+
+    q = asub.add_parser("sweep", help="delete sessions whose retention has ended (not held), journal each")
+    q.add_argument("--now", metavar="ISO", help="judge retention at this time (default: now); the storage's own "
+                                                "lock still follows the real clock")
+    q.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    q.add_argument("--json", action="store_true")
+    add_access_options(q)
+    q.set_defaults(func=cmd_sweep)
+
+    q = asub.add_parser("hold", help="block deletion while a complaint is open (UA IV.2)")
+    q.add_argument("session", metavar="SESSION")
+    q.add_argument("--complaint", required=True, metavar="REF", help="complaint reference (number, date)")
+    q.add_argument("--json", action="store_true")
+    add_access_options(q)
+    q.set_defaults(func=cmd_hold)
+
+    q = asub.add_parser("release", help="record the decision on a complaint; lift the hold when none is open")
+    q.add_argument("session", metavar="SESSION")
+    q.add_argument("--decision", required=True, metavar="REF", help="decision reference (number, date)")
+    q.add_argument("--complaint", metavar="REF", help="which complaint (when several are open)")
+    q.add_argument("--json", action="store_true")
+    add_access_options(q)
+    q.set_defaults(func=cmd_release)
+
+    q = asub.add_parser("copy", help="issue a copy with a verification kit (UA IV.3-IV.7)")
+    q.add_argument("session", metavar="SESSION")
+    q.add_argument("--to", dest="dest", required=True, type=Path, metavar="DIR",
+                   help="an empty folder on the medium the applicant brought")
+    q.add_argument("--applicant", required=True, metavar="NAME", help="full name of the applicant")
+    q.add_argument("--representative", metavar="NAME", help="full name of the representative, when one comes")
+    q.add_argument("--authority", metavar="DOC", help="the representative's document of authority")
+    q.add_argument("--id-document", required=True, metavar="DOC", help="identity document shown (type, number)")
+    q.add_argument("--requested", required=True, metavar="YYYY-MM-DD", help="date the application was received")
+    q.add_argument("--authority-request", metavar="REF",
+                   help="motivated request of a court, investigator or authority (IV.4): lifts the 30-day limit")
+    q.add_argument("--medium", metavar="TEXT", help="the medium, e.g. 'USB stick Kingston 32 GB, applicant's'")
+    q.add_argument("--json", action="store_true")
+    add_access_options(q)
+    q.set_defaults(func=cmd_copy)
+
+    q = asub.add_parser("journal", help="list, print, export or correct a journal")
+    jsub = q.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
+    names = ", ".join(JOURNALS)
+    j = jsub.add_parser("list", help="entries, with the chain checked (says where it breaks)")
+    j.add_argument("name", help=names)
+    j.add_argument("--json", action="store_true")
+    add_access_options(j)
+    j.set_defaults(func=cmd_journal_list)
+    j = jsub.add_parser("print", help="an HTML page laid out like the official form (and PDF)")
+    j.add_argument("name", help=names)
+    j.add_argument("--form", choices=FORMS, help="default: ua-annex2 for copies, ua-annex3 for devices, uploads "
+                                                 "and deletions, table for the others")
+    j.add_argument("--out", type=Path, help="HTML file (default: <name>-<form>.html)")
+    j.add_argument("--pdf", type=Path, help="also write a PDF (needs chromium, libreoffice or wkhtmltopdf)")
+    add_access_options(j)
+    j.set_defaults(func=cmd_journal_print)
+    j = jsub.add_parser("export", help="CSV, one row per entry as stored")
+    j.add_argument("name", help=names)
+    j.add_argument("--out", type=Path, help="CSV file (default: standard output)")
+    add_access_options(j)
+    j.set_defaults(func=cmd_journal_export)
+    j = jsub.add_parser("correct", help="append a correction of an entry (entries are never edited)")
+    j.add_argument("name", help=names)
+    j.add_argument("entry", type=int, help="number of the entry to correct")
+    j.add_argument("--reason", required=True, help="what was wrong")
+    j.add_argument("--set", dest="changes", action="append", default=[], metavar="FIELD=VALUE",
+                   help="corrected value (repeatable)")
+    add_access_options(j)
+    j.set_defaults(func=cmd_journal_correct)
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+def _open(args: argparse.Namespace, command: str, action: str) -> ArchiveContext:
+    return open_archive(args.archive, user_name=resolve_user(args.user), command=command, action=action,
+                        conn_path=args.archive_config)
+
+
+def read_new_password(name: str) -> str:
+    """A new password: $EXAMREC_NEW_PASSWORD, else asked twice on the terminal."""
+    import getpass
+    import os
+    if os.environ.get(ENV_NEW_PASSWORD):
+        return os.environ[ENV_NEW_PASSWORD]
+    if not sys.stdin.isatty():
+        raise UsageError(f"no password for the new user {name!r}: set ${ENV_NEW_PASSWORD} or run in a terminal")
+    a = getpass.getpass(f"new password for {name}: ")
+    if a != getpass.getpass("again: "):
+        raise UsageError("the two passwords differ")
+    return a
+
+
+def _date(text: str | None, option: str) -> date | None:
+    return parse_date(text, option) if text else None
+
+
+def _row_line(r: SessionRow) -> str:
+    holds = ", ".join(r.holds_list)
+    status = "" if r.status == "stored" else f" [{r.status}]"
+    return (f"{r.exam_date or '?':10}  {r.session_id:36}  {r.candidate or '':28}  {r.candidate_id or '':10}  "
+            f"{r.examiner or '':18}  {r.plate or '':10}  {r.centre or ''}"
+            + (f"  HOLD: {holds}" if holds else "") + status)
+
+
+# --- commands -----------------------------------------------------------------------------------------
+
+@handles_errors("archive init")
+def cmd_init(args: argparse.Namespace) -> int:
+    conn = load_connection(args.archive_config)
+    url = resolve_archive(args.archive, conn)
+    name = resolve_user(args.officer or args.user)
+    pw = read_password(name, ENV_PASSWORD, prompt=f"password for the officer {name}: ")
+    holidays = sorted(d.isoformat() for d in parse_holidays(args.holiday))
+    if not 1 <= args.journal_years <= 100:
+        raise UsageError("--journal-years must be 1..100")
+    settings = Settings(centre=args.centre, holidays=holidays, users=[new_user(name, "officer", pw)],
+                        journal_retention_years=args.journal_years, created_at=iso(utc_now()))
+    role = "admin" if conn.credentials_for("admin") else ("officer" if conn.credentials_for("officer") else None)
+    backend = open_backend(url, conn, role=role)
+    warnings = backend.initialise(settings.to_json(),
+                                  deny_delete_principals=list(args.deny_delete_principal or DEFAULT_DENY_PRINCIPALS))
+    officer_backend = open_backend(url, conn, role="officer") if url.scheme == "s3" and conn.credentials_for("officer") \
+        else backend
+    Journals(officer_backend, settings, User(name, "officer")).append(
+        "access", "access", {"command": "archive init", "target": str(url), "result": "ok",
+                             "detail": "; ".join(warnings)})
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"archive {url} ready; officer {name}")
+    if url.scheme == "s3":
+        print("bucket with Object Lock and versioning; every session object is locked (COMPLIANCE) until its "
+              "retention ends")
+    return exitcodes.OK
+
+
+@handles_errors("archive user")
+def cmd_user(args: argparse.Namespace) -> int:
+    with _open(args, f"archive user {args.user_command}", "users") as ctx:
+        ctx.target = args.name or ""
+        settings = Settings.from_json(ctx.backend.read_settings(), ctx.url)
+        if args.user_command == "list":
+            rows = [{"name": u["name"], "role": u["role"], "disabled": bool(u.get("disabled")),
+                     "created_at": u.get("created_at")} for u in settings.users]
+            if args.json:
+                print_json(rows)
+            else:
+                for r in rows:
+                    print(f"{r['name']:20} {r['role']:9} {'disabled' if r['disabled'] else ''}")
+            return exitcodes.OK
+        rec = settings.user(args.name)
+        if args.user_command == "add":
+            if rec:
+                raise UsageError(f"user {args.name!r} exists (role {rec['role']})")
+            settings.users.append(new_user(args.name, args.role, read_new_password(args.name)))
+            ctx.detail = f"role {args.role}"
+        else:
+            if not rec:
+                raise UsageError(f"no user {args.name!r}")
+            if args.user_command == "passwd":
+                rec["password"] = new_user(args.name, rec["role"], read_new_password(args.name))["password"]
+            elif args.user_command == "disable":
+                if args.name == ctx.user.name:
+                    raise UsageError("you cannot disable yourself; ask another officer")
+                rec["disabled"] = True
+            elif args.user_command == "enable":
+                rec["disabled"] = False
+        ctx.backend.write_settings(settings.to_json())
+        print(f"user {args.name}: {args.user_command} done")
+        return exitcodes.OK
+
+
+@handles_errors("archive holidays")
+def cmd_holidays(args: argparse.Namespace) -> int:
+    action = "settings" if (args.add or args.remove) else "find"
+    with _open(args, "archive holidays", action) as ctx:
+        settings = Settings.from_json(ctx.backend.read_settings(), ctx.url)
+        if args.add or args.remove:
+            cur = set(parse_holidays(settings.holidays)) | set(parse_holidays(args.add))
+            cur -= set(parse_holidays(args.remove))
+            settings.holidays = sorted(d.isoformat() for d in cur)
+            ctx.backend.write_settings(settings.to_json())
+            ctx.detail = f"add {args.add} remove {args.remove}"
+        for h in settings.holidays:
+            print(h)
+        return exitcodes.OK
+
+
+@handles_errors("archive find")
+def cmd_find(args: argparse.Namespace) -> int:
+    q = Query(name=args.name, candidate_id=args.candidate_id, date_from=_date(args.date_from, "--from"),
+              date_to=_date(args.date_to, "--to"), examiner=args.examiner, plate=args.plate, centre=args.centre,
+              held=True if args.held else (False if args.not_held else None), include_deleted=args.include_deleted,
+              limit=args.limit)
+    with _open(args, "archive find", "find") as ctx:
+        ctx.target = " ".join(f"{k}={v}" for k, v in vars(q).items() if v not in (None, False) and k != "limit")
+        office = RecordsOffice(ctx)
+        rows = office.find(q)
+        ctx.detail = f"{len(rows)} found"
+        if args.json:
+            print_json([r.to_json() for r in rows])
+        else:
+            for r in rows:
+                print(_row_line(r))
+            print(f"{len(rows)} session(s)", file=sys.stderr)
+        return exitcodes.OK
+
+
+@handles_errors("archive show")
+def cmd_show(args: argparse.Namespace) -> int:
+    with _open(args, "archive show", "show") as ctx:
+        office = RecordsOffice(ctx)
+        row = office.session(args.session)
+        receipt = office.receipt(row)
+        decision = RetentionPolicy().decide(office.facts(row), utc_now())
+        info = {**receipt_summary(receipt), "holds": row.holds_list, "retention": decision.to_json(),
+                "objects": receipt.get("objects"), "verify": receipt.get("verify")}
+        if args.json:
+            print_json(info)
+            return exitcodes.OK
+        for k in ("session", "exam_date", "candidate", "candidate_id", "examiner", "plate", "centre", "profile",
+                  "retention_months", "expires_at", "uploaded_at", "uploaded_by"):
+            print(f"{k:16} {info.get(k) if info.get(k) is not None else ''}")
+        print(f"{'holds':16} {', '.join(row.holds_list) or '-'}")
+        print(f"{'retention':16} {decision.action}: {decision.reason}")
+        for o in receipt.get("objects") or []:
+            print(f"  {o['size']:>12}  {o['sha256'][:16]}...  {o['file']}")
+        return exitcodes.OK
+
+
+@handles_errors("archive check")
+def cmd_check(args: argparse.Namespace) -> int:
+    with _open(args, "archive check", "check") as ctx:
+        office = RecordsOffice(ctx)
+        if args.sessions:
+            rows = [office.session(s) for s in args.sessions]
+        else:
+            for w in office.sync():
+                print(f"warning: {w}", file=sys.stderr)
+            rows = office.catalog.all()
+        ctx.target = ",".join(r.session_id for r in rows[:20])
+        results = [office.check(r, deep=args.deep) for r in rows]
+        bad = [r for r in results if not r.ok]
+        ctx.detail = f"{len(results)} checked, {len(bad)} with problems"
+        if args.json:
+            print_json([r.to_json() for r in results])
+        else:
+            for r in results:
+                print(f"{'OK    ' if r.ok else 'FAILED'} {r.session_id} ({r.objects} objects, {r.verified})")
+                for p in r.problems:
+                    print(f"   {p}")
+        return exitcodes.OK if not bad else exitcodes.FAILED
+
+
+@handles_errors("archive reindex")
+def cmd_reindex(args: argparse.Namespace) -> int:
+    with _open(args, "archive reindex", "reindex") as ctx:
+        res = RecordsOffice(ctx).reindex()
+        ctx.detail = f"{res['stored']} stored, {res['incomplete']} incomplete"
+        if args.json:
+            print_json(res)
+        else:
+            print(f"catalog rebuilt: {res['stored']} stored, {res['incomplete']} incomplete upload(s), "
+                  f"{res['deleted']} deleted earlier")
+            for p in res["problems"]:
+                print(f"problem: {p}")
+        return exitcodes.OK if not res["problems"] else exitcodes.FAILED
+
+
+@handles_errors("archive sweep")
+def cmd_sweep(args: argparse.Namespace) -> int:
+    now = parse_now(args.now)
+    with _open(args, "archive sweep" + (" --dry-run" if args.dry_run else ""), "sweep") as ctx:
+        items = RecordsOffice(ctx).sweep(now=now, dry_run=args.dry_run)
+        counts: dict[str, int] = {}
+        for it in items:
+            counts[it.action] = counts.get(it.action, 0) + 1
+        ctx.detail = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        ctx.target = f"now={(now or utc_now()).isoformat(timespec='seconds')}"
+        if args.json:
+            print_json({"now": (now or utc_now()).isoformat(), "items": [i.to_json() for i in items], "counts": counts})
+        else:
+            for it in items:
+                extra = f" ({it.objects} objects, {it.bytes} bytes, journal entry {it.journal_entry})" \
+                    if it.action == "deleted" else ""
+                late = " LATE" if it.late else ""
+                print(f"{it.action:12} {it.session_id}  exam {it.exam_date}: {it.reason}{extra}{late}")
+            print(f"sweep: {ctx.detail or 'nothing stored'}", file=sys.stderr)
+        return exitcodes.REFUSED if counts.get("refused") else exitcodes.OK
+
+
+@handles_errors("archive hold")
+def cmd_hold(args: argparse.Namespace) -> int:
+    with _open(args, "archive hold", "hold") as ctx:
+        res = RecordsOffice(ctx).hold(args.session, args.complaint)
+        ctx.detail = f"complaint {args.complaint}"
+        if args.json:
+            print_json(res)
+        else:
+            print(f"session {res['session']} held for complaint {args.complaint} ({res['objects']} objects under "
+                  f"legal hold; open complaints: {', '.join(res['holds'])}); journal entry {res['journal_entry']}")
+        return exitcodes.OK
+
+
+@handles_errors("archive release")
+def cmd_release(args: argparse.Namespace) -> int:
+    with _open(args, "archive release", "release") as ctx:
+        res = RecordsOffice(ctx).release(args.session, args.decision, args.complaint)
+        ctx.detail = f"complaint {res['released']} decision {args.decision}"
+        if args.json:
+            print_json(res)
+        elif res["holds"]:
+            print(f"complaint {res['released']} decided ({args.decision}); session {res['session']} stays held for "
+                  f"{', '.join(res['holds'])}; journal entry {res['journal_entry']}")
+        else:
+            print(f"complaint {res['released']} decided ({args.decision}); legal hold lifted on {res['session']}; "
+                  f"retention applies again; journal entry {res['journal_entry']}")
+        return exitcodes.OK
+
+
+@handles_errors("archive copy")
+def cmd_copy(args: argparse.Namespace) -> int:
+    req = CopyRequest(session=args.session, dest=args.dest, applicant=args.applicant, id_document=args.id_document,
+                      requested=parse_date(args.requested, "--requested"), representative=args.representative,
+                      authority=args.authority, authority_request=args.authority_request, medium=args.medium)
+    with _open(args, "archive copy", "copy") as ctx:
+        res = issue_copy(RecordsOffice(ctx), req)
+        ctx.detail = f"to {res.dest} for {args.representative or args.applicant}, journal entry {res.journal_entry}"
+        if args.json:
+            print_json(res.to_json())
+        else:
+            print(f"copy of {res.session_id} written to {res.dest}: {res.files} files, {res.bytes} bytes, "
+                  "verified against the stored SHA-256")
+            print(f"due by {res.deadline} (3 working days from the application on {req.requested})"
+                  + (" - LATE" if res.late else ""))
+            print("personal-data notice added (the recording shows other people)" if res.notice
+                  else "no personal-data notice needed (no other people in the recording)")
+            print(f"journal of copies: entry {res.journal_entry}; have the recipient sign the printed journal "
+                  "(examrec archive journal print copies)")
+        for w in res.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        return exitcodes.OK
+
+
+@handles_errors("archive journal")
+def cmd_journal_list(args: argparse.Namespace) -> int:
+    name = check_name(args.name)
+    with _open(args, f"archive journal list {name}", "journal-read") as ctx:
+        cat = ctx.catalog()
+        view = ctx.journals.read(name, anchor=cat.anchor(name))
+        if view.ok and view.entries:
+            cat.set_anchor(name, *view.last, iso(utc_now()))
+        ctx.detail = f"{len(view.entries)} entries, {'intact' if view.ok else 'NOT intact'}"
+        if args.json:
+            print_json({"journal": name, "ok": view.ok, "problems": view.problems,
+                        "entries": [{**e.record, "sha256": e.hash, "corrected_by": e.corrected_by}
+                                    for e in view.entries]})
+        else:
+            for e in view.entries:
+                fields = " ".join(f"{k}={v}" for k, v in e.record.items()
+                                  if k not in ("entry", "type", "t_utc", "user", "role", "host", "prev_sha256")
+                                  and v not in (None, ""))
+                corr = f"  (corrected by {', '.join(map(str, e.corrected_by))})" if e.corrected_by else ""
+                print(f"#{e.number:<5} {e.record.get('t_utc', '')}  {e.record.get('user', '')}({e.record.get('role', '')})"
+                      f"  {e.type}: {fields}{corr}")
+            if view.ok:
+                n, h = view.last
+                print(f"journal {name}: chain intact, {n} entries, last {h[:16]}...", file=sys.stderr)
+            for p in view.problems:
+                print(f"BROKEN: {p}")
+        return exitcodes.OK if view.ok else exitcodes.FAILED
+
+
+@handles_errors("archive journal")
+def cmd_journal_print(args: argparse.Namespace) -> int:
+    name = check_name(args.name)
+    form = args.form or DEFAULT_FORM[name]
+    sources = FORM_JOURNALS.get(form, (name,))
+    if name not in sources:
+        raise UsageError(f"form {form} prints the journals {', '.join(sources)}, not {name}")
+    with _open(args, f"archive journal print {name}", "journal-read") as ctx:
+        views = {n: ctx.journals.read(n) for n in sources}
+        page = render_html(views, form, centre=ctx.settings.centre, archive=ctx.url, printed_by=ctx.user.name,
+                           printed_at=iso(utc_now()))
+        out = args.out or Path(f"{name}-{form}.html")
+        out.write_text(page, encoding="utf-8")
+        print(f"wrote {out}")
+        if args.pdf:
+            tool = html_to_pdf(page, args.pdf)
+            print(f"wrote {args.pdf} (with {tool})")
+        bad = [p for v in views.values() for p in v.problems]
+        for p in bad:
+            print(f"BROKEN: {p}", file=sys.stderr)
+        ctx.detail = f"form {form}"
+        return exitcodes.OK if not bad else exitcodes.FAILED
+
+
+@handles_errors("archive journal")
+def cmd_journal_export(args: argparse.Namespace) -> int:
+    name = check_name(args.name)
+    with _open(args, f"archive journal export {name}", "journal-read") as ctx:
+        view = ctx.journals.read(name)
+        text = export_csv(view)
+        if args.out:
+            args.out.write_text(text, encoding="utf-8")
+            print(f"wrote {args.out} ({len(view.entries)} entries)", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        for p in view.problems:
+            print(f"BROKEN: {p}", file=sys.stderr)
+        return exitcodes.OK if view.ok else exitcodes.FAILED
+
+
+def _parse_changes(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for it in items:
+        if "=" not in it:
+            raise UsageError(f"--set {it!r}: write FIELD=VALUE")
+        k, v = it.split("=", 1)
+        val: Any = v
+        if v.lower() in ("true", "false"):
+            val = v.lower() == "true"
+        out[k.strip()] = val
+    return out
+
+
+@handles_errors("archive journal")
+def cmd_journal_correct(args: argparse.Namespace) -> int:
+    name = check_name(args.name)
+    changes = _parse_changes(args.changes)
+    with _open(args, f"archive journal correct {name}", "journal-write") as ctx:
+        ctx.target = f"{name} entry {args.entry}"
+        e = ctx.journals.correct(name, args.entry, args.reason, changes)
+        print(f"journal {name}: entry {e.number} corrects entry {args.entry}")
+        return exitcodes.OK
+
+
+__all__ = ["register", "DEFAULT_DENY_PRINCIPALS"]

@@ -1,0 +1,170 @@
+"""GPS: a real gpsd (started by gpsfake, or reading a live pty) and the watch-stream reader."""
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from datetime import datetime
+
+import pytest
+
+from sensor_harness import EXAM_NMEA, Collector, LiveGps, nmea_header_and_epochs, no_leftovers, write_nmea_slice
+from sensors.clockcheck import check_clock
+from sensors.gps import GpsFix, GpsReader, iso_to_ns, parse_gpsd_url
+from sensors.nmea import read_fixes, split_sentence
+from sensors.replay import free_port, gpsfake_server, start_gps_replay
+from sessions.clock import SessionClock
+
+OUTAGE = range(163, 169)  # the underpass: epochs without a fix in the exam-drive fixture
+
+
+def _iso(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def test_fixture_is_a_realistic_exam_drive():
+    head, epochs = nmea_header_and_epochs()
+    for key in ("# Name:", "# Description:", "# Date:", "# Delay-Cookie: @"):
+        assert key in head
+    for epoch in epochs:
+        kinds = [split_sentence(line)[0] for line in epoch.split("\r\n") if line]  # checksums verified
+        assert kinds == ["GPRMC", "GPGGA", "GPVTG"]
+    fixes = read_fixes(EXAM_NMEA)
+    assert 180 <= len(fixes) <= 300  # 3-5 minutes at 1 Hz
+    assert all((b.time_utc - a.time_utc).total_seconds() == 1 for a, b in zip(fixes, fixes[1:]))
+    assert [i for i, f in enumerate(fixes) if not f.valid] == list(OUTAGE)
+    kmh = [f.speed_mps * 3.6 for f in fixes if f.valid]
+    assert 55 <= max(kmh) <= 62 and kmh[0] == 0
+    stops = sum(1 for a, b in zip(kmh, kmh[1:]) if a > 3 and b == 0)
+    assert stops >= 5  # ramp, parking, gate, traffic light, crossing, end
+    assert all(f.alt_m is not None and f.sats >= 9 for f in fixes if f.valid)
+
+
+def test_parse_gpsd_url():
+    assert parse_gpsd_url("gpsd://127.0.0.1:2947") == ("127.0.0.1", 2947)
+    assert parse_gpsd_url("gpsd://localhost") == ("localhost", 2947)
+    with pytest.raises(ValueError, match="gpsd://HOST:PORT"):
+        parse_gpsd_url("tcp://127.0.0.1:2947")
+
+
+def test_fix_record_round_trip():
+    fix = GpsFix(capture_ns=5_000_000_000, mode=3, time_utc="2025-05-15T06:00:00.000Z", lat=50.4, lon=30.6,
+                 alt_m=112.1, speed_mps=13.9, track_deg=183.3, device="/dev/ttyACM0")
+    clock = SessionClock(start_ns=2_000_000_000, wall_anchor_ns=0)
+    rec = fix.to_record(clock)
+    assert rec["type"] == "gps" and rec["pts_s"] == 3.0 and rec["alt"] == 112.1
+    assert GpsFix.from_record(rec) == fix
+    assert "alt" not in GpsFix(capture_ns=1, mode=1, time_utc=None).to_record()
+    assert iso_to_ns("2025-05-15T06:00:00.250Z") == 1747288800_250_000_000
+
+
+def test_reported_fixes_match_the_fixture_and_no_fix_is_an_event(tmp_path):
+    """30 epochs around the underpass (stop, 0-60 km/h, 6 s without fix), 5x real time."""
+    first, count = 150, 30
+    log = write_nmea_slice(tmp_path / "slice.nmea", first, count)
+    truth = {_iso(f.time_utc): f for f in read_fixes(EXAM_NMEA)[first:first + count]}
+    fixes, events = Collector(), Collector()
+    labels = set()
+    with gpsfake_server(log, cycle_s=0.2) as url:
+        reader = GpsReader(url, on_fix=fixes.add, on_event=events.event)
+        reader.start(SessionClock.start_now())
+        try:
+            deadline = time.monotonic() + 20
+            last_time = _iso(read_fixes(EXAM_NMEA)[first + count - 1].time_utc)
+            while time.monotonic() < deadline and not any(f.time_utc == last_time for f in fixes.snapshot()):
+                labels.add(reader.state().label)
+                time.sleep(0.02)
+        finally:
+            reader.stop()
+    got = [f for f in fixes.snapshot() if f.has_fix]
+    assert got, "no fix reported"
+    for f in got:
+        want = truth[f.time_utc]
+        assert abs(f.lat - want.lat) < 1e-6 and abs(f.lon - want.lon) < 1e-6, f
+        assert abs(f.speed_mps - want.speed_mps) < 0.005, f  # knots with 2 decimals, as written
+        if want.track_deg is not None:
+            assert f.track_deg == pytest.approx(want.track_deg, abs=0.05)
+        if f.mode == 3:
+            assert f.alt_m == pytest.approx(want.alt_m, abs=0.05)  # the altitude gpsd-py3 missed
+    # Every epoch from the first one seen on is reported (the watch stream misses nothing).
+    seen = sorted({f.time_utc for f in got})
+    valid = [t for t, f in truth.items() if f.valid]
+    assert seen == valid[valid.index(seen[0]):]
+    assert len(seen) >= count - len(OUTAGE) - 3
+    assert max(f.speed_kmh for f in got) > 55
+    # The underpass: a no-fix report, an event, and the overlay's text; then the fix is back.
+    assert any(f.mode == 1 for f in fixes.snapshot())
+    states = [e["state"] for e in events.of("gps")]
+    assert states[:1] == ["fix"] and "no_fix" in states and states[-1] == "fix"
+    no_fix = events.of("gps")[states.index("no_fix")]
+    assert "no fix" in no_fix["detail"]
+    assert "GPS: no fix" in labels and any(label.endswith("km/h") for label in labels)
+    assert not events.of("fault")
+
+
+def test_gpsd_killed_then_back_on_the_same_port(tmp_path):
+    events, fixes = Collector(), Collector()
+    port = free_port()
+    with no_leftovers(port):
+        first = start_gps_replay(EXAM_NMEA, port=port, cycle_s=0.2)  # the whole fixture: gpsfake takes it
+        reader = GpsReader(first.url, on_fix=fixes.add, on_event=events.event)
+        reader.start(SessionClock.start_now())
+        try:
+            assert fixes.wait_for(lambda f: f.has_fix, timeout_s=10) is not None
+            first.close()  # gpsd dies
+            fault = events.wait_for(lambda e: e["type"] == "fault", timeout_s=5)
+            assert fault is not None and fault["device"] == "gps" and str(port) in fault["detail"]
+            gone = reader.state()
+            n_before = len(fixes.snapshot())
+            with start_gps_replay(EXAM_NMEA, port=port, cycle_s=0.2):
+                back = events.wait_for(lambda e: e["type"] == "recovered", timeout_s=15)
+                assert back is not None, events.snapshot()
+                again = fixes.wait_for(lambda f: f.has_fix, timeout_s=10, after=n_before)
+                assert again is not None
+                assert reader.wait_for_fix(5) is not None
+                reader.stop()  # before this gpsd goes too
+        finally:
+            reader.stop()
+    assert not gone.connected and not gone.fix and gone.label == "GPS: no fix"
+    assert back["after_s"] > 0 and again.capture_ns > back["capture_ns"] > fault["capture_ns"]
+    n = reader.counters()
+    assert (n["connects"], n["disconnects"]) == (2, 1)
+    assert [e["type"] for e in events.snapshot() if e["type"] in ("fault", "recovered")] == ["fault", "recovered"]
+    assert not list(tmp_path.glob("gpsfake-*")) and _no_gpsfake_for(port)
+
+
+def _no_gpsfake_for(port: int) -> bool:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return f"-P {port} " not in ps
+
+
+def test_clock_check_measures_the_offset(tmp_path):
+    """A receiver 2.5 s ahead of this machine's clock: the check finds 2.5 s and warns."""
+    events = Collector()
+    with LiveGps(tmp_path, offset_s=2.5) as gps:
+        reader = GpsReader(gps.url)
+        reader.start()
+        try:
+            result = check_clock(reader, limit_s=1.0, timeout_s=10, on_event=events.event)
+            relaxed = check_clock(reader, limit_s=5.0, timeout_s=10)
+        finally:
+            reader.stop()
+    assert result["source"] == "gps" and result["method"] == "toff" and result["samples"] == 3
+    assert result["offset_s"] == pytest.approx(2.5, abs=0.1)
+    assert not result["ok"] and "behind GPS time" in result["detail"]
+    datetime.fromisoformat(result["checked_at"].replace("Z", "+00:00"))
+    (event,) = events.of("clock_check")
+    assert event["level"] == "warning" and event["offset_s"] == result["offset_s"]
+    assert relaxed["ok"] and math.isclose(relaxed["offset_s"], 2.5, abs_tol=0.1)
+
+
+def test_clock_check_without_gps_says_so():
+    reader = GpsReader(f"gpsd://127.0.0.1:{free_port()}", backoff_max_s=0.5)
+    reader.start()
+    try:
+        result = check_clock(reader, timeout_s=1.0)
+        state = reader.state()
+    finally:
+        reader.stop()
+    assert result["offset_s"] is None and not result["ok"] and "no GPS time" in result["detail"]
+    assert not state.connected and "does not answer" in state.reason and state.label == "GPS: no fix"
