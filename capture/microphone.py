@@ -47,6 +47,11 @@ SILENCE_DBFS = -70.0            # below this over a second the microphone counts
 _warm_lock = threading.Lock()
 _warmed: set[tuple[int, str]] = set()   # (PortAudio generation, device name) already warmed up
 _pa_generation = 0
+# PortAudio's device list is a snapshot from its initialisation (which may predate the sound
+# server, or a microphone plugged in since): re-scan before the first open of the process and
+# after a loss, but never while one of our streams runs (re-scanning would break it).
+_rescan_wanted = True
+_open_streams = 0
 
 
 def _sounddevice():
@@ -57,13 +62,19 @@ def _sounddevice():
     return sd
 
 
-def _refresh_portaudio(sd) -> None:
+def _refresh_portaudio(sd) -> bool:
     """Re-scan the sound devices: PortAudio lists only what was there at its initialisation,
-    so a microphone plugged in (or back in) later appears only after this."""
-    global _pa_generation
-    sd._terminate()
-    sd._initialize()
-    _pa_generation += 1
+    so a microphone plugged in (or back in) later appears only after this. Skipped (False)
+    while a stream of this process is open."""
+    global _pa_generation, _rescan_wanted
+    with _warm_lock:
+        if _open_streams:
+            return False
+        sd._terminate()
+        sd._initialize()
+        _pa_generation += 1
+        _rescan_wanted = False
+    return True
 
 
 def input_devices() -> list[dict[str, Any]]:
@@ -87,6 +98,8 @@ def find_input_device(name: str, refresh: bool = True) -> dict[str, Any]:
     """The input a profile names: "default", an exact name, or a unique-enough substring
     (case-insensitive; the first match wins, with a warning naming the others)."""
     sd = _sounddevice()
+    if refresh and _rescan_wanted:
+        _refresh_portaudio(sd)
     for attempt in range(2):
         inputs = input_devices()
         if name.strip().lower() == "default":
@@ -209,6 +222,7 @@ class MicrophoneSource(AudioSource):
         self._queue = queue.Queue(maxsize=QUEUE_BLOCKS)
         self._clock = BlockClock()
         self._error = None
+        global _open_streams
         try:
             stream = sd.InputStream(device=index, samplerate=SAMPLE_RATE, channels=CHANNELS, dtype="int16",
                                     blocksize=BLOCK_FRAMES, callback=self._callback,
@@ -216,6 +230,8 @@ class MicrophoneSource(AudioSource):
             stream.start()
         except Exception as exc:
             raise SourceUnavailable(f"{self.label} cannot be opened: {exc}") from None
+        with _warm_lock:
+            _open_streams += 1
         self._stream = stream
         # "Opened" means sound flows: wait for the first block, so a device that opens but
         # delivers nothing is reported now, as unavailable, not later as lost.
@@ -228,9 +244,11 @@ class MicrophoneSource(AudioSource):
             time.sleep(0.01)
 
     def _forget_warm_up(self) -> None:
-        """After a loss the device (or the sound server) may be new: warm it up again."""
+        """After a loss the device (or the sound server) may be new: re-scan and warm up again."""
+        global _rescan_wanted
         with _warm_lock:
             _warmed.discard((_pa_generation, self.device["name"] if self.device else ""))
+            _rescan_wanted = True
 
     def _warm_up(self, sd, index: int) -> None:
         key = (_pa_generation, self.device["name"])
@@ -292,6 +310,7 @@ class MicrophoneSource(AudioSource):
         return self.meter.dbfs()
 
     def close(self) -> None:
+        global _open_streams
         stream, self._stream = self._stream, None
         if stream is not None:
             try:
@@ -299,6 +318,8 @@ class MicrophoneSource(AudioSource):
                 stream.close()
             except Exception:  # a vanished device may fail to close; it is gone either way
                 pass
+            with _warm_lock:
+                _open_streams -= 1
 
     def info(self) -> SourceInfo:
         return SourceInfo(kind="microphone", device=self.device["name"] if self.device else self.device_name, details={

@@ -21,6 +21,12 @@ class EventSink(Protocol):
     def __call__(self, type_: str, capture_ns: int | None = None, **fields: Any) -> Any: ...
 
 
+class Closeable(Protocol):
+    """Something a reader owns and closes when it stops (a replay device)."""
+
+    def close(self) -> None: ...
+
+
 _STOP = object()
 
 

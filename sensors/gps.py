@@ -22,22 +22,19 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from sessions.clock import NS_PER_S, SessionClock
 
-from .dispatch import Dispatcher, EventSink
+from .dispatch import Closeable, Dispatcher, EventSink
+from .priority import raise_thread_priority
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2947
 WATCH = b'?WATCH={"enable":true,"json":true,"pps":true}\n'  # "pps" makes gpsd send TOFF too
 MAX_LINE = 1 << 20  # gpsd's longest reports (SKY with many satellites) are a few KiB
-
-
-class Closeable(Protocol):
-    def close(self) -> None: ...
 
 
 def parse_gpsd_url(url: str) -> tuple[str, int]:
@@ -267,6 +264,7 @@ class GpsReader:
 
     # -- thread -------------------------------------------------------------------------------
     def _run(self) -> None:
+        raise_thread_priority(self.name)
         backoff = self.backoff_initial_s
         while not self._stop.is_set():
             try:

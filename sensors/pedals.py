@@ -31,9 +31,9 @@ import serial
 from sessions.clock import NS_PER_S, SessionClock
 
 from .actuation import PEDALS, Actuation, ActuationTracker
-from .dispatch import Dispatcher, EventSink
-from .gps import Closeable
+from .dispatch import Closeable, Dispatcher, EventSink
 from .pedal_protocol import SEQ_MOD, LineFramer, PedalSentence, RateLimitedLog, SentenceError, parse_sentence
+from .priority import raise_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +217,7 @@ class PedalReader:
 
     # -- thread -------------------------------------------------------------------------------
     def _run(self) -> None:
+        raise_thread_priority(self.name)
         backoff = self._reopen_initial_s
         while not self._stop.is_set():
             if self._port is None:
@@ -356,3 +357,4 @@ class PedalReader:
         if act.interrupted:
             fields_["interrupted"] = True
         self._dispatch.submit(self.on_event, "pedal", capture_ns=act.start_ns, **fields_)
+

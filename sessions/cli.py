@@ -19,6 +19,9 @@ COMMAND_MODULES = (
     "sessions.cmd_key",
     "sessions.cmd_export_gpx",
     "sessions.cmd_devices",
+    "sessions.cmd_upload",
+    "sessions.cmd_archive",
+    "sessions.cmd_device",
 )
 
 

@@ -293,6 +293,10 @@ class Recorder:
                          "stage": p["stage"], "closed": False, "prev_sha256": GENESIS}
                 self._stream_entry(name)["segments"].append(entry)
                 self._write_manifest()
+            elif kind == "segment_discarded":
+                segs = self._stream_entry(name)["segments"]
+                segs[:] = [x for x in segs if x["file"] != p["file"]]
+                self._write_manifest()
             elif kind == "segment_closed":
                 entry = self._segment(name, p["file"])
                 entry.update({"sha256": p["sha256"], "size": p["size"], "frames": p["frames"],

@@ -220,6 +220,9 @@ class StreamProcess:
 
     def _open_segment(self, pts_s: float) -> None:
         self.segment_no += 1
+        # A process that replaces a killed one must not reuse a number its predecessor took.
+        while (self.session_dir / f"{self.spec.name}/{self.segment_no:04d}.mp4").exists():
+            self.segment_no += 1
         self.writer_rel = f"{self.spec.name}/{self.segment_no:04d}.mp4"
         settings = SegmentSettings(
             width=self.spec.width, height=self.spec.height, fps=self.spec.fps, encoder=self.spec.encoder,
@@ -242,6 +245,13 @@ class StreamProcess:
             return
         self.writer = None
         w.dropped = self.dropped_total - self._dropped_at_open
+        if w.frames == 0:
+            # Opened ahead of a first frame that never came (stopped or paused first): it holds
+            # no media at all, so it is not a segment.
+            w.abandon()
+            w.path.unlink(missing_ok=True)
+            self.send("segment_discarded", file=w.rel)
+            return
         try:
             result = w.close() if finalise else w.abandon()
         except OSError as exc:
@@ -332,9 +342,16 @@ class StreamProcess:
         self._lock_fd = hold_shared(self.session_dir)  # released by the kernel whenever this process ends
         ok, why = self.open_sources()
         self.send("ready", ok=ok, message=why, pid=os.getpid())
-        # Wait for the session clock.
+        # Wait for the session clock (and give up if the controller dies meanwhile).
+        parent = os.getppid()
         while True:
-            cmd = self.cmd_q.get()
+            try:
+                cmd = self.cmd_q.get(timeout=0.5)
+            except queue.Empty:
+                if os.getppid() != parent:
+                    self._shutdown_sources()
+                    return
+                continue
             if cmd[0] == "start":
                 self.clock = SessionClock.from_json(cmd[1])
                 break
@@ -349,7 +366,7 @@ class StreamProcess:
         self.state.stage = self.stage
         assert self.video is not None
         # The first encoder is made before the first frame exists: its start-up must not cost frames.
-        self._open_segment(0.0)
+        self._open_segment(max(0.0, self.clock.pts_s(time.monotonic_ns())))
         self.video.start(self.clock)
         threads = [threading.Thread(target=self._capture_loop, name=f"capture-{self.spec.name}", daemon=True)]
         if self.audio is not None:
@@ -360,7 +377,6 @@ class StreamProcess:
             t.start()
         self.pause_at_ns: int | None = None
         self.pause_banner = ""
-        parent = os.getppid()
         next_stats = time.monotonic() + STATS_INTERVAL_S
         try:
             self._loop(parent, next_stats)

@@ -60,6 +60,7 @@ def _kill_run(tmp: Path, rng: random.Random, stream_kills: int) -> list[dict]:
     proc.communicate(timeout=30)
     kills.append({"target": target, "streams": list(STREAMS), "kill_pts": t - started})
     wait_for_exit(_all_pids(session, pids))
+    _wait_unlocked(session)
     report = repair_session(session)
     assert report.state == "interrupted"
     files = sorted(session.glob("*/*.mp4"))
@@ -91,6 +92,15 @@ def _all_pids(session: Path, pids: dict) -> list[int]:
         if ev.get("type") == "restarted":
             out.append(ev["pid"])
     return out
+
+
+def _wait_unlocked(session: Path, timeout: float = 20) -> None:
+    """Stream processes whose controller died end by themselves; wait for the last one."""
+    from sessions.session_lock import is_being_written
+    deadline = time.monotonic() + timeout
+    while is_being_written(session):
+        assert time.monotonic() < deadline, f"{session}: a recorder process outlived its controller"
+        time.sleep(0.05)
 
 
 def _sleep_until(wall: float) -> None:

@@ -198,3 +198,9 @@ def test_audio_plays_at_its_capture_instant(recorded_session):
     assert len(onsets) >= 4, onsets
     for t in onsets:
         assert abs(t - round(t)) <= 0.010, onsets
+
+
+def test_verify_says_complete_and_untouched(recorded_session):
+    proc = run_examrec("verify", recorded_session, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["ok"] is True

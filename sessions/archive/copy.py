@@ -174,7 +174,7 @@ def check_request(req: CopyRequest, exam_date: date, today: date) -> None:
 def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = None) -> CopyResult:
     """Write the copy and its kit to ``req.dest`` and journal it."""
     now = office.now()
-    today = today or now.date()
+    today = today or now.astimezone().date()
     row: SessionRow = office.session(req.session)
     exam_date = date.fromisoformat(row.exam_date)
     check_request(req, exam_date, today)

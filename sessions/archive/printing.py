@@ -80,12 +80,14 @@ def field_value(e: Entry, key: str) -> str:
     return esc(new)
 
 
-def correction_note(e: Entry, view: JournalView) -> str:
+def correction_note(e: Entry, view: JournalView, lang: str = "uk") -> str:
+    """The remark a corrected entry gets (KZ 9: the remark names the correction and its reason)."""
+    words = {"uk": "виправлено записом №", "ru": "исправлено записью №"}[lang]
     notes = []
     for n in e.corrected_by:
         c = view.by_number(n)
         if c:
-            notes.append(f"виправлено записом № {n} / corrected by entry {n}: {esc(c.record.get('reason'))}")
+            notes.append(f"{words} {n} / corrected by entry {n}: {esc(c.record.get('reason'))}")
     return "<br>".join(notes)
 
 
@@ -110,14 +112,15 @@ def _yes(v: Any) -> str:
     return "так / yes" if v else ("ні / no" if v is not None else "")
 
 
-def _correction_rows(view: JournalView, width: int) -> dict[int, Row]:
+def _correction_rows(view: JournalView, width: int, lang: str = "uk") -> dict[int, Row]:
+    word = {"uk": "Виправлення запису №", "ru": "Исправление записи №"}[lang]
     rows = {}
     for e in view.entries:
         if e.type == CORRECTION:
             changes = "; ".join(f"{esc(k)}: {esc((e.record.get('was') or {}).get(k))} → {esc(v)}"
                                 for k, v in (e.record.get("changes") or {}).items())
             cells = [""] * (width - 1)
-            cells[-1] = (f"Виправлення запису № {esc(e.record.get('corrects'))} / correction of entry "
+            cells[-1] = (f"{word} {esc(e.record.get('corrects'))} / correction of entry "
                          f"{esc(e.record.get('corrects'))}: {esc(e.record.get('reason'))}. {changes}. "
                          f"{esc(e.record.get('user'))}, {esc(local_time(e.record.get('t_utc')))}")
             rows[e.number] = Row(str(e.number), cells, "correction")
@@ -189,15 +192,20 @@ def build_annex3(views: dict[str, JournalView]) -> list[Row]:
                              esc(r.get("note") if issue else ""), esc(rr.get("note"))) if n]
         state = []
         if ret is not None:
-            state.append(f"заряд перевірено / battery checked: {_yes(rr.get('battery_checked'))}")
+            if rr.get("battery_checked"):
+                state.append("заряд перевірено / battery checked")
             if rr.get("faults"):
                 state.append(f"несправності / faults: {field_value(ret, 'faults')}")
-        if issue is not None and r.get("faults"):
-            state.insert(0, f"при видачі / at issue: {field_value(issue, 'faults')}")
+        issued = ""
+        if issue is not None:
+            issued = esc(local_time(r.get("at"))) + \
+                f"<br>заряд перевірено / battery checked: {_yes(r.get('battery_checked'))}"
+            if r.get("faults"):
+                issued += f"<br>несправності / faults: {field_value(issue, 'faults')}"
         base = issue or ret
         out.append((str(base.record.get("t_utc")), Row(f"П{base.number}", [
             f"{esc(base.effective.get('item', 'recorder'))} № {field_value(base, 'inventory')}",
-            esc(local_time(r.get("at"))) if issue else "",
+            issued,
             f"{field_value(issue, 'person')}" if issue else "",
             (esc(local_time(rr.get("at"))) + ("<br>" + "<br>".join(state) if state else "")) if ret else "<br>".join(state),
             esc(rr.get("user")) if ret else "",
@@ -248,8 +256,9 @@ def build_kz(views: dict[str, JournalView]) -> list[Row]:
             check.append(f"неисправности: {field_value(ret, 'faults')}")
         if issue is not None and r.get("faults"):
             check.append(f"при выдаче: {field_value(issue, 'faults')}")
-        notes = [n for n in ((correction_note(issue, dev) if issue else ""), (correction_note(ret, dev) if ret else ""),
-                             esc(r.get("note")), esc(rr.get("note"))) if n]
+        notes = [n for n in ((correction_note(issue, dev, "ru") if issue else ""),
+                             (correction_note(ret, dev, "ru") if ret else ""), esc(r.get("note")), esc(rr.get("note")))
+                 if n]
         out.append((str(base.record.get("t_utc")), Row(str(base.number), [
             field_value(base, "inventory"),
             field_value(issue, "person") if issue else field_value(ret, "person"),
@@ -257,7 +266,7 @@ def build_kz(views: dict[str, JournalView]) -> list[Row]:
             esc(local_time(rr.get("at"))) if ret else "",
             "<br>".join(check),
             "<br>".join(notes)])))
-    for n, row in _correction_rows(dev, 7).items():
+    for n, row in _correction_rows(dev, 7, "ru").items():
         e = dev.by_number(n)
         out.append((str(e.record.get("t_utc")) if e else "", row))
     out.sort(key=lambda kv: kv[0])
