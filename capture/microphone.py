@@ -1,12 +1,17 @@
 """The microphone, through PortAudio (sounddevice): 48 kHz, mono, int16, in 20 ms blocks.
 
 Time stamps: PortAudio's callback says when the block's first sample reached the ADC
-(``inputBufferAdcTime``) on PortAudio's own clock (the wall clock on Linux), together with the
-callback's ``currentTime`` on the same clock. ``time.monotonic_ns()`` read in the same callback
-gives the offset, so each block is stamped on CLOCK_MONOTONIC from the sound card's own
-account, never by counting samples from the start (a sound card's clock drifts against the
-system's, and an overflow loses samples). :class:`BlockClock` only smooths the few-ms jitter of
-those measurements while blocks are contiguous, and starts over from the measurement at a gap.
+(``inputBufferAdcTime``) on PortAudio's own clock (the wall clock on Linux). The offset between
+that clock and CLOCK_MONOTONIC is measured outside the callback (``stream.time`` bracketed by two
+``time.monotonic_ns()`` reads, the tightest of a few tries, again every second so a slewing
+wall clock is followed), because inside a Python callback the time spent waiting for the GIL
+would be counted as latency. Each block is so stamped on CLOCK_MONOTONIC from the sound card's
+own account, never by counting samples from the start (a sound card's clock drifts against the
+system's, and an overflow loses samples). :class:`BlockClock` smooths the jitter of those
+measurements while blocks are contiguous and starts over at a gap. An ADC time is believed only
+when it is plausible: not after the block reached us, and not older than the stream's buffering
+allows (PortAudio's estimate through ALSA's PulseAudio plugin was seen 0.6 s off); an
+implausible block simply follows the previous one.
 
 The first input stream a process opens through PortAudio's ALSA/PulseAudio path delivers its
 first block late and loses the samples before it (measured: 0.6-1.6 s); later streams do not.
@@ -24,7 +29,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -38,10 +43,14 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 48000
 CHANNELS = 1
 BLOCK_FRAMES = 960              # 20 ms: small enough for lip sync, large enough for a busy machine
+BLOCK_NS = BLOCK_FRAMES * 1_000_000_000 // SAMPLE_RATE
 QUEUE_BLOCKS = 250              # 5 s of sound may wait for a slow consumer before the oldest is dropped
 DEFAULT_STALL_TIMEOUT_S = 2.0
 WARMUP_TIMEOUT_S = 4.0
-JITTER_NS = 10_000_000          # measurements closer than this to the contiguous time are jitter
+OFFSET_REFRESH_NS = 1_000_000_000   # re-measure PortAudio's clock against CLOCK_MONOTONIC this often
+OFFSET_MAX_UNCERTAINTY_NS = 200_000  # a clock offset measured with a wider bracket is not taken
+MAX_EXTRA_DELAY_NS = 60_000_000    # ADC times older than latency + 2 blocks + this are not believed
+JITTER_NS = 25_000_000          # measurements closer than this to the contiguous time are jitter
 SILENCE_DBFS = -70.0            # below this over a second the microphone counts as silent
 
 _warm_lock = threading.Lock()
@@ -119,25 +128,57 @@ def find_input_device(name: str, refresh: bool = True) -> dict[str, Any]:
                             f"`examrec devices` lists what is connected")
 
 
-class BlockClock:
-    """Stamps contiguous blocks: follows the measured times, smoothing only their jitter.
+def measure_clock_offset(clock_s: Callable[[], float], tries: int = 5) -> tuple[int, int]:
+    """``clock_s()`` (seconds, e.g. PortAudio's stream time) minus CLOCK_MONOTONIC, in ns, from
+    the try whose two monotonic reads lie closest together; and that distance (the uncertainty)."""
+    best: tuple[int, int] | None = None
+    for _ in range(tries):
+        m1 = time.monotonic_ns()
+        t = clock_s()
+        m2 = time.monotonic_ns()
+        if best is None or m2 - m1 < best[0]:
+            best = (m2 - m1, round(t * 1e9) - (m1 + m2) // 2)
+    return best[1], best[0]
 
-    While a measurement lies within ``JITTER_NS`` of where the previous block ends, the stamp
-    moves 1/8 of the way from that end towards the measurement (so the sound card's drift is
-    followed within milliseconds, and single late callbacks do not shake the timeline); a
-    larger difference is a gap (lost samples, a restarted stream) and the measurement is taken.
+
+class BlockClock:
+    """Stamps contiguous blocks from their measured start times, keeping the timeline sane.
+
+    * A measurement within ``JITTER_NS`` of where the previous block ended moves the stamp 1/8
+      of the way towards it: the sound card's drift is followed within milliseconds, the
+      jitter of the estimates does not shake the timeline.
+    * A measurement later than that is a gap (samples lost: an overflow, a restarted stream):
+      the measurement is taken as it is. An overflow the sound system reports is always a gap.
+    * A measurement earlier than that would make this block overlap the previous one, which a
+      contiguous stream cannot do: the anchor is corrected towards it by at most 2 ms a block.
+    * No credible measurement (``None``): the block follows the previous one; the very first
+      block takes ``fallback`` (when it reached us).
     """
+
+    MAX_BACK_NS = 2_000_000
 
     def __init__(self, sample_rate: int = SAMPLE_RATE):
         self.sample_rate = sample_rate
         self._next: int | None = None
         self.gaps = 0
 
-    def stamp(self, measured_ns: int, frames: int) -> int:
-        if self._next is None or abs(measured_ns - self._next) > JITTER_NS:
-            if self._next is not None:
+    def stamp(self, measured_ns: int | None, frames: int, fallback_ns: int | None = None, gap: bool = False) -> int:
+        """The stamp of a block of ``frames`` whose first sample was measured at ``measured_ns``."""
+        if self._next is None:
+            stamp = measured_ns if measured_ns is not None else fallback_ns
+            if stamp is None:
+                raise ValueError("the first block needs a measurement or a fallback")
+        elif measured_ns is None:
+            if gap and fallback_ns is not None and fallback_ns > self._next:
                 self.gaps += 1
-            stamp = measured_ns
+                stamp = fallback_ns
+            else:
+                stamp = self._next
+        elif gap or measured_ns - self._next > JITTER_NS:
+            self.gaps += 1
+            stamp = max(measured_ns, self._next)
+        elif self._next - measured_ns > JITTER_NS:
+            stamp = self._next - min((self._next - measured_ns) // 8, self.MAX_BACK_NS)
         else:
             stamp = self._next + (measured_ns - self._next) // 8
         self._next = stamp + frames * 1_000_000_000 // self.sample_rate
@@ -199,6 +240,10 @@ class MicrophoneSource(AudioSource):
         self.dropped_blocks = 0
         self.overflows = 0
         self._error: str | None = None
+        self._pa_offset_ns: int | None = None
+        self._offset_measured_ns = 0
+        self._max_delay_ns = 0
+        self.implausible = 0
 
     @property
     def label(self) -> str:
@@ -227,6 +272,11 @@ class MicrophoneSource(AudioSource):
             stream = sd.InputStream(device=index, samplerate=SAMPLE_RATE, channels=CHANNELS, dtype="int16",
                                     blocksize=BLOCK_FRAMES, callback=self._callback,
                                     finished_callback=self._finished)
+            self._pa_offset_ns = measure_clock_offset(lambda: stream.time, tries=20)[0]
+            self._offset_measured_ns = time.monotonic_ns()
+            # How much older than its arrival a block's first sample can credibly be: the
+            # stream's input latency, two blocks, and room for a busy machine.
+            self._max_delay_ns = round(stream.latency * 1e9) + 2 * BLOCK_NS + MAX_EXTRA_DELAY_NS
             stream.start()
         except Exception as exc:
             raise SourceUnavailable(f"{self.label} cannot be opened: {exc}") from None
@@ -269,16 +319,25 @@ class MicrophoneSource(AudioSource):
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         now = time.monotonic_ns()
-        adc, current = time_info.inputBufferAdcTime, time_info.currentTime
-        if adc > 0 and current > 0 and 0 <= current - adc < 10.0:
-            measured = now - round((current - adc) * 1e9)
-        else:  # host APIs that give no ADC time: the block ends now
-            measured = now - frames * 1_000_000_000 // SAMPLE_RATE
-        if status and status.input_overflow:
+        # The block's first sample was recorded before the whole block reached us: an upper bound.
+        arrived_start = now - frames * 1_000_000_000 // SAMPLE_RATE
+        adc, offset = time_info.inputBufferAdcTime, self._pa_offset_ns
+        measured = None
+        if adc > 0 and offset is not None:
+            at = round(adc * 1e9) - offset
+            # Credible: not after the upper bound, and not older than the stream's buffering
+            # allows. PortAudio's estimate through ALSA's PulseAudio plugin was seen claiming
+            # samples 0.6 s older than they were; such a block follows the previous one instead.
+            if -JITTER_NS <= arrived_start - at <= self._max_delay_ns:
+                measured = min(at, arrived_start)
+            else:
+                self.implausible += 1
+        overflow = bool(status and status.input_overflow)
+        if overflow:
             self.overflows += 1
         samples = indata.copy()
         self.meter.add(samples)
-        item = (samples, self._clock.stamp(measured, frames))
+        item = (samples, self._clock.stamp(measured, frames, fallback_ns=arrived_start, gap=overflow))
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -303,6 +362,14 @@ class MicrophoneSource(AudioSource):
             self._forget_warm_up()
             raise SourceLost(f"{self.label}: no sound for {self.stall_timeout_s:g} s ({why})") from None
         self.blocks_read += 1
+        if time.monotonic_ns() - self._offset_measured_ns > OFFSET_REFRESH_NS:
+            stream = self._stream
+            offset, uncertainty = measure_clock_offset(lambda: stream.time)
+            # On a busy machine a measurement can straddle a thread switch: keep the previous
+            # offset rather than take a blurred one (the clocks move apart by ppm, not ms).
+            if uncertainty < OFFSET_MAX_UNCERTAINTY_NS:
+                self._pa_offset_ns = offset
+                self._offset_measured_ns = time.monotonic_ns()
         return AudioBlock(samples=samples, capture_ns=stamp, sample_rate=SAMPLE_RATE)
 
     def level_dbfs(self) -> float:
@@ -324,7 +391,7 @@ class MicrophoneSource(AudioSource):
     def info(self) -> SourceInfo:
         return SourceInfo(kind="microphone", device=self.device["name"] if self.device else self.device_name, details={
             "level_dbfs": self.level_dbfs(), "blocks": self.blocks_read, "dropped_blocks": self.dropped_blocks,
-            "overflows": self.overflows, "gaps": self._clock.gaps})
+            "overflows": self.overflows, "gaps": self._clock.gaps, "implausible_adc_times": self.implausible})
 
 
 @dataclass

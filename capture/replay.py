@@ -203,6 +203,7 @@ class WavSource(AudioSource):
         # Slot k ends block k-1; slot 0 is the session start, so the first block is due one block later.
         # A sound card buffers: a late reader gets the blocks it missed, back to back, never a gap.
         self._pacer = Pacer(clock.start_ns, self.sample_rate / self.BLOCK, self.realtime, skip_late=False)
+        self._pos = 0  # sample 0 of the file is the (check or session) clock's start
         self._pacer.index = 1
 
     def read(self) -> AudioBlock:

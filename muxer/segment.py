@@ -80,8 +80,6 @@ def container_options(fragment_ms: int, audio: bool) -> dict[str, str]:
     return opts
 
 
-AAC_PRIMING = 1024  # FFmpeg's AAC encoder delay: its first packet is 1024 samples of pre-roll
-
 
 class AudioTimeline:
     """Sample-accurate audio PTS on the session timeline.
@@ -90,9 +88,9 @@ class AudioTimeline:
     count exactly (no jitter), and a real gap (a pause, a lost device) of more than 20 ms moves
     the count to the stamp, so audio never drifts from video.
 
-    The AAC encoder emits 1024 samples of pre-roll first. Fragmented MP4 has no edit list to hide
-    them, so players present them: we give the encoder each block 1024 samples early, and every
-    decoded sample then plays at its capture instant (the pre-roll fills the first 21 ms).
+    The AAC encoder's 1024 samples of pre-roll are accounted for by the muxer (in the fragments'
+    timing and the closing edit list), so the stamp is the PTS: the tests check that the
+    fixture's beeps decode at their capture instant, in closed and in interrupted files.
     """
 
     RESYNC_S = 0.020
@@ -102,9 +100,8 @@ class AudioTimeline:
         self.next_pts: int | None = None
 
     def place(self, capture_ns: int, n: int) -> int:
-        """PTS (1/48000 s) to give the encoder for a block; may be negative for the first
-        21 ms of the session, which the caller trims."""
-        stamped = round(self.clock.pts_s(capture_ns) * AUDIO_RATE) - AAC_PRIMING
+        """PTS (1/48000 s) to give the encoder for a block of ``n`` samples."""
+        stamped = round(self.clock.pts_s(capture_ns) * AUDIO_RATE)
         if self.next_pts is None or abs(stamped - self.next_pts) > self.RESYNC_S * AUDIO_RATE:
             pts = stamped if self.next_pts is None else max(stamped, self.next_pts)
         else:
@@ -175,7 +172,7 @@ class SegmentWriter:
         """Encode int16 mono samples (n, 1) whose first sample is at ``pts`` (1/48000 s)."""
         if self.audio is None:
             return
-        if pts < 0:  # the encoder's pre-roll covers the session's first 21 ms: no negative time
+        if pts < 0:  # a block that began before the session start: only its part after 0 counts
             samples = samples[-pts:]
             pts = 0
             if samples.shape[0] == 0:
@@ -187,8 +184,8 @@ class SegmentWriter:
         for packet in self.audio.encode(frame):
             self.container.mux(packet)
         if self.audio_first_pts is None:
-            self.audio_first_pts = pts + AAC_PRIMING
-        self.audio_end_pts = pts + samples.shape[0] + AAC_PRIMING
+            self.audio_first_pts = pts
+        self.audio_end_pts = pts + samples.shape[0]
 
     def close(self) -> SegmentResult:
         """Flush the encoders and finalise the file (regular MP4 with a moov at the end)."""

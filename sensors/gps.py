@@ -181,9 +181,8 @@ class GpsReader:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.connect_timeout_s = connect_timeout_s
-        self.clock: SessionClock | None = None
         self._owned = owned
-        self._dispatch = Dispatcher(f"{name}")
+        self._dispatch = Dispatcher(name)
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -198,20 +197,16 @@ class GpsReader:
         self.gpsd_version: str | None = None
 
     # -- public -------------------------------------------------------------------------------
-    def start(self, clock: SessionClock | None = None) -> None:
-        """Start reading (refuses a second start). ``clock`` may come later via :meth:`set_clock`."""
+    def start(self) -> None:
+        """Start reading (refuses a second start). Reports carry CLOCK_MONOTONIC stamps, so the
+        reader may start before the session clock exists (for the pre-exam checks)."""
         with self._lock:
             if self._thread is not None:
                 raise RuntimeError(f"{self.name}: already started")
-            self.clock = clock
             self._state = replace(self._state, reason="connecting to gpsd")
             self._dispatch.start()
             self._thread = threading.Thread(target=self._run, name=f"{self.name}-reader", daemon=True)
             self._thread.start()
-
-    def set_clock(self, clock: SessionClock) -> None:
-        """Attach the session clock once the session starts (the reader may run before, for checks)."""
-        self.clock = clock
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop reading, deliver what is queued, close an owned replay; safe to call twice."""

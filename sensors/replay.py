@@ -376,7 +376,7 @@ def _spans(entries: Sequence[PedalEntry], duration_s: float) -> tuple[int, int]:
     for e in entries:
         with contextlib.suppress(SentenceError):
             seqs.append(parse_sentence(e.data).seq)
-    span = (seqs[-1] - seqs[0] + 1) if seqs else 0
+    span = ((seqs[-1] - seqs[0]) % SEQ_MOD + 1) if seqs else 0  # seq wraps at 65536
     return span, round(duration_s * 1000)
 
 

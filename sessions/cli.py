@@ -14,6 +14,8 @@ from .signing import KeyFileError
 # Modules that add commands, in the order they appear in `examrec --help`.
 COMMAND_MODULES = (
     "sessions.cmd_record",
+    "sessions.cmd_check",
+    "sessions.cmd_control",
     "sessions.cmd_repair",
     "sessions.cmd_verify",
     "sessions.cmd_key",

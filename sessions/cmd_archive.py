@@ -33,7 +33,7 @@ from .archive.cli_common import add_access_options, handles_errors, parse_now, p
 from .archive.config import ROLES, Settings, iso, load_connection, resolve_archive, utc_now
 from .archive.copy import CopyRequest, issue_copy, parse_date
 from .archive.errors import UsageError
-from .archive.journals import JOURNALS, Journals, check_name
+from .archive.journals import JOURNALS, JournalView, Journals, check_name
 from .archive.office import ArchiveContext, RecordsOffice, open_archive, receipt_summary
 from .archive.printing import DEFAULT_FORM, FORM_JOURNALS, FORMS, export_csv, html_to_pdf, render_html
 from .archive.retention import RetentionPolicy
@@ -198,6 +198,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _open(args: argparse.Namespace, command: str, action: str) -> ArchiveContext:
     return open_archive(args.archive, user_name=resolve_user(args.user), command=command, action=action,
                         conn_path=args.archive_config)
+
+
+def read_checked(ctx: ArchiveContext, name: str) -> JournalView:
+    """A journal with its chain checked and compared with the last verified entry (the anchor kept
+    in the catalog); an intact journal moves the anchor to its newest entry."""
+    cat = ctx.catalog()
+    view = ctx.journals.read(name, anchor=cat.anchor(name))
+    if view.ok and view.entries:
+        cat.set_anchor(name, *view.last, iso(utc_now()))
+    return view
 
 
 def read_new_password(name: str) -> str:
@@ -469,10 +479,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
 def cmd_journal_list(args: argparse.Namespace) -> int:
     name = check_name(args.name)
     with _open(args, f"archive journal list {name}", "journal-read") as ctx:
-        cat = ctx.catalog()
-        view = ctx.journals.read(name, anchor=cat.anchor(name))
-        if view.ok and view.entries:
-            cat.set_anchor(name, *view.last, iso(utc_now()))
+        view = read_checked(ctx, name)
         ctx.detail = f"{len(view.entries)} entries, {'intact' if view.ok else 'NOT intact'}"
         if args.json:
             print_json({"journal": name, "ok": view.ok, "problems": view.problems,
@@ -502,7 +509,7 @@ def cmd_journal_print(args: argparse.Namespace) -> int:
     if name not in sources:
         raise UsageError(f"form {form} prints the journals {', '.join(sources)}, not {name}")
     with _open(args, f"archive journal print {name}", "journal-read") as ctx:
-        views = {n: ctx.journals.read(n) for n in sources}
+        views = {n: read_checked(ctx, n) for n in sources}
         page = render_html(views, form, centre=ctx.settings.centre, archive=ctx.url, printed_by=ctx.user.name,
                            printed_at=iso(utc_now()))
         out = args.out or Path(f"{name}-{form}.html")
@@ -522,7 +529,7 @@ def cmd_journal_print(args: argparse.Namespace) -> int:
 def cmd_journal_export(args: argparse.Namespace) -> int:
     name = check_name(args.name)
     with _open(args, f"archive journal export {name}", "journal-read") as ctx:
-        view = ctx.journals.read(name)
+        view = read_checked(ctx, name)
         text = export_csv(view)
         if args.out:
             args.out.write_text(text, encoding="utf-8")

@@ -9,12 +9,51 @@ from pathlib import Path
 
 from . import exitcodes
 from .profile import load_profile
+from .checks import results_table
 from .cmd_repair import repair_interrupted
+from .control import AlreadyRunning, ControlServer, socket_path
 from .recorder import Recorder
 from .session_summary import NotASession, format_table, summary
 
 DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "hw-profiles" / "replay.toml"
 TABLE_COLUMNS = ["stream", "segments", "frames", "dropped", "fps", "mb", "gaps"]
+EXAM_TYPES = ("theory", "practical")
+DETAIL_KEYS = ("candidate", "candidate_id", "examiner", "plate", "centre", "exam")
+
+
+class DetailsError(Exception):
+    pass
+
+
+def session_details(args: argparse.Namespace) -> dict:
+    """The session details from --details FILE.json and the options (options win)."""
+    details: dict = {}
+    if args.details:
+        try:
+            details = json.loads(args.details.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DetailsError(f"{args.details}: not a readable JSON file ({exc})") from None
+        if not isinstance(details, dict):
+            raise DetailsError(f"{args.details}: must be a JSON object with keys {', '.join(DETAIL_KEYS)}")
+        unknown = set(details) - set(DETAIL_KEYS)
+        if unknown:
+            raise DetailsError(f"{args.details}: unknown keys {sorted(unknown)}; allowed: {', '.join(DETAIL_KEYS)}")
+    for key in DETAIL_KEYS:
+        value = getattr(args, key)
+        if value is not None:
+            details[key] = value
+    if "exam" in details and details["exam"] not in EXAM_TYPES:
+        raise DetailsError(f"exam type {details['exam']!r}: allowed {', '.join(EXAM_TYPES)}")
+    for key, value in details.items():
+        if not isinstance(value, str):
+            raise DetailsError(f"{key}: must be text, got {value!r}")
+    return details
+
+
+def show_notice(text: str) -> None:
+    """The notice to the candidate (KZ 16) on the examiner's screen."""
+    bar = "=" * (len(text) + 4)
+    print(f"\n{bar}\n  {text}\n{bar}\n", file=sys.stderr)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +65,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--out", type=Path, default=None, help="output root (default: the profile's `out`)")
     p.add_argument("--json", action="store_true", help="print the final manifest as JSON")
-    p.add_argument("--force", action="store_true", help="start even when a device is missing (logged)")
+    p.add_argument("--force", action="store_true",
+                   help="start even when a mandatory pre-exam check fails (the failed checks are logged)")
+    d = p.add_argument_group("session details (stored in the manifest; any script)")
+    d.add_argument("--candidate", help="candidate's full name")
+    d.add_argument("--candidate-id", help="candidate's ID (document or application number)")
+    d.add_argument("--examiner", help="examiner's full name")
+    d.add_argument("--plate", help="vehicle's plate")
+    d.add_argument("--centre", help="exam centre")
+    d.add_argument("--exam", choices=EXAM_TYPES, help="exam type")
+    d.add_argument("--details", type=Path, metavar="FILE.json", help="all of the above as a JSON object")
     p.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)  # benchmarks: replay as fast as possible
     p.set_defaults(func=cmd_record)
 
@@ -38,40 +86,55 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _progress(rec: Recorder) -> None:
+    """One status line on the examiner's terminal: state, stage, time, and every camera live or not."""
     if not sys.stderr.isatty():
         return
-    parts = []
-    for name, rt in rec.streams.items():
-        st = rt.stats
-        parts.append(f"{name} {st.get('encoded', 0)}f/{st.get('dropped', 0)}d")
-    elapsed = (rec.clock.pts_s(__import__('time').monotonic_ns()) if rec.clock else 0)
-    print(f"\r● REC {elapsed:7.1f}s  " + "  ".join(parts), end="", file=sys.stderr, flush=True)
+    st = rec.status()
+    cams = "  ".join(f"{s['stream']} {'LIVE' if s['health'] == 'ok' else s['health']}" for s in st["streams"])
+    state = "REC" if st["state"] == "recording" else st["state"].upper()
+    print(f"\r\033[K● {state} stage {st['stage']} {st['elapsed']}  {cams}", end="", file=sys.stderr, flush=True)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile or DEFAULT_PROFILE)
+    try:
+        details = session_details(args)
+    except DetailsError as exc:
+        print(f"examrec: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
     out_root = args.out or profile.resolve(profile.out)
-    if out_root.exists():
-        # A session left without a clean stop (power cut, kill) is made playable before anything new.
-        for report in repair_interrupted(out_root):
-            print(f"examrec: repaired interrupted session {report.session} (last frame kept at "
-                  f"{report.last_pts_s} s)", file=sys.stderr)
-    rec = Recorder(profile, out_root, realtime=not args.fast, force=args.force)
-    session_dir = rec.prepare()
-    problems = rec.device_problems()
-    if problems and not args.force:
-        for name, why in problems.items():
-            print(f"examrec: stream {name}: {why}", file=sys.stderr)
-        print("examrec: not recording: a device is missing (use --force to record the others; it is logged)",
-              file=sys.stderr)
-        rec.abort(problems)
+    control = ControlServer(socket_path(profile), lambda req: rec.dispatch(req))
+    try:
+        control.start()  # before anything is written: a second recorder on this profile stops here
+    except AlreadyRunning as exc:
+        print(f"examrec: not recording: {exc}", file=sys.stderr)
         return exitcodes.REFUSED
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: rec.request_stop("signal"))
-    rec.start(duration_s=args.duration)
-    if not args.json:
-        print(f"recording {profile.name} -> {session_dir}", file=sys.stderr)
-    code = rec.run(progress=_progress)
+    try:
+        if out_root.exists():
+            # A session left without a clean stop (power cut, kill) is made playable before anything new.
+            for report in repair_interrupted(out_root):
+                print(f"examrec: repaired interrupted session {report.session} (last frame kept at "
+                      f"{report.last_pts_s} s)", file=sys.stderr)
+        rec = Recorder(profile, out_root, details=details, realtime=not args.fast, force=args.force)
+        session_dir = rec.prepare()
+        results = rec.run_checks()
+        failed = rec.failed_checks()
+        if failed or not args.json:
+            print(results_table(results), file=sys.stderr)
+        if failed and not args.force:
+            print(f"examrec: not recording: {len(failed)} pre-exam check(s) failed "
+                  f"({', '.join(c.check for c in failed)}); fix them, or use --force (it is logged)", file=sys.stderr)
+            rec.abort({c.check: c.detail for c in failed})
+            return exitcodes.REFUSED
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: rec.request_stop("signal"))
+        show_notice(profile.notice)
+        rec.start(duration_s=args.duration)
+        if not args.json:
+            print(f"recording {profile.name} -> {session_dir}  (control: {control.path})", file=sys.stderr)
+        code = rec.run(progress=_progress)
+    finally:
+        control.stop()
     if sys.stderr.isatty():
         print(file=sys.stderr)
     if args.json:

@@ -27,7 +27,10 @@ def repair_interrupted(root: Path) -> list:
     reports = []
     for session in find_sessions(root):
         if needs_repair(session):
-            reports.append(repair_session(session))
+            try:
+                reports.append(repair_session(session))
+            except RepairRefused as exc:
+                print(f"examrec: warning: {exc}", file=sys.stderr)
     return reports
 
 

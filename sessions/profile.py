@@ -82,6 +82,7 @@ TOP_KEYS: dict[str, Key] = {
     "gps": Key((str,), default=None, help="gpsd://HOST:PORT or replay:FILE.nmea"),
     "pedals": Key((str,), default=None, help="serial URL, or replay:FILE.pedal"),
     "notice": Key((str,), default=DEFAULT_NOTICE),
+    "pause_banner_s": Key(NUM, default=3.0, check=_range(0.2, 30), help="banner before a pause / after a resume"),
     "control_socket": Key((str,), default=None),
     "signing_key": Key((str,), default=None, help="path of the Ed25519 device key"),
     "streams": Key((list,), required=True),
@@ -204,6 +205,7 @@ class Profile:
     gps: str | None = None
     pedals: str | None = None
     notice: str = DEFAULT_NOTICE
+    pause_banner_s: float = 3.0
     control_socket: str | None = None
     signing_key: str | None = None
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -344,5 +346,6 @@ def load_profile(path: str | Path) -> Profile:
         path=file.resolve(), name=top["name"], kind=top["kind"], description=top["description"],
         segment_s=top["segment_s"], fragment_ms=top["fragment_ms"], fsync_interval_ms=top["fsync_interval_ms"],
         out=top["out"], streams=streams, gps=top["gps"], pedals=top["pedals"], notice=top["notice"],
+        pause_banner_s=float(top["pause_banner_s"]),
         control_socket=top["control_socket"], signing_key=top["signing_key"], sections=sections,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import queue
 import secrets
@@ -23,10 +24,11 @@ from typing import Any, Callable
 from . import durable, exitcodes
 from .clock import NS_PER_S, SessionClock, iso_utc
 from .events import EventLog
+from .exam import ExamControl
 from .manifest import segment_entry_hash, write_manifest
 from .profile import Profile
 from .session_lock import hold_shared
-from .signing import key_path_for, load_or_create_key, sign_manifest
+from .signing import fingerprint, key_path_for, load_or_create_key, sign_manifest
 from .stream_process import StreamJob, run_stream
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,12 @@ class StreamRuntime:
     done: bool = False
     restarts: int = 0
     pid: int | None = None
+    check: dict | None = None          # the stream's pre-exam check result
+    last_seen: float | None = None     # monotonic time of its last report (the watchdog's input)
+    stalled: bool = False
+    fps: float = 0.0
+    _fps_mark: tuple[float, int] | None = None
+    conn: Any = None                   # the read end of the stream's report pipe
     stats: dict = field(default_factory=dict)
     last_drop_report: int = 0
     segments: list = field(default_factory=list)
@@ -61,7 +69,7 @@ def new_session_id(start: datetime, profile_name: str) -> str:
     return f"{start:%Y%m%dT%H%M%SZ}-{profile_name}-{secrets.token_hex(3)}"
 
 
-class Recorder:
+class Recorder(ExamControl):
     """Records one session of a profile into ``out_root/<YYYY-MM-DD>/<session_id>/``."""
 
     def __init__(self, profile: Profile, out_root: Path, *, details: dict | None = None,
@@ -77,7 +85,6 @@ class Recorder:
         self.events: EventLog | None = None
         self.manifest: dict[str, Any] = {}
         self.streams: dict[str, StreamRuntime] = {}
-        self.out_q: Any = None
         self._ctx = mp.get_context("spawn")
         self._lock = threading.RLock()
         self._stop_requested = threading.Event()
@@ -86,6 +93,8 @@ class Recorder:
         self.stop_ns: int | None = None
         self.listeners: list[Callable[[str, str, dict], None]] = []
         self.state = "checking"
+        self.checks = []
+        self.stage = 1
 
     # set-up --------------------------------------------------------------------------------
     def prepare(self) -> Path:
@@ -94,6 +103,7 @@ class Recorder:
         # The device key is loaded before anything is recorded: a key others can read, or a
         # damaged one, is a reason not to start, not a surprise at the end of the exam.
         self.key = load_or_create_key(key_path_for(self.profile))
+        self.key_fingerprint = fingerprint(self.key)
         now = datetime.now(timezone.utc)
         self.session_id = new_session_id(now, self.profile.name)
         day = now.astimezone().strftime("%Y-%m-%d")
@@ -104,7 +114,6 @@ class Recorder:
         self._lock_fd = hold_shared(self.session_dir)
         self._reserve_space()
         self.events = EventLog(self.session_dir / "events.jsonl")
-        self.out_q = self._ctx.Queue()
         for spec in self.profile.streams:
             job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime)
             rt = StreamRuntime(name=spec.name, job=job)
@@ -140,21 +149,28 @@ class Recorder:
 
     def _spawn(self, rt: StreamRuntime, first_segment: int = 0) -> None:
         rt.cmd_q = self._ctx.Queue()
+        # One pipe per stream for its reports: a stopped or hung stream process can never hold a
+        # lock the others need to report (a shared queue's writer lock would).
+        rt.conn, child_conn = self._ctx.Pipe(duplex=False)
         rt.job.first_segment = first_segment
-        rt.process = self._ctx.Process(target=run_stream, args=(rt.job, self.out_q, rt.cmd_q),
+        rt.process = self._ctx.Process(target=run_stream, args=(rt.job, child_conn, rt.cmd_q),
                                        name=f"examrec-{rt.name}", daemon=False)
         rt.process.start()
+        child_conn.close()  # only the child writes: its end closing is how we see it gone
 
     def abort(self, problems: dict[str, str]) -> None:
-        """Give up before the start (a device is missing): the streams end, nothing was recorded,
-        and the event log says why."""
-        assert self.events is not None
-        self.events.emit("refused", reason="device missing", problems=problems)
+        """Give up before the start (a mandatory check failed, or only checking): the streams end
+        and the folder, which holds no recording, is removed; the reason goes to the log."""
+        if problems:
+            log.warning("session %s refused before the start: %s", self.session_id, problems)
         for rt in self.streams.values():
             rt.cmd_q.put(("abort",))
         for rt in self.streams.values():
             rt.process.join(timeout=5)
-        self.events.close()
+        if self.events is not None:
+            self.events.close()
+        if self.session_dir is not None and not list(self.session_dir.glob("*/*.mp4")):
+            shutil.rmtree(self.session_dir, ignore_errors=True)
         self.state = "refused"
 
     def device_problems(self) -> dict[str, str]:
@@ -188,7 +204,8 @@ class Recorder:
                 for s in self.profile.streams
             ],
             "stages": [{"stage": 1, "start_pts_s": 0.0, "end_pts_s": None}],
-            "checks": [],
+            "checks": [c.to_json() for c in self.checks],
+            "notice": self.profile.notice,
             "clock_check": None,
             "photos": [],
             "events": {"file": "events.jsonl", "lines": 0, "last_sha256": GENESIS},
@@ -198,6 +215,12 @@ class Recorder:
         self.events.emit("start", capture_ns=self.clock.start_ns, session_id=self.session_id,
                          profile=self.profile.name, streams=[s.name for s in self.profile.streams],
                          pids={"controller": os.getpid(), **{n: rt.pid for n, rt in self.streams.items()}})
+        if self.checks:
+            self.events.emit("checks", capture_ns=self.clock.start_ns, results=[c.to_json() for c in self.checks])
+        failed = self.failed_checks()
+        if failed:
+            self.events.emit("forced", capture_ns=self.clock.start_ns, failed=[c.to_json() for c in failed])
+        self.events.emit("notice", capture_ns=self.clock.start_ns, text=self.profile.notice, shown_on="examiner terminal")
         for rt in self.streams.values():
             if not rt.ready:
                 self._gap_open(rt.name, 0.0, rt.ready_message)
@@ -208,6 +231,7 @@ class Recorder:
             self.stop_ns = self.clock.start_ns + round(duration_s * NS_PER_S)
             for rt in self.streams.values():
                 rt.cmd_q.put(("stop", self.stop_ns))
+        self.take_start_photos()
 
     # running -------------------------------------------------------------------------------
     def request_stop(self, reason: str = "stop") -> None:
@@ -226,6 +250,7 @@ class Recorder:
         while True:
             self._pump(timeout=0.1)
             self._watch_processes()
+            self.watch_streams()
             now = time.monotonic_ns()
             if self.stop_ns is not None and not stop_sent and (self._stop_requested.is_set() or now >= self.stop_ns):
                 for rt in self.streams.values():
@@ -265,21 +290,26 @@ class Recorder:
                 rt.cmd_q.put(("stop", self.stop_ns))
 
     def _pump(self, timeout: float) -> None:
-        try:
-            msg = self.out_q.get(timeout=timeout)
-        except queue.Empty:
+        """Handle every report waiting from the stream processes (waiting up to ``timeout``)."""
+        conns = {rt.conn: rt for rt in self.streams.values() if rt.conn is not None}
+        if not conns:
+            time.sleep(timeout)
             return
-        while True:
-            self._handle(*msg)
+        for conn in mp.connection.wait(list(conns), timeout=timeout):
+            rt = conns[conn]
             try:
-                msg = self.out_q.get_nowait()
-            except queue.Empty:
-                return
+                while conn.poll():
+                    self._handle(*conn.recv())
+            except (EOFError, OSError):
+                rt.conn = None  # the process ended; _watch_processes decides what that means
 
     def _handle(self, kind: str, name: str, p: dict) -> None:
         rt = self.streams[name]
+        rt.last_seen = time.monotonic()
         with self._lock:
-            if kind == "ready":
+            if kind == "check_result":
+                rt.check = p
+            elif kind == "ready":
                 rt.pid = p.get("pid")
                 rt.ready = p["ok"]
                 rt.ready_message = p["message"] or ("" if p["ok"] else "not ready")
@@ -310,6 +340,12 @@ class Recorder:
                 self._write_manifest()
             elif kind == "stats":
                 rt.stats = p
+                now = time.monotonic()
+                if rt._fps_mark and now - rt._fps_mark[0] >= 1.0:
+                    rt.fps = round((p["encoded"] - rt._fps_mark[1]) / (now - rt._fps_mark[0]), 1)
+                    rt._fps_mark = (now, p["encoded"])
+                elif rt._fps_mark is None:
+                    rt._fps_mark = (now, p["encoded"])
                 if p["dropped"] > rt.last_drop_report and self.events is not None:
                     self.events.emit("drops", stream=name, dropped_total=p["dropped"],
                                      new=p["dropped"] - rt.last_drop_report)

@@ -64,16 +64,16 @@ def needs_repair(session_dir: Path) -> bool:
     try:
         m = json.loads((Path(session_dir) / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return (Path(session_dir) / "events.jsonl").exists()
+        return False  # no manifest: the session never started (it is written before any frame)
     return m.get("state") in LIVE_STATES and not is_being_written(session_dir)
 
 
 def find_sessions(root: Path) -> list[Path]:
     """Session folders under an output root (<root>/<date>/<id>) or the folder itself."""
     root = Path(root)
-    if (root / "manifest.json").exists() or (root / "events.jsonl").exists():
+    if (root / "manifest.json").exists():
         return [root]
-    return sorted({p.parent for pat in ("*/*/manifest.json", "*/*/events.jsonl") for p in root.glob(pat)})
+    return sorted(p.parent for p in root.glob("*/*/manifest.json"))
 
 
 def _save_tail(session: Path, path: Path, keep: int, reason: str) -> Trim:

@@ -12,12 +12,15 @@ import hashlib
 import logging
 import os
 import queue
+import shutil
 import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from capture.base import AudioSource, SourceError, VideoSource
 from muxer.fragment_file import FragmentRecord, fsync_dir
@@ -30,7 +33,7 @@ from sessions.profile import Profile, StreamSpec
 
 log = logging.getLogger(__name__)
 
-STATS_INTERVAL_S = 1.0
+STATS_INTERVAL_S = 0.5  # also the controller's sign of life for its watchdog
 REOPEN_BACKOFF_S = (0.5, 1, 2, 4, 5)
 
 
@@ -67,10 +70,11 @@ def sha256_file(path: Path) -> str:
 class StreamProcess:
     """The body of one stream process (constructed in the child)."""
 
-    def __init__(self, job: StreamJob, out_q, cmd_q):
+    def __init__(self, job: StreamJob, out_conn, cmd_q):
         self.job = job
         self.spec = job.spec
-        self.out_q = out_q
+        self.out_conn = out_conn
+        self._send_lock = threading.Lock()
         self.cmd_q = cmd_q
         self.session_dir = Path(job.session_dir)
         self.stream_dir = self.session_dir / self.spec.name
@@ -102,7 +106,11 @@ class StreamProcess:
 
     # messages ---------------------------------------------------------------------------
     def send(self, kind: str, **payload: Any) -> None:
-        self.out_q.put((kind, self.spec.name, payload))
+        with self._send_lock:  # capture, hashing and main threads all report
+            try:
+                self.out_conn.send((kind, self.spec.name, payload))
+            except (BrokenPipeError, OSError):
+                pass  # the controller is gone; the parent-death check ends this process
 
     def event(self, type_: str, capture_ns: int | None = None, **fields: Any) -> None:
         self.send("event", type=type_, capture_ns=capture_ns or time.monotonic_ns(), fields={"stream": self.spec.name, **fields})
@@ -299,15 +307,23 @@ class StreamProcess:
             return
 
     def _take_photo(self, image, capture_ns: int) -> None:
+        """Encode the still now (this frame, with its overlay); write it in the background, so a
+        slow disk never costs frames."""
         import cv2
         for req in self.photo_requests:
-            path = self.session_dir / req["file"]
-            path.parent.mkdir(exist_ok=True)
             ok, jpg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-            if ok:
-                durable.write_file_atomic(path, jpg.tobytes())
+            if not ok:
+                self.event("error", message=f"photo {req['file']} could not be encoded")
+                continue
+            data = jpg.tobytes()
+
+            def write(req=req, data=data) -> None:
+                path = self.session_dir / req["file"]
+                path.parent.mkdir(exist_ok=True)
+                durable.write_file_atomic(path, data)
                 self.send("photo", file=req["file"], role=req.get("role"), capture_ns=capture_ns,
-                          sha256=hashlib.sha256(jpg.tobytes()).hexdigest())
+                          sha256=hashlib.sha256(data).hexdigest())
+            self.hasher.submit(write)
         self.photo_requests.clear()
 
     # main loop ---------------------------------------------------------------------------
@@ -352,6 +368,9 @@ class StreamProcess:
                     self._shutdown_sources()
                     return
                 continue
+            if cmd[0] == "check":
+                self._run_check(SessionClock.from_json(cmd[1]), cmd[2], Path(cmd[3]))
+                continue
             if cmd[0] == "start":
                 self.clock = SessionClock.from_json(cmd[1])
                 break
@@ -378,6 +397,9 @@ class StreamProcess:
         self.pause_at_ns: int | None = None
         self.pause_banner = ""
         next_stats = time.monotonic() + STATS_INTERVAL_S
+        # The stall watch counts from the session start (the first frame is due then), not from
+        # whatever ran before it (the pre-exam check).
+        self.last_frame_mono = time.monotonic() + max(0.0, -self.clock.pts_s(time.monotonic_ns()))
         try:
             self._loop(parent, next_stats)
         except OSError as exc:
@@ -392,6 +414,88 @@ class StreamProcess:
                 self.fraglog.close()
             self.send("stats", **self._stats())
             self.send("done", reason=self.exit_reason)
+
+    def _run_check(self, clock: SessionClock, seconds: float, scratch: Path) -> None:
+        """Pre-exam check: run the whole pipeline (capture, overlay, encoding) for ``seconds``
+        into a scratch file and report what it achieved: frames at the stream's rate, the
+        encoder keeping up in real time, the bitrate (for the free-disk check), the sound level."""
+        import math
+        self.clock = clock
+        self.stop_ns = clock.start_ns + round(seconds * NS_PER_S)
+        # The rate is counted after a short warm-up (caches, first allocations), over the rest.
+        warmup = min(0.5, seconds / 4)
+        warm_ns = clock.start_ns + round(warmup * NS_PER_S)
+        result: dict[str, Any] = {"seconds": seconds - warmup, "frames": 0, "dropped": 0, "bytes": 0, "audio_dbfs": None,
+                                  "error": None}
+        if self.fault_open or self.video is None:
+            result["error"] = "camera could not be opened"
+            self.send("check_result", **result)
+            return
+        threads = []
+        writer = None
+        sq_sum, n_samples = 0.0, 0
+        try:
+            scratch.mkdir(parents=True, exist_ok=True)
+            settings = SegmentSettings(self.spec.width, self.spec.height, self.spec.fps, self.spec.encoder,
+                                       self.spec.gop, self.job.profile.fragment_ms, self.job.profile.fsync_interval_ms,
+                                       audio=False)
+            # Encoder first, as in a session: the check measures the pipeline, not its start-up.
+            writer = SegmentWriter(scratch / f"{self.spec.name}.mp4", self.spec.name, settings, clock)
+            overlay = Overlay(self.spec.overlay, self.spec.name, self.spec.width, self.spec.height, clock)
+            self.video.start(clock)
+            threads.append(threading.Thread(target=self._capture_loop, daemon=True))
+            if self.audio is not None and not self.audio_fault_open:
+                self.audio.start(clock)
+                threads.append(threading.Thread(target=self._audio_loop, daemon=True))
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + seconds + 2
+            while time.monotonic() < deadline:
+                while not self.audio_blocks.empty():
+                    block = self.audio_blocks.get_nowait()
+                    x = block.samples.astype(np.float64)
+                    sq_sum += float((x * x).sum())
+                    n_samples += x.size
+                try:
+                    frame = self.frames.get(timeout=0.05)
+                except queue.Empty:
+                    if time.monotonic_ns() >= self.stop_ns:
+                        break
+                    continue
+                if frame.capture_ns >= self.stop_ns:
+                    break
+                overlay.apply(frame.image, frame.capture_ns)
+                writer.write_video(frame.image, frame.capture_ns)
+                if frame.capture_ns >= warm_ns:
+                    result["frames"] += 1
+        except (SourceError, OSError) as exc:
+            result["error"] = str(exc)
+        finally:
+            self.stopping.set()
+            for t in threads:
+                t.join(timeout=2)
+            if writer is not None:
+                try:
+                    result["bytes"] = writer.close().size
+                except OSError as exc:
+                    result["error"] = result["error"] or str(exc)
+                shutil.rmtree(scratch / f"{self.spec.name}.mp4", ignore_errors=True)
+                (scratch / f"{self.spec.name}.mp4").unlink(missing_ok=True)
+        result["dropped"] = self.dropped_total
+        result["bytes"] = round(result["bytes"] * (seconds - warmup) / seconds)  # bitrate over the same span
+        if n_samples:
+            rms = math.sqrt(sq_sum / n_samples)
+            result["audio_dbfs"] = round(20 * math.log10(rms / 32768), 1) if rms > 0 else -200.0
+        # Back to the state the session start expects.
+        self.stopping.clear()
+        self.stop_ns = None
+        self.counters = Counters()
+        for q in (self.frames, self.audio_blocks):
+            while not q.empty():
+                q.get_nowait()
+        if self.video is not None and hasattr(self.video, "_pacer"):
+            self.video._pacer = None
+        self.send("check_result", **result)
 
     def _request_stop(self) -> None:
         self.stop_ns = min(self.stop_ns or time.monotonic_ns(), time.monotonic_ns())
@@ -518,7 +622,7 @@ class StreamProcess:
                                         f"kept ({exc})", file=rel)
 
 
-def run_stream(job: StreamJob, out_q, cmd_q) -> None:
+def run_stream(job: StreamJob, out_conn, cmd_q) -> None:
     """Process entry point."""
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {job.spec.name}: %(message)s")
-    StreamProcess(job, out_q, cmd_q).run()
+    StreamProcess(job, out_conn, cmd_q).run()

@@ -51,30 +51,29 @@ def ffprobe(path: Path) -> dict:
     return json.loads(out.stdout)
 
 
-def decode_audio(path: Path) -> tuple[float, np.ndarray, int]:
-    """(PTS of the first decoded sample, mono float samples, rate) of the whole audio track."""
-    chunks, first, rate = [], None, 48000
+def decode_audio(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """(time of every decoded sample from its frame's own PTS, mono float samples, rate)."""
+    times, chunks, rate = [], [], 48000
     with av.open(str(path)) as c:
         for f in c.decode(audio=0):
-            if first is None:
-                first = float(f.pts * f.time_base)
             rate = f.sample_rate
             a = f.to_ndarray()
-            chunks.append(a.mean(axis=0) if a.ndim == 2 else a)
-    return first or 0.0, np.concatenate(chunks).astype(np.float64), rate
+            a = a.mean(axis=0) if a.ndim == 2 else a
+            chunks.append(a)
+            times.append(float(f.pts * f.time_base) + np.arange(len(a)) / rate)
+    return np.concatenate(times), np.concatenate(chunks).astype(np.float64), rate
 
 
 def beep_onsets(path: Path, threshold: float = 0.1) -> list[float]:
     """Session times at which the fixture's 1 kHz beeps start (the WAV beeps at every whole second)."""
-    first, x, rate = decode_audio(path)
+    t, x, rate = decode_audio(path)
     win = rate // 200  # 5 ms envelope
     env = np.sqrt(np.convolve(x * x, np.ones(win) / win, mode="same"))
     loud = env > threshold * env.max()
     edges = np.flatnonzero(loud[1:] & ~loud[:-1]) + 1
     onsets, last = [], -1.0
     for e in edges:
-        t = first + e / rate
-        if t - last > 0.5:
-            onsets.append(t)
-            last = t
+        if t[e] - last > 0.5:
+            onsets.append(float(t[e]))
+            last = t[e]
     return onsets

@@ -44,8 +44,8 @@ def _kill_run(tmp: Path, rng: random.Random, stream_kills: int) -> list[dict]:
         if rng.random() < 0.5:  # aim at a segment rotation (every whole second)
             at = round(at) + rng.uniform(-0.03, 0.03)
         stream = rng.choice(STREAMS)
-        pid = _current_pid(session, stream, pids)
         _sleep_until(started + at)
+        pid = _live_pid(session, stream, pids)
         t = time.time()
         os.kill(pid, signal.SIGKILL)
         kills.append({"target": f"stream:{stream}", "streams": [stream], "kill_pts": t - started})
@@ -83,6 +83,17 @@ def _current_pid(session: Path, stream: str, pids: dict) -> int:
         if ev.get("type") == "restarted" and ev.get("stream") == stream:
             pid = ev["pid"]
     return pid
+
+
+def _live_pid(session: Path, stream: str, pids: dict, timeout: float = 10) -> int:
+    """Wait until the stream has a live process (it may be restarting after an earlier kill)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = _current_pid(session, stream, pids)
+        if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower():
+            return pid
+        time.sleep(0.02)
+    raise AssertionError(f"stream {stream} has no live process")
 
 
 def _all_pids(session: Path, pids: dict) -> list[int]:

@@ -41,10 +41,10 @@ def tone_onset_ns(blocks: list, threshold: int = 3000) -> int | None:
 
 
 def test_tone_lands_at_its_moment_on_the_monotonic_timeline(pulse: Pulse) -> None:
+    player = TonePlayer(pulse)                        # the "sound card" runs before the microphone opens
     src = MicrophoneSource("default")
-    src.open()                                        # includes the warm-up stream the first time
-    player = TonePlayer(pulse)
     try:
+        src.open()                                    # includes the warm-up stream the first time
         player.tone_at(time.monotonic_ns() + 600_000_000, seconds=0.4)
         blocks = read_for(src, 1.4)
     finally:
@@ -57,28 +57,29 @@ def test_tone_lands_at_its_moment_on_the_monotonic_timeline(pulse: Pulse) -> Non
     # pacat plays a chunk at most its 10 ms buffer after it was written; the requirement is 50 ms
     error_ms = (onset - player.tone_written_ns) / 1e6
     assert -50 <= error_ms <= 50, f"tone stamped {error_ms:.1f} ms from the moment it was played"
-    # contiguous blocks: stamps 20 ms apart (jitter smoothed, not counted from the start)
+    # contiguous blocks: stamps 20 ms apart, the estimates' jitter smoothed to within 2.5 ms, no gap
     gaps = [(b.capture_ns - a.capture_ns) / 1e6 for a, b in zip(blocks, blocks[1:])]
-    assert all(19.0 < g < 21.0 for g in gaps), (min(gaps), max(gaps))
+    assert all(17.5 < g < 22.5 for g in gaps), (min(gaps), max(gaps))
+    assert src.info().details["gaps"] == 0
     # it is the 1 kHz tone, at the level it was played (half full scale sine = -9.03 dBFS)
     sound = np.concatenate([b.samples[:, 0] for b in blocks])
     start = int(np.nonzero(np.abs(sound.astype(np.int32)) > 3000)[0][0]) + RATE // 50
     tone = sound[start:start + RATE // 5]                 # 200 ms inside the tone
     spectrum = np.abs(np.fft.rfft(tone.astype(np.float64)))
     assert abs(np.argmax(spectrum) * RATE / tone.size - 1000) <= 10
-    meter = LevelMeter()
-    meter.add(tone)
-    assert abs(meter.dbfs() - (-9.03)) < 0.2
+    # at the amplitude it was played (pacat may insert a few ms of silence on a busy machine,
+    # so the peak is compared, not the RMS)
+    assert abs(int(np.abs(tone.astype(np.int32)).max()) - 16383) < 400
 
 
 def test_silent_microphone_fails_the_check_and_a_sound_passes(pulse: Pulse) -> None:
     silent = check_microphone("default", seconds=0.5)
     assert not silent.ok and silent.level_dbfs == -math.inf
     assert "is silent" in silent.message and "digital silence" in silent.message
-    src = MicrophoneSource("default")
-    src.open()
     player = TonePlayer(pulse)
+    src = MicrophoneSource("default")
     try:
+        src.open()
         player.tone_at(time.monotonic_ns(), seconds=2.0)
         time.sleep(0.2)
         loud = check_microphone(source=src, seconds=0.5)
@@ -128,6 +129,21 @@ def test_sound_server_dies_then_returns(pulse: Pulse) -> None:
         src.close()
 
 
+def test_level_meter_reads_dbfs_over_the_last_second() -> None:
+    t = np.arange(RATE) / RATE
+    sine = (0.5 * 32767 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+    m = LevelMeter()
+    assert m.dbfs() == -math.inf
+    for block in np.split(sine, 50):
+        m.add(block)
+    assert abs(m.dbfs() - (-9.03)) < 0.05                     # half full scale sine
+    for _ in range(50):                                         # a second of silence pushes it out
+        m.add(np.zeros(960, np.int16))
+    assert m.dbfs() == -math.inf
+    m.add(np.full(960, -32768, np.int16))
+    assert abs(m.dbfs() - 10 * math.log10(960 / RATE)) < 0.01  # full scale for 20 ms of the second
+
+
 def test_block_clock_smooths_jitter_and_restarts_at_gaps() -> None:
     c = BlockClock()
     t = 10**12
@@ -141,3 +157,14 @@ def test_block_clock_smooths_jitter_and_restarts_at_gaps() -> None:
     # 200 ms of lost samples: the next block is stamped where it was measured
     s = c.stamp(stamps[-1] + 220_000_000, 960)
     assert s == stamps[-1] + 220_000_000 and c.gaps == 1
+    # an overflow the sound system reports is a gap even when it is small
+    s2 = c.stamp(s + 20_000_000 + 15_000_000, 960, gap=True)
+    assert s2 == s + 35_000_000 and c.gaps == 2
+    # no credible measurement: the block follows the previous one
+    s3 = c.stamp(None, 960, fallback_ns=s2 + 500_000_000)
+    assert s3 == s2 + 20_000_000 and c.gaps == 2
+    # a measurement that would overlap the previous block moves the timeline back only gently
+    s4 = c.stamp(s3 - 300_000_000, 960)
+    assert s4 == s3 + 20_000_000 - 2_000_000
+    # the first block without a measurement takes the fallback (its arrival)
+    assert BlockClock().stamp(None, 960, fallback_ns=123) == 123

@@ -193,7 +193,6 @@ def test_audio_plays_at_its_capture_instant(recorded_session):
     (AAC pre-roll and block stamping included), so sound and picture stay together."""
     from media import beep_onsets
     cabin = next(s for s in manifest(recorded_session)["streams"] if s["audio"])
-    # The beep at 0 s is cut by the encoder's 21 ms pre-roll; the later ones are whole.
     onsets = [t for t in beep_onsets(recorded_session / cabin["segments"][0]["file"]) if t > 0.5]
     assert len(onsets) >= 4, onsets
     for t in onsets:

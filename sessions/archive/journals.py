@@ -107,7 +107,8 @@ def check_lines(name: str, lines: Iterable[tuple[int, bytes, tuple[str, ...]]],
             continue
         raw = data[:-1] if data.endswith(b"\n") else data
         if number != expected:
-            problems.append(f"journal {name}: entries {expected}..{number - 1} are missing (removed)")
+            gap = f"entry {expected} is" if number - 1 == expected else f"entries {expected}..{number - 1} are"
+            problems.append(f"journal {name}: {gap} missing (removed)")
         expected = number + 1
         h = line_hash(raw)
         try:

@@ -69,13 +69,25 @@ def bucket_policy(bucket: str, deny_delete_principals: list[str]) -> dict[str, A
     return {"Version": "2012-10-17", "Statement": statements}
 
 
+_SESSIONS: dict[str, Any] = {}
+
+
+def _shared_session(region: str) -> Any:
+    """One boto3 session per region and process: it caches the parsed service models, which
+    otherwise cost ~0.2 s for every client (a command opens two: to read the settings, then as the
+    user's role). Credentials are given per client, so sharing it never mixes roles."""
+    if region not in _SESSIONS:
+        import boto3
+        _SESSIONS[region] = boto3.session.Session(region_name=region)
+    return _SESSIONS[region]
+
+
 class S3Backend:
     """An archive in one bucket. ``role`` selects the S3 credentials from the connection file."""
 
     kind = "s3"
 
     def __init__(self, url: ArchiveURL, conn: ConnectionConfig, role: str | None = None):
-        import boto3
         from botocore.config import Config
         assert url.scheme == "s3" and url.bucket
         self.url = url
@@ -89,18 +101,22 @@ class S3Backend:
         self.endpoint = conn.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         region = conn.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.region = region
-        session = boto3.session.Session(
-            aws_access_key_id=creds.access_key_id if creds else None,
-            aws_secret_access_key=creds.secret_access_key if creds else None,
-            region_name=region)
+        session = _shared_session(region)
         self.client = session.client(
             "s3", endpoint_url=self.endpoint,
+            aws_access_key_id=creds.access_key_id if creds else None,
+            aws_secret_access_key=creds.secret_access_key if creds else None,
             config=Config(connect_timeout=3, read_timeout=120, retries={"max_attempts": 3, "mode": "standard"},
                           s3={"addressing_style": "path"},
                           # We always send our own SHA-256; no extra CRC32 the server must also check.
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required"))
         self._tails: dict[str, tuple[int, str]] = {}
+        # The catalog is a local cache of this bucket's index ($EXAMREC_CACHE_DIR or XDG cache).
+        base = os.environ.get(ENV_CACHE) or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "examrec")
+        tag = hashlib.sha256(f"{self.endpoint}|{self.bucket}".encode()).hexdigest()[:10]
+        self._catalog_path = Path(base) / f"catalog-{self.bucket}-{tag}.sqlite"
 
     # --- error mapping ---------------------------------------------------------------------------
 
@@ -220,17 +236,16 @@ class S3Backend:
     # --- versions --------------------------------------------------------------------------------
 
     def _iter_versions(self, prefix: str, key_marker: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-        """("version"|"marker", entry) for every version under ``prefix``, S3 order (key, newest first)."""
+        """("version"|"marker", entry) for every version under ``prefix``, in S3's listing order."""
         kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if key_marker:
             kw["KeyMarker"] = key_marker
         while True:
             resp = self._call(f"list {prefix}", self.client.list_object_versions, **kw)
-            # Versions and markers come in two lists; merge them per key, newest first.
-            items = [("version", v) for v in resp.get("Versions", [])] + \
-                    [("marker", m) for m in resp.get("DeleteMarkers", [])]
-            items.sort(key=lambda it: (it[1]["Key"], -it[1]["LastModified"].timestamp()))
-            yield from items
+            # S3 lists the versions of a key newest first; that order is kept (LastModified has
+            # only one-second resolution, so it cannot order versions written in the same second).
+            yield from (("version", v) for v in resp.get("Versions", []))
+            yield from (("marker", m) for m in resp.get("DeleteMarkers", []))
             if not resp.get("IsTruncated"):
                 break
             kw["KeyMarker"] = resp.get("NextKeyMarker")
@@ -247,8 +262,8 @@ class S3Backend:
                 markers[item["Key"]] = markers.get(item["Key"], 0) + 1
         out: dict[str, StoredObject] = {}
         for key, vs in versions.items():
-            vs.sort(key=lambda v: v["LastModified"])
-            first = vs[0]
+            # The oldest: earliest LastModified; within one second, the last one listed.
+            first = min(enumerate(vs), key=lambda iv: (iv[1]["LastModified"], -iv[0]))[1]
             out[key] = StoredObject(key=key, size=int(first.get("Size", 0)), version_id=first.get("VersionId"),
                                     later_versions=len(vs) - 1, delete_markers=markers.get(key, 0),
                                     last_modified=first.get("LastModified"))
@@ -458,10 +473,7 @@ class S3Backend:
     # --- misc ------------------------------------------------------------------------------------
 
     def catalog_path(self) -> Path:
-        base = os.environ.get(ENV_CACHE) or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "examrec")
-        tag = hashlib.sha256(f"{self.endpoint}|{self.bucket}".encode()).hexdigest()[:10]
-        return Path(base) / f"catalog-{self.bucket}-{tag}.sqlite"
+        return self._catalog_path
 
     def can_read(self) -> bool:
         return self.role != "recorder"

@@ -535,7 +535,10 @@ def upload_all(uploader: Uploader, sessions: list[Path]) -> list[UploadResult]:
     outs = {out_dir_of(p) for p in sessions}
     for out in sorted(outs):
         results += uploader.finish_leftovers(out)
+    finished = {r.session_id for r in results}
     for p in sessions:
+        if p.name in finished and not p.exists():
+            continue
         r = uploader.upload(p)
         log.info("upload %s: %s %s", r.session_id, r.status, r.message)
         results.append(r)

@@ -1,0 +1,45 @@
+"""`examrec check`: the pre-exam checks on their own (record runs them too before it starts)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from . import exitcodes
+from .checks import failed_mandatory, results_table
+from .profile import load_profile
+from .recorder import Recorder
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="check every device, the clock, power and disk before an exam",
+                       description="Run the pre-exam checks of a profile: each stream delivers frames at its rate "
+                                   "through the recorder (2 s sample), the sound is not silent, GPS fix and clock "
+                                   "offset, pedal heartbeat, free disk for the profile's min_record_h at the "
+                                   "measured bitrate, output folder writable, battery/power. Exit 0 when every "
+                                   "mandatory check passes, 1 otherwise. Nothing is recorded.")
+    p.add_argument("--profile", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=None, help="output root to check (default: the profile's `out`)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile)
+    out_root = args.out or profile.resolve(profile.out)
+    with tempfile.TemporaryDirectory(prefix="examrec-check-") as scratch:
+        rec = Recorder(profile, Path(scratch))
+        rec.prepare()
+        rec.out_root = out_root  # the disk and folder checks are about where sessions will go
+        results = rec.run_checks()
+        rec.abort({})
+    failed = failed_mandatory(results)
+    if args.json:
+        print(json.dumps({"ok": not failed, "profile": profile.name, "checks": [r.to_json() for r in results]},
+                         indent=2, ensure_ascii=False))
+    else:
+        print(results_table(results))
+        print(f"\n{'OK: ready to record' if not failed else f'FAILED: {len(failed)} check(s) failed'}")
+    return exitcodes.FAILED if failed else exitcodes.OK

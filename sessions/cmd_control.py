@@ -1,0 +1,102 @@
+"""`examrec status|pause|resume|stop|photo`: talk to the running recorder over its control socket.
+None of them can delete or change what was recorded: there is no such command."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import exitcodes
+from .control import NoRecorder, find_socket, request, socket_path
+from .profile import load_profile
+from .session_summary import format_table
+
+
+def _socket_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--socket", type=Path, help="the recorder's control socket (default: the only one running)")
+    p.add_argument("--profile", type=Path, help="find the recorder of this profile")
+    p.add_argument("--json", action="store_true", help="print the recorder's answer as JSON")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("status", help="state, stage, elapsed time and every stream's health",
+                       description="Ask the running recorder for its state, stage, elapsed time, per-stream fps, "
+                                   "drops and health, GPS, pedals and free disk.")
+    _socket_args(s)
+    s.set_defaults(func=cmd_status)
+    p = sub.add_parser("pause", help="end the current exam stage (UA II.3)",
+                       description="Pause between exam stages: a banner with the time, reason and plate shows on "
+                                   "every stream for 3 s, then the stage's segments end; logged as an event.")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--plate", required=True, help="the vehicle's plate")
+    _socket_args(p)
+    p.set_defaults(func=lambda a: _send(a, {"cmd": "pause", "reason": a.reason, "plate": a.plate}))
+    r = sub.add_parser("resume", help="start the next exam stage",
+                       description="Resume after a pause: the next stage's segments start, a banner shows for 3 s, "
+                                   "the time and plate are logged.")
+    r.add_argument("--plate", required=True, help="the vehicle's plate")
+    _socket_args(r)
+    r.set_defaults(func=lambda a: _send(a, {"cmd": "resume", "plate": a.plate}))
+    t = sub.add_parser("stop", help="end the session (an event; the recording is kept)",
+                       description="Stop the running session cleanly. Stopping is an event; nothing is deleted.")
+    _socket_args(t)
+    t.set_defaults(func=lambda a: _send(a, {"cmd": "stop"}))
+    ph = sub.add_parser("photo", help="take a still from a camera during the session",
+                        description="Save a JPEG still (hashed in the manifest) from the candidate's camera, "
+                                    "or the examiner's, or a named stream.")
+    ph.add_argument("--role", choices=("candidate", "examiner"), default="candidate")
+    ph.add_argument("--stream", help="take it from this stream instead")
+    _socket_args(ph)
+    ph.set_defaults(func=lambda a: _send(a, {"cmd": "photo", "role": a.role, "stream": a.stream}))
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return args.socket
+    if args.profile:
+        return socket_path(load_profile(args.profile))
+    return find_socket()
+
+
+def _ask(args: argparse.Namespace, payload: dict) -> tuple[int, dict]:
+    try:
+        answer = request(_socket(args), payload)
+    except NoRecorder as exc:
+        print(f"examrec: {exc}", file=sys.stderr)
+        return exitcodes.UNREACHABLE, {}
+    if not answer.get("ok"):
+        if args.json:
+            print(json.dumps(answer, ensure_ascii=False, indent=2))
+        print(f"examrec: refused: {answer.get('error')}", file=sys.stderr)
+        return exitcodes.REFUSED, answer
+    return exitcodes.OK, answer
+
+
+def _send(args: argparse.Namespace, payload: dict) -> int:
+    code, answer = _ask(args, payload)
+    if code == exitcodes.OK:
+        if args.json:
+            print(json.dumps(answer, ensure_ascii=False, indent=2))
+        else:
+            print(", ".join(f"{k}: {v}" for k, v in answer.items() if k != "ok"))
+    return code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    code, st = _ask(args, {"cmd": "status"})
+    if code != exitcodes.OK:
+        return code
+    if args.json:
+        print(json.dumps(st, ensure_ascii=False, indent=2))
+        return code
+    extra = f"  paused at {st['paused_at']}" if st.get("paused_at") else ""
+    print(f"{st['state'].upper()}  stage {st['stage']}  {st['elapsed']}{extra}  session {st['session_id']}")
+    print(format_table(st["streams"], ["stream", "health", "fps", "frames", "dropped", "mb"]))
+    for key in ("gps", "pedals"):
+        if st.get(key):
+            print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in st[key].items()))
+    if st.get("disk_free_gb") is not None:
+        print(f"disk free: {st['disk_free_gb']} GB")
+    faulty = [s["stream"] for s in st["streams"] if s["health"] != "ok"]
+    return exitcodes.FAILED if faulty else exitcodes.OK

@@ -1,0 +1,228 @@
+"""What makes the recorder an exam recorder: pre-exam checks, stages with pause and resume, live
+status and control, face stills, device-fault watch. Mixed into the session controller
+(sessions/recorder.py), whose state it reads and changes under its lock."""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .checks import (CheckResult, audio_check, disk_check, failed_mandatory, power_checks, stream_check,
+                     writable_check)
+from .clock import NS_PER_S, SessionClock, format_duration
+
+log = logging.getLogger(__name__)
+
+CHECK_LEAD_NS = 300_000_000
+WATCHDOG_S = 1.5   # a stream process silent this long is a fault (it reports twice a second)
+
+
+class IllegalTransition(Exception):
+    """A command the session's state does not allow; the message says the state."""
+
+
+class ExamControl:
+    """Lifecycle: checking -> ready -> recording (stage N) <-> paused -> finished | interrupted."""
+
+    stage: int = 1
+    pause_at_ns: int | None = None
+    checks: list[CheckResult]
+
+    # pre-exam checks -----------------------------------------------------------------------
+    def run_checks(self, seconds: float | None = None) -> list[CheckResult]:
+        """Run every check (streams through the whole pipeline for ``seconds``); the results are
+        kept for the manifest. Needs prepare() first."""
+        seconds = seconds or float(self.profile.section("checks")["sample_s"])
+        scratch = Path(tempfile.mkdtemp(prefix="examrec-check-"))
+        results: list[CheckResult] = []
+        try:
+            now = SessionClock.start_now()
+            clock = SessionClock(now.start_ns + CHECK_LEAD_NS, now.wall_anchor_ns + CHECK_LEAD_NS)
+            pending = {}
+            for name, rt in self.streams.items():
+                if rt.ready:
+                    rt.check = None
+                    rt.cmd_q.put(("check", clock.to_json(), seconds, str(scratch / name)))
+                    pending[name] = rt
+            deadline = time.monotonic() + seconds + 15
+            while any(rt.check is None for rt in pending.values()) and time.monotonic() < deadline:
+                self._pump(timeout=0.2)
+            bytes_per_s = 0.0
+            for spec in self.profile.streams:
+                rt = self.streams[spec.name]
+                if not rt.ready:
+                    results.append(CheckResult(f"camera {spec.name}", False, rt.ready_message))
+                    continue
+                res = rt.check or {"error": "did not answer the check in time", "seconds": seconds}
+                results.append(stream_check(spec.name, spec.fps, res))
+                bytes_per_s += res.get("bytes", 0) / seconds
+                if spec.audio:
+                    results.append(audio_check(spec.name, res))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        results += self.sensor_checks()
+        results.append(writable_check(self.out_root))
+        if bytes_per_s > 0:
+            results.append(disk_check(self.out_root, bytes_per_s, float(self.profile.section("checks")["min_record_h"])))
+        results += power_checks()
+        results.append(CheckResult("device key", True, f"signing key loaded ({self.key_fingerprint})"))
+        mandatory = self.profile.section("checks")["mandatory"]
+        if mandatory is not None:
+            for r in results:
+                r.mandatory = any(r.check.startswith(m) for m in mandatory)
+        self.checks = results
+        return results
+
+    def sensor_checks(self) -> list[CheckResult]:
+        """GPS fix and clock offset, pedal heartbeat (when the profile has them)."""
+        return []
+
+    def failed_checks(self) -> list[CheckResult]:
+        return failed_mandatory(getattr(self, "checks", []))
+
+    # control socket ------------------------------------------------------------------------
+    def dispatch(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Answer one control request (runs on the control thread)."""
+        cmd = req.get("cmd")
+        try:
+            if cmd == "ping":
+                return {"ok": True}
+            if cmd == "status":
+                return {"ok": True, **self.status()}
+            if cmd == "pause":
+                return {"ok": True, **self.pause(str(req.get("reason", "")).strip(), str(req.get("plate", "")).strip())}
+            if cmd == "resume":
+                return {"ok": True, **self.resume(str(req.get("plate", "")).strip())}
+            if cmd == "stop":
+                if self.state not in ("recording", "paused"):
+                    raise IllegalTransition(f"cannot stop: the session is {self.state}")
+                self.request_stop("examrec stop")
+                return {"ok": True, "state": "stopping", "session": str(self.session_dir)}
+            if cmd == "photo":
+                return {"ok": True, **self.photo(req.get("role"), req.get("stream"))}
+        except IllegalTransition as exc:
+            return {"ok": False, "error": str(exc), "state": self.state}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic_ns()
+        streams = []
+        for name, rt in self.streams.items():
+            st = rt.stats
+            health = "ok"
+            if rt.stalled or st.get("fault") or not rt.ready:
+                health = "FAULT"
+            elif st.get("audio_fault"):
+                health = "FAULT (audio)"
+            streams.append({"stream": name, "fps": rt.fps, "frames": st.get("encoded", 0),
+                            "dropped": st.get("dropped", 0), "health": health,
+                            "mb": round(st.get("bytes", 0) / 1e6, 1)})
+        free = shutil.disk_usage(self.out_root).free if self.out_root.exists() else None
+        out = {"state": self.state, "stage": self.stage, "session_id": self.session_id,
+               "session": str(self.session_dir), "profile": self.profile.name,
+               "elapsed_s": round(self.clock.pts_s(now), 1) if self.clock else 0.0,
+               "elapsed": format_duration(self.clock.pts_s(now)) if self.clock else "00:00:00",
+               "streams": streams, "disk_free_gb": None if free is None else round(free / 1e9, 2),
+               "details": self.details}
+        if self.pause_at_ns is not None and self.clock is not None:
+            out["paused_at"] = self.clock.wall_local(self.pause_at_ns).strftime("%H:%M:%S")
+        out.update(self.sensor_status())
+        return out
+
+    def sensor_status(self) -> dict[str, Any]:
+        return {}
+
+    # stages ------------------------------------------------------------------------------
+    def pause(self, reason: str, plate: str) -> dict[str, Any]:
+        """End the current stage (UA II.3): a banner on every stream for the last seconds, then
+        the stage's segments close; the time, reason and plate go to the event log."""
+        with self._lock:
+            if self.state != "recording":
+                raise IllegalTransition(f"cannot pause: the session is {self.state}")
+            if not reason or not plate:
+                raise IllegalTransition("pause needs the reason and the vehicle's plate (--reason, --plate)")
+            assert self.clock is not None and self.events is not None
+            at = time.monotonic_ns() + round(self.profile.pause_banner_s * NS_PER_S)
+            when = self.clock.wall_local(at).strftime("%H:%M:%S")
+            banner = f"PAUSE {when} {reason} {plate}"
+            for rt in self.streams.values():
+                rt.cmd_q.put(("pause", at, banner))
+            self.pause_at_ns = at
+            self.state = "paused"
+            self.events.emit("pause", capture_ns=at, stage=self.stage, reason=reason, plate=plate, banner=banner)
+            stage = self.manifest["stages"][-1]
+            stage["end_pts_s"] = round(self.clock.pts_s(at), 6)
+            self.manifest["state"] = "paused"
+            self._write_manifest()
+            return {"state": "paused", "stage": self.stage, "paused_at": when, "banner": banner}
+
+    def resume(self, plate: str) -> dict[str, Any]:
+        """Start the next stage: new segments, a banner for the first seconds, a resume event."""
+        with self._lock:
+            if self.state != "paused":
+                raise IllegalTransition(f"cannot resume: the session is {self.state}, not paused")
+            if not plate:
+                raise IllegalTransition("resume needs the vehicle's plate (--plate)")
+            assert self.clock is not None and self.events is not None and self.pause_at_ns is not None
+            now = time.monotonic_ns()
+            if now < self.pause_at_ns:
+                raise IllegalTransition(f"the pause takes effect at "
+                                        f"{self.clock.wall_local(self.pause_at_ns):%H:%M:%S}; resume after it")
+            self.stage += 1
+            when = self.clock.wall_local(now).strftime("%H:%M:%S")
+            banner = f"RESUME {when} {plate}  STAGE {self.stage}"
+            until = now + round(self.profile.pause_banner_s * NS_PER_S)
+            for rt in self.streams.values():
+                rt.cmd_q.put(("resume", self.stage, banner, until))
+            self.pause_at_ns = None
+            self.state = "recording"
+            self.events.emit("resume", capture_ns=now, stage=self.stage, plate=plate)
+            self.manifest["stages"].append({"stage": self.stage, "start_pts_s": round(self.clock.pts_s(now), 6),
+                                            "end_pts_s": None})
+            self.manifest["state"] = "recording"
+            self._write_manifest()
+            return {"state": "recording", "stage": self.stage, "resumed_at": when}
+
+    # stills ------------------------------------------------------------------------------
+    def photo(self, role: str | None = None, stream: str | None = None) -> dict[str, Any]:
+        """A still from a stream (the profile's candidate camera unless told otherwise)."""
+        if self.state not in ("recording", "paused"):
+            raise IllegalTransition(f"cannot take a photo: the session is {self.state}")
+        photos = self.profile.section("photos")
+        name = stream or photos.get(role or "candidate") or self.profile.streams[0].name
+        if name not in self.streams:
+            raise IllegalTransition(f"no stream named {name!r}")
+        self._photo_no = getattr(self, "_photo_no", 0) + 1
+        file = f"photos/{self._photo_no:03d}-{role or name}.jpg"
+        self.streams[name].cmd_q.put(("photo", {"file": file, "role": role}))
+        return {"file": file, "stream": name}
+
+    def take_start_photos(self) -> None:
+        photos = self.profile.section("photos")
+        for role in ("candidate", "examiner"):
+            if photos.get(role):
+                self.photo(role=role, stream=photos[role])
+
+    # watchdog ----------------------------------------------------------------------------
+    def watch_streams(self) -> None:
+        """A stream process that stops reporting (hung driver, stopped process) is a fault
+        within seconds; it is cleared when the stream reports again."""
+        if self.clock is None or self.events is None:
+            return
+        now = time.monotonic()
+        for name, rt in self.streams.items():
+            if rt.done or not rt.ready or rt.last_seen is None:
+                continue
+            if not rt.stalled and now - rt.last_seen > WATCHDOG_S:
+                rt.stalled = True
+                at = time.monotonic_ns() - round((now - rt.last_seen) * NS_PER_S)
+                self.events.emit("fault", stream=name, device=f"stream {name}",
+                                 message=f"stream process not responding for {WATCHDOG_S:g} s")
+                self._gap_open(name, self.clock.pts_s(at), "stream not responding")
+            elif rt.stalled and now - rt.last_seen <= WATCHDOG_S:
+                rt.stalled = False
+                self.events.emit("recovered", stream=name, device=f"stream {name}")
+                self._gap_close(name, self.clock.pts_s(time.monotonic_ns()))
