@@ -397,7 +397,11 @@ class IPCameraSource(VideoSource):
             return f"no answer from {where} within {self.open_timeout_s:g} s: is the camera powered and on the network?"
         if isinstance(reason, socket.gaierror) or "Name or service not known" in text:
             return f"the host name {host} cannot be resolved: check the URL or the network's DNS"
-        return f"cannot connect: {text}"
+        if "Invalid data found" in text:
+            return (f"{where} answered, but not with a stream that can be read: check the URL's path and "
+                    f"protocol in the camera's manual")
+        plain = redact(getattr(exc, "strerror", None) or text, self._secrets)
+        return f"cannot connect: {plain}"
 
     def read(self) -> Frame:
         if self._reader is None:

@@ -272,12 +272,18 @@ class MicrophoneSource(AudioSource):
             stream = sd.InputStream(device=index, samplerate=SAMPLE_RATE, channels=CHANNELS, dtype="int16",
                                     blocksize=BLOCK_FRAMES, callback=self._callback,
                                     finished_callback=self._finished)
-            self._pa_offset_ns = measure_clock_offset(lambda: stream.time, tries=20)[0]
-            self._offset_measured_ns = time.monotonic_ns()
+            # Measured before start so the first block is stamped with it; a host API whose
+            # stream has no time before it runs (0) is measured right after start instead.
+            running_first = stream.time == 0
+            if not running_first:
+                self._pa_offset_ns = measure_clock_offset(lambda: stream.time, tries=20)[0]
             # How much older than its arrival a block's first sample can credibly be: the
             # stream's input latency, two blocks, and room for a busy machine.
             self._max_delay_ns = round(stream.latency * 1e9) + 2 * BLOCK_NS + MAX_EXTRA_DELAY_NS
             stream.start()
+            if running_first:
+                self._pa_offset_ns = measure_clock_offset(lambda: stream.time, tries=20)[0]
+            self._offset_measured_ns = time.monotonic_ns()
         except Exception as exc:
             raise SourceUnavailable(f"{self.label} cannot be opened: {exc}") from None
         with _warm_lock:

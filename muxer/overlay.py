@@ -56,7 +56,7 @@ def overlay_lines(spec: OverlaySpec, stream_name: str, clock: SessionClock, capt
         lines.append("  ".join(second))
     if ("speed" in f or "gps" in f) and state.gps_fix is not None:
         if state.gps_fix and state.speed_kmh is not None:
-            lines.append(f"{state.speed_kmh:5.1f} km/h" if "speed" in f else "GPS: fix")
+            lines.append(f"{state.speed_kmh:.0f} km/h" if "speed" in f else "GPS: fix")
         else:
             lines.append("GPS: no fix")
     return tuple(lines)

@@ -20,13 +20,15 @@ access journal. Exit codes: 0 ok, 1 problem found (tampering, broken journal), 2
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from . import exitcodes
-from .archive.access import ENV_NEW_PASSWORD, ENV_PASSWORD, User, new_user, read_password, resolve_user
+from .archive.access import ENV_NEW_PASSWORD, ENV_PASSWORD, User, new_user, resolve_user
 from .archive.backend import open_backend
 from .archive.catalog import Query, SessionRow
 from .archive.cli_common import add_access_options, handles_errors, parse_now, print_json
@@ -210,14 +212,12 @@ def read_checked(ctx: ArchiveContext, name: str) -> JournalView:
     return view
 
 
-def read_new_password(name: str) -> str:
-    """A new password: $EXAMREC_NEW_PASSWORD, else asked twice on the terminal."""
-    import getpass
-    import os
-    if os.environ.get(ENV_NEW_PASSWORD):
-        return os.environ[ENV_NEW_PASSWORD]
+def read_new_password(name: str, env_var: str = ENV_NEW_PASSWORD) -> str:
+    """A new password: from ``env_var``, else asked twice on the terminal."""
+    if os.environ.get(env_var):
+        return os.environ[env_var]
     if not sys.stdin.isatty():
-        raise UsageError(f"no password for the new user {name!r}: set ${ENV_NEW_PASSWORD} or run in a terminal")
+        raise UsageError(f"no password for the new user {name!r}: set ${env_var} or run in a terminal")
     a = getpass.getpass(f"new password for {name}: ")
     if a != getpass.getpass("again: "):
         raise UsageError("the two passwords differ")
@@ -243,7 +243,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     conn = load_connection(args.archive_config)
     url = resolve_archive(args.archive, conn)
     name = resolve_user(args.officer or args.user)
-    pw = read_password(name, ENV_PASSWORD, prompt=f"password for the officer {name}: ")
+    pw = read_new_password(name, ENV_PASSWORD)
     holidays = sorted(d.isoformat() for d in parse_holidays(args.holiday))
     if not 1 <= args.journal_years <= 100:
         raise UsageError("--journal-years must be 1..100")

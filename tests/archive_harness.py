@@ -143,7 +143,7 @@ class SeaweedServer:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 # A graceful stop takes 10-30 s; the data is thrown away, so do not wait for it.
-                self.proc.wait(timeout=3)
+                self.proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)

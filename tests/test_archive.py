@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from archive_harness import ArchiveUnderTest, archive, seaweed  # noqa: F401 - fixtures
+from archive_harness import ArchiveUnderTest, archive, file_archive, seaweed  # noqa: F401 - fixtures
 from sessions.archive.backend import RECEIPT_NAME
 from sessions.archive.errors import Refused, Unreachable
 from sessions.archive.upload import STATE_DIR, Uploader
@@ -403,3 +403,25 @@ def test_roles_and_passwords_are_enforced_and_every_access_journaled(archive):
     assert ("nobody", "archive find", "denied") in got
     assert ("boss", "upload", "refused") in got
     assert ("boss", "archive find", "ok") in got
+
+
+def test_officers_manage_users_and_holidays(file_archive):
+    a = file_archive
+    assert a.cli("archive", "user", "passwd", "boss", env={"EXAMREC_NEW_PASSWORD": "short"}).rc == 2
+    assert a.cli("archive", "user", "passwd", "boss", env={"EXAMREC_NEW_PASSWORD": "a-new-head-pass"}).rc == 0
+    assert a.cli("archive", "find", user="boss").rc == 3                      # the old password is gone
+    assert a.cli("archive", "find", user="boss", password="a-new-head-pass").rc == 0
+    assert a.cli("archive", "user", "disable", "boss").rc == 0
+    r = a.cli("archive", "find", user="boss", password="a-new-head-pass")
+    assert r.rc == 3 and "disabled" in r.err
+    assert a.cli("archive", "user", "disable", "olena").rc == 2                # not yourself
+    assert a.cli("archive", "user", "add", "x", "--role", "officer", user="car7",
+                 env={"EXAMREC_NEW_PASSWORD": "long-enough-1"}).rc == 3
+    users = {u["name"]: u for u in a.cli("archive", "user", "list", "--json").json()}
+    assert users["boss"]["disabled"] and users["car7"]["role"] == "recorder"
+    settings = json.loads((a.base / "archive" / "examrec" / "config.json").read_text())
+    assert "a-new-head-pass" not in json.dumps(settings)
+    assert {u["password"]["algorithm"] for u in settings["users"]} == {"scrypt"}
+    r = a.cli("archive", "holidays", "--add", "2026-12-25", "--add", "2027-01-01")
+    assert r.rc == 0 and r.out.split() == ["2026-12-25", "2027-01-01"]
+    assert a.cli("archive", "holidays", "--add", "25.12.2026").rc == 2

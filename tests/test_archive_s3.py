@@ -160,3 +160,21 @@ def test_legal_hold_is_set_on_every_object_in_the_storage(s3_archive):
     assert a.cli("archive", "release", s.name, "--decision", "D-5").rc == 0
     vid = first_version(admin, a.bucket, keys[0])
     assert admin.get_object_legal_hold(Bucket=a.bucket, Key=keys[0], VersionId=vid)["LegalHold"]["Status"] == "OFF"
+
+
+def test_a_journal_entry_rewritten_through_the_filer_is_detected(s3_archive):
+    """Journal entries read from the local cache are checked against the storage's listing, so a
+    rewrite behind the S3 API (the filer port) still shows."""
+    a = s3_archive
+    for inv in ("INV-1", "INV-2", "INV-3"):
+        assert a.cli("device", "issue", inv, "--person", "P").rc == 0
+    assert a.cli("archive", "journal", "list", "devices").rc == 0         # fills the cache
+    folder = f"/buckets/{a.bucket}/journals/devices/0000000002.json.versions/"
+    req = urllib.request.Request(a.server.filer_url + folder, headers={"Accept": "application/json"})
+    victim = json.load(urllib.request.urlopen(req))["Entries"][0]["FullPath"]
+    old = urllib.request.urlopen(a.server.filer_url + victim).read()
+    urllib.request.urlopen(urllib.request.Request(a.server.filer_url + victim, method="PUT",
+                                                  data=old.replace(b"INV-2", b"INV-9")))
+    r = a.cli("archive", "journal", "list", "devices")
+    assert r.rc == 1
+    assert "BROKEN: journal devices: entry 2" in r.out

@@ -12,8 +12,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
-
 from capture.v4l2 import CameraCaps, parse_v4l2_ctl
 from device_harness import gpsd, pulseaudio, require, xvfb
 from sessions import cli

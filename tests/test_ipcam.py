@@ -5,7 +5,6 @@ stamped it, not only that something arrived."""
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from pathlib import Path

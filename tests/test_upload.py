@@ -4,9 +4,8 @@ from __future__ import annotations
 import io
 import json
 from datetime import date, datetime, timezone
-from pathlib import Path
 
-from archive_harness import ArchiveUnderTest, file_archive, run_cli  # noqa: F401 - fixtures
+from archive_harness import file_archive, run_cli  # noqa: F401 - fixtures
 from conftest import replay_variant
 from session_factory import make_session
 from sessions.archive.upload import (Progress, UploadState, on_charger, out_dir_of, overdue_sessions,

@@ -49,6 +49,7 @@ class StoredObject:
     later_versions: int = 0            # versions written after the stored one (replacement attempts)
     delete_markers: int = 0            # delete markers (attempts to hide it)
     last_modified: datetime | None = None
+    etag: str | None = None            # S3: MD5 of a single-part object's bytes
 
 
 @dataclass

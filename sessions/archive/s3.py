@@ -117,14 +117,18 @@ class S3Backend:
             os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "examrec")
         tag = hashlib.sha256(f"{self.endpoint}|{self.bucket}".encode()).hexdigest()[:10]
         self._catalog_path = Path(base) / f"catalog-{self.bucket}-{tag}.sqlite"
+        # Journal entries never change once stored: a local copy of each (checked against the
+        # listed MD5 ETag on every read) spares one GET per entry per listing.
+        self._journal_cache = Path(base) / f"journals-{self.bucket}-{tag}"
 
     # --- error mapping ---------------------------------------------------------------------------
 
     def _wrap(self, exc: Exception, what: str) -> ArchiveError:
-        from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError,
-                                         EndpointConnectionError, NoCredentialsError, ReadTimeoutError)
+        from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
         where = f"archive {self.url}" + (f" at {self.endpoint}" if self.endpoint else "")
-        if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError)):
+        # Every transport failure: refused, not resolvable, timed out, cut in the middle of a transfer.
+        if isinstance(exc, (BotoConnectionError, HTTPClientError)):
             return Unreachable(f"{where} is unreachable ({what}): {exc}")
         if isinstance(exc, NoCredentialsError):
             return UsageError(f"no S3 credentials for role {self.role or '(any)'}: add [s3.credentials.{self.role or 'officer'}] "
@@ -266,7 +270,8 @@ class S3Backend:
             first = min(enumerate(vs), key=lambda iv: (iv[1]["LastModified"], -iv[0]))[1]
             out[key] = StoredObject(key=key, size=int(first.get("Size", 0)), version_id=first.get("VersionId"),
                                     later_versions=len(vs) - 1, delete_markers=markers.get(key, 0),
-                                    last_modified=first.get("LastModified"))
+                                    last_modified=first.get("LastModified"),
+                                    etag=str(first.get("ETag", "")).strip('"') or None)
         for key, n in markers.items():
             if key not in out:
                 # Only markers and no version: the object is gone (deleted after its retention)
@@ -384,30 +389,50 @@ class S3Backend:
     def _journal_key(name: str, entry: int) -> str:
         return f"journals/{name}/{entry:010d}.json"
 
-    def _journal_tail(self, name: str) -> tuple[int, str]:
-        """(number, line hash) of the last entry, from the listing and the stored version."""
-        from ..chain import GENESIS, line_hash
-        prefix = f"journals/{name}/"
+    def _tail_hint(self, name: str) -> int:
+        try:
+            return int((self._journal_cache / f"{name}.tail").read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def _set_tail_hint(self, name: str, entry: int) -> None:
+        try:
+            self._journal_cache.mkdir(parents=True, exist_ok=True)
+            (self._journal_cache / f"{name}.tail").write_text(str(entry))
+        except OSError as exc:                     # a cache only: never fail an append for it
+            log.debug("journal tail hint not saved: %s", exc)
+
+    def _list_after(self, name: str, start_after: str | None) -> str | None:
+        """The last key of the journal listed after ``start_after`` (None when nothing is)."""
+        kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": f"journals/{name}/"}
+        if start_after:
+            kw["StartAfter"] = start_after
         last_key = None
-        kw: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
-        cached = self._tails.get(name)
-        if cached:
-            kw["StartAfter"] = self._journal_key(name, cached[0])
         while True:
             resp = self._call(f"list journal {name}", self.client.list_objects_v2, **kw)
             contents = resp.get("Contents", [])
             if contents:
                 last_key = contents[-1]["Key"]
             if not resp.get("IsTruncated"):
-                break
+                return last_key
             kw["ContinuationToken"] = resp["NextContinuationToken"]
             kw.pop("StartAfter", None)
+
+    def _journal_tail(self, name: str) -> tuple[int, str]:
+        """(number, line hash) of the last entry, from the listing and the stored version. The
+        listing starts at the last number this machine saw, so it stays short as journals grow."""
+        from ..chain import GENESIS, line_hash
+        hint = self._tail_hint(name)
+        last_key = self._list_after(name, self._journal_key(name, hint - 1) if hint > 1 else None)
+        if last_key is None and hint > 1:
+            last_key = self._list_after(name, None)       # the hint was wrong (another bucket?)
         if last_key is None:
-            return cached if cached else (0, GENESIS)
+            return 0, GENESIS
         entry = int(last_key.rsplit("/", 1)[1].split(".")[0])
         obj = self._stored_version(last_key)
         vid_kw = {"VersionId": obj.version_id} if obj and obj.version_id else {}
         data = self._call(f"read {last_key}", self.client.get_object, Bucket=self.bucket, Key=last_key, **vid_kw)["Body"].read()
+        self._set_tail_hint(name, entry)
         return entry, line_hash(data)
 
     def journal_append(self, name: str, make_line: Callable[[int, str], bytes],
@@ -426,10 +451,11 @@ class S3Backend:
                 self._call(f"append to journal {name}", self.client.put_object, **kw)
             except AlreadyExists:
                 # Another writer took this number: read the new tail and chain after it.
-                self._tails.pop(name, None)
+                self._set_tail_hint(name, entry)
                 self._tails[name] = self._journal_tail(name)
                 continue
             self._tails[name] = (entry, line_hash(line))
+            self._set_tail_hint(name, entry)
             return entry, line
         raise ArchiveError(f"journal {name}: could not append after 25 attempts (too many concurrent writers?)")
 
@@ -460,10 +486,25 @@ class S3Backend:
             if obj.version_id is None:
                 out.append(JournalLine(entry, b"", tuple(notes + ["entry missing: no stored version"])))
                 continue
-            data = self._call(f"read {key}", self.client.get_object, Bucket=self.bucket, Key=key,
-                              VersionId=obj.version_id)["Body"].read()
-            out.append(JournalLine(entry, data, tuple(notes)))
+            out.append(JournalLine(entry, self._journal_entry_bytes(name, key, entry, obj), tuple(notes)))
         return out
+
+    def _journal_entry_bytes(self, name: str, key: str, entry: int, obj: StoredObject) -> bytes:
+        cached = self._journal_cache / name / f"{entry:010d}-{obj.version_id}"
+        try:
+            data = cached.read_bytes()
+            if obj.etag and hashlib.md5(data).hexdigest() == obj.etag:
+                return data
+        except OSError:
+            pass
+        data = self._call(f"read {key}", self.client.get_object, Bucket=self.bucket, Key=key,
+                          VersionId=obj.version_id)["Body"].read()
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_bytes(data)
+        except OSError as exc:
+            log.debug("journal cache not written: %s", exc)
+        return data
 
     def journal_names(self) -> list[str]:
         resp = self._call("list journals", self.client.list_objects_v2, Bucket=self.bucket, Prefix="journals/",

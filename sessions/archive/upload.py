@@ -21,6 +21,7 @@ only while on the charger (KZ 11).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -219,9 +220,11 @@ class Progress:
         self.done = 0
         self.label = ""
         self._last = 0.0
+        self._started = False
 
     def start(self, label: str, total_bytes: int) -> None:
         self.label, self.total, self.done = label, max(1, total_bytes), 0
+        self._started = True
         self._draw(force=True)
 
     def advance(self, nbytes: int) -> None:
@@ -242,9 +245,10 @@ class Progress:
         self.stream.flush()
 
     def finish(self) -> None:
-        if self.enabled:
+        if self.enabled and self._started:
             self.stream.write("\n")
             self.stream.flush()
+        self._started = False
 
 
 # --- the upload --------------------------------------------------------------------------------------
@@ -302,6 +306,10 @@ class Uploader:
                 res.message = (f"state {state!r} and no recorder holds it: the recording was cut off; "
                                f"run `examrec repair {session_dir}` first, then upload")
             return res
+        lock = _session_upload_lock(out_dir_of(session_dir), sid)
+        if lock is None:
+            res.status, res.message = "skipped", "another examrec upload is working on it"
+            return res
         try:
             return self._upload(session_dir, manifest, res)
         except (ChecksumMismatch, IntegrityError) as exc:
@@ -310,6 +318,9 @@ class Uploader:
             return res
         finally:
             self.progress.finish()
+            if not session_dir.exists():
+                (out_dir_of(session_dir) / STATE_DIR / f".{sid}.lock").unlink(missing_ok=True)
+            os.close(lock)
 
     def _verify_local(self, session_dir: Path, res: UploadResult) -> dict[str, Any]:
         from ..verify import NotASession, verify_session
@@ -505,6 +516,20 @@ class Uploader:
             finally:
                 st.close()
         return results
+
+
+def _session_upload_lock(out_dir: Path, session_id: str) -> int | None:
+    """An exclusive lock per session, so a watching uploader and a manual `examrec upload` never
+    work on one session at once (the kernel releases it when the process dies)."""
+    d = Path(out_dir) / STATE_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / f".{session_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _sha(data: bytes) -> str:
