@@ -75,6 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--centre", help="exam centre")
     d.add_argument("--exam", choices=EXAM_TYPES, help="exam type")
     d.add_argument("--details", type=Path, metavar="FILE.json", help="all of the above as a JSON object")
+    p.add_argument("--gps", metavar="gpsd://HOST:PORT", help="GPS source instead of the profile's")
+    p.add_argument("--pedals", metavar="URL", help="pedal sensor port (a pyserial URL) instead of the profile's")
     p.add_argument("--fast", action="store_true", help=argparse.SUPPRESS)  # benchmarks: replay as fast as possible
     p.set_defaults(func=cmd_record)
 
@@ -109,13 +111,15 @@ def cmd_record(args: argparse.Namespace) -> int:
     except AlreadyRunning as exc:
         print(f"examrec: not recording: {exc}", file=sys.stderr)
         return exitcodes.REFUSED
+    rec: Recorder | None = None
     try:
         if out_root.exists():
             # A session left without a clean stop (power cut, kill) is made playable before anything new.
             for report in repair_interrupted(out_root):
                 print(f"examrec: repaired interrupted session {report.session} (last frame kept at "
                       f"{report.last_pts_s} s)", file=sys.stderr)
-        rec = Recorder(profile, out_root, details=details, realtime=not args.fast, force=args.force)
+        rec = Recorder(profile, out_root, details=details, realtime=not args.fast, force=args.force,
+                       gps_url=args.gps, pedals_url=args.pedals)
         session_dir = rec.prepare()
         results = rec.run_checks()
         failed = rec.failed_checks()
@@ -133,6 +137,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"recording {profile.name} -> {session_dir}  (control: {control.path})", file=sys.stderr)
         code = rec.run(progress=_progress)
+    except BaseException as exc:
+        if rec is not None and rec.streams:
+            rec.emergency_stop(exc)
+        raise
     finally:
         control.stop()
     if sys.stderr.isatty():

@@ -78,7 +78,7 @@ class ExamControl:
 
     def sensor_checks(self) -> list[CheckResult]:
         """GPS fix and clock offset, pedal heartbeat (when the profile has them)."""
-        return []
+        return self.sensors.checks() if self.sensors is not None else []
 
     def failed_checks(self) -> list[CheckResult]:
         return failed_mandatory(getattr(self, "checks", []))
@@ -133,7 +133,7 @@ class ExamControl:
         return out
 
     def sensor_status(self) -> dict[str, Any]:
-        return {}
+        return self.sensors.status() if self.sensors is not None else {}
 
     # stages ------------------------------------------------------------------------------
     def pause(self, reason: str, plate: str) -> dict[str, Any]:

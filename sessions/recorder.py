@@ -24,8 +24,9 @@ from typing import Any, Callable
 from . import durable, exitcodes
 from .clock import NS_PER_S, SessionClock, iso_utc
 from .events import EventLog
+from .sensor_hub import SensorHub
 from .exam import ExamControl
-from .manifest import segment_entry_hash, write_manifest
+from .manifest import segment_entry_hash, sha256_file, write_manifest
 from .profile import Profile
 from .session_lock import hold_shared
 from .signing import fingerprint, key_path_for, load_or_create_key, sign_manifest
@@ -73,7 +74,10 @@ class Recorder(ExamControl):
     """Records one session of a profile into ``out_root/<YYYY-MM-DD>/<session_id>/``."""
 
     def __init__(self, profile: Profile, out_root: Path, *, details: dict | None = None,
-                 realtime: bool = True, force: bool = False):
+                 realtime: bool = True, force: bool = False, gps_url: str | None = None,
+                 pedals_url: str | None = None):
+        self.gps_url, self.pedals_url = gps_url, pedals_url
+        self.sensors: SensorHub | None = None
         self.profile = profile
         self.out_root = Path(out_root)
         self.details = details or {}
@@ -104,6 +108,9 @@ class Recorder(ExamControl):
         # damaged one, is a reason not to start, not a surprise at the end of the exam.
         self.key = load_or_create_key(key_path_for(self.profile))
         self.key_fingerprint = fingerprint(self.key)
+        # Sensors first: a bad GPS or pedal URL is a profile error, found before anything is written.
+        self.sensors = SensorHub(self.profile, lambda *a, **k: self.events.emit(*a, **k) if self.events else None,
+                                 self.gps_url, self.pedals_url)
         now = datetime.now(timezone.utc)
         self.session_id = new_session_id(now, self.profile.name)
         day = now.astimezone().strftime("%Y-%m-%d")
@@ -114,6 +121,7 @@ class Recorder(ExamControl):
         self._lock_fd = hold_shared(self.session_dir)
         self._reserve_space()
         self.events = EventLog(self.session_dir / "events.jsonl")
+        self.sensors.start_readers()
         for spec in self.profile.streams:
             job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime)
             rt = StreamRuntime(name=spec.name, job=job)
@@ -167,11 +175,40 @@ class Recorder(ExamControl):
             rt.cmd_q.put(("abort",))
         for rt in self.streams.values():
             rt.process.join(timeout=5)
+        if self.sensors is not None:
+            self.sensors.stop()
         if self.events is not None:
             self.events.close()
         if self.session_dir is not None and not list(self.session_dir.glob("*/*.mp4")):
             shutil.rmtree(self.session_dir, ignore_errors=True)
         self.state = "refused"
+
+    def emergency_stop(self, exc: BaseException) -> None:
+        """The controller itself failed: stop every stream now so what it recorded is finalised,
+        and name the failure in the log. The manifest stays ``recording``, so the next start (or
+        `examrec repair`) treats the session as interrupted and rebuilds it from the files."""
+        log.error("controller failed, stopping every stream: %r", exc)
+        now = time.monotonic_ns()
+        for rt in self.streams.values():
+            try:
+                rt.cmd_q.put(("stop", now))
+                rt.cmd_q.put(("abort",))
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for rt in self.streams.values():
+            if rt.process is not None:
+                rt.process.join(timeout=max(0.1, deadline - time.monotonic()))
+                if rt.process.is_alive():
+                    rt.process.terminate()
+                    rt.process.join(timeout=2)
+        if self.sensors is not None:
+            self.sensors.stop()
+        if self.events is not None:
+            try:
+                self.events.emit("fault", capture_ns=now, device="controller", message=f"controller failed: {exc!r}")
+            finally:
+                self.events.close()
 
     def device_problems(self) -> dict[str, str]:
         """Streams whose devices could not be opened, with the reason in plain words."""
@@ -221,6 +258,11 @@ class Recorder(ExamControl):
         if failed:
             self.events.emit("forced", capture_ns=self.clock.start_ns, failed=[c.to_json() for c in failed])
         self.events.emit("notice", capture_ns=self.clock.start_ns, text=self.profile.notice, shown_on="examiner terminal")
+        if self.sensors is not None and self.sensors.present:
+            self.manifest["clock_check"] = self.sensors.clock_check
+            self.sensors.log_clock_check()
+            self.sensors.begin(self.clock, self.session_dir, self.session_id, iso_utc(started),
+                               list(self.streams.values()))
         for rt in self.streams.values():
             if not rt.ready:
                 self._gap_open(rt.name, 0.0, rt.ready_message)
@@ -450,6 +492,14 @@ class Recorder(ExamControl):
         for stage in self.manifest["stages"]:
             if stage["end_pts_s"] is None:
                 stage["end_pts_s"] = round(self.clock.pts_s(end_ns), 6)
+        if self.sensors is not None:
+            self.sensors.stop()
+            self.manifest["sensors"] = self.sensors.counters()
+            self.manifest["sensor_gaps"] = self.sensors.gaps
+            for key, name in (("telemetry", "telemetry.jsonl"), ("route", "route.gpx")):
+                path = self.session_dir / name
+                if path.exists():
+                    self.manifest[key] = {"file": name, "sha256": sha256_file(path)}
         clean = self.exit_code == exitcodes.OK and not open_segments
         self.events.emit("stop", capture_ns=end_ns, reason=self.stop_reason,
                          **({} if clean else {"unfinished_segments": open_segments}))

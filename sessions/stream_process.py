@@ -101,6 +101,7 @@ class StreamProcess:
         self.audio_timeline: AudioTimeline | None = None
         self.overlay: Overlay | None = None
         self.photo_requests: list[dict] = []
+        self.pedal_intervals: dict[str, list] | None = None
         self.pending_banner_until_ns = 0
         self.exit_reason = "stop"
 
@@ -297,6 +298,8 @@ class StreamProcess:
             self.pending_banner_until_ns = cmd[2]
         elif kind == "photo":
             self.photo_requests.append(cmd[1])
+        elif kind == "pedals":  # {"brake": [(start_ns, end_ns | None), ...], "clutch": [...]}
+            self.pedal_intervals = cmd[1]
 
     def _poll_commands(self, timeout: float = 0.0) -> None:
         try:
@@ -569,6 +572,11 @@ class StreamProcess:
                 self.pending_banner_until_ns = 0
             if self.pause_at_ns is not None and frame.capture_ns >= self.pause_at_ns - 3 * NS_PER_S:
                 self.state.banner = self.pause_banner
+            if self.pedal_intervals is not None:
+                # Frame-exact: lit on exactly the frames captured during an actuation.
+                t = frame.capture_ns
+                for pedal, spans in self.pedal_intervals.items():
+                    setattr(self.state, pedal, any(s0 <= t and (s1 is None or t < s1) for s0, s1 in spans))
             self.overlay.apply(frame.image, frame.capture_ns, self.state)
             if self.photo_requests:
                 self._take_photo(frame.image, frame.capture_ns)

@@ -1,0 +1,235 @@
+"""The session's sensors in the controller: GPS and pedal readers, telemetry.jsonl, route.gpx, the
+clock check, and the overlay state sent to the stream processes.
+
+Pedal indicators are frame-exact: the stream processes get the actuation intervals (monotonic
+stamps) and light BRAKE/CLUTCH on exactly the frames whose capture time falls inside one.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from sensors.clockcheck import check_clock
+from sensors.factory import clock_limit_s, gps_reader, pedal_reader
+from sensors.gpx import GpxWriter
+from sensors.telemetry import TelemetryWriter
+
+from .checks import CheckResult
+from .clock import NS_PER_S, SessionClock
+
+log = logging.getLogger(__name__)
+
+FORWARD_S = 0.05        # overlay state to the streams 20 times a second
+INTERVAL_WINDOW_S = 10  # pedal intervals older than this are of no use to a frame being encoded
+PEDALS = ("brake", "clutch")
+
+
+class SensorHub:
+    """Owns the readers of one session; ``emit`` is the session's EventLog.emit."""
+
+    def __init__(self, profile, emit: Callable[..., Any], gps_url: str | None = None,
+                 pedals_url: str | None = None):
+        self.profile = profile
+        self.session_dir: Path | None = None
+        self._emit = emit
+        self.clock: SessionClock | None = None
+        self.telemetry: TelemetryWriter | None = None
+        self.gpx: GpxWriter | None = None
+        self.clock_check: dict | None = None
+        self.gaps: dict[str, list[dict]] = {}
+        if gps_url:
+            profile.gps = gps_url
+        if pedals_url:
+            profile.pedals = pedals_url
+        self.gps = gps_reader(profile, on_fix=self._on_fix, on_event=self._on_event)
+        self.pedals = pedal_reader(profile, on_sample=self._on_sample, on_event=self._on_event)
+        self._starts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._forwarder: threading.Thread | None = None
+        self._streams: list = []
+        self._baseline: dict[str, dict] = {}
+
+    @property
+    def present(self) -> bool:
+        return self.gps is not None or self.pedals is not None
+
+    # life --------------------------------------------------------------------------------
+    def start_readers(self) -> None:
+        """Start reading before the session clock exists: the checks need a fix and a heartbeat."""
+        if self.gps is not None:
+            self.gps.start()
+        if self.pedals is not None:
+            self.pedals.start()
+
+    def begin(self, clock: SessionClock, session_dir: Path, session_id: str, started_utc, streams: list) -> None:
+        """The session started: write telemetry and the route, forward overlay state."""
+        self.session_dir = Path(session_dir)
+        self.clock = clock
+        self.telemetry = TelemetryWriter(self.session_dir / "telemetry.jsonl")
+        if self.gps is not None:
+            self.gpx = GpxWriter(self.session_dir / "route.gpx", name=session_id, start_utc=started_utc, clock=clock)
+        if self.pedals is not None:
+            self.pedals.set_clock(clock)
+        self._streams = streams
+        # The readers ran during the checks: the manifest counts what happened in the session only.
+        self._baseline = self._raw_counters()
+        self._forwarder = threading.Thread(target=self._forward, name="overlay-state", daemon=True)
+        self._forwarder.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._forwarder is not None:
+            self._forwarder.join(timeout=2)
+        for reader in (self.pedals, self.gps):
+            if reader is not None:
+                reader.stop()
+        for w in (self.gpx, self.telemetry):
+            if w is not None:
+                w.close()
+
+    # callbacks (the readers' dispatcher threads) -------------------------------------------
+    def _on_fix(self, fix) -> None:
+        if self.clock is None or self.telemetry is None:
+            return  # before the session: only the checks look at the GPS
+        self.telemetry.write(fix.to_record(self.clock))
+        if self.gpx is not None:
+            self.gpx.add(fix)
+
+    def _on_sample(self, sample) -> None:
+        if self.clock is not None and self.telemetry is not None:
+            self.telemetry.write(sample.to_record(self.clock))
+
+    def _on_event(self, type_: str, capture_ns: int | None = None, **fields: Any) -> None:
+        if self.clock is None and type_ not in ("fault", "clock_check"):
+            return  # reconnects and no-fix reports before the start are the checks' business
+        device = fields.get("device", "sensor")
+        if self.clock is not None and type_ in ("fault", "recovered"):
+            at = self.clock.pts_s(capture_ns or time.monotonic_ns())
+            gaps = self.gaps.setdefault(device, [])
+            if type_ == "fault" and (not gaps or gaps[-1]["end_pts_s"] is not None):
+                gaps.append({"start_pts_s": round(max(0.0, at), 6), "end_pts_s": None, "reason": fields.get("reason", "fault")})
+            elif type_ == "recovered" and gaps and gaps[-1]["end_pts_s"] is None:
+                gaps[-1]["end_pts_s"] = round(at, 6)
+        self._emit(type_, capture_ns=capture_ns, **fields)
+
+    # checks ---------------------------------------------------------------------------------
+    def checks(self, wait_s: float = 10.0) -> list[CheckResult]:
+        """GPS fix and clock offset, pedal heartbeat."""
+        out = []
+        if self.gps is not None:
+            fix = self.gps.wait_for_fix(wait_s)
+            st = self.gps.state()
+            if fix:
+                out.append(CheckResult("gps", True, f"fix ({st.label})"))
+            else:
+                out.append(CheckResult("gps", False, f"no fix within {wait_s:g} s ({st.reason}): is the antenna "
+                                                     f"outside and gpsd running? (`examrec devices`)"))
+            self.clock_check = check_clock(self.gps, clock_limit_s(self.profile), on_event=None)
+            cc = self.clock_check
+            if (self.profile.gps or "").startswith("replay:"):
+                # A replayed drive carries the fixture's dates: it says nothing about this clock.
+                cc["replay"] = True
+                out.append(CheckResult("clock", True, f"not checked: the GPS is a replay (its recorded time is "
+                                                      f"{cc.get('offset_s')} s from this clock)", mandatory=False))
+            else:
+                out.append(CheckResult("clock", bool(cc.get("ok")), cc.get("detail") or
+                                       f"offset {cc.get('offset_s')} s against GPS (limit {cc.get('limit_s')} s)"))
+        if self.pedals is not None:
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and not self.pedals.state().healthy:
+                time.sleep(0.05)
+            st = self.pedals.state()
+            out.append(CheckResult("pedals", st.healthy, "heartbeat received" if st.healthy else
+                                   f"no heartbeat from the pedal sensor ({st.fault}): is it plugged in?"))
+        return out
+
+    def log_clock_check(self) -> None:
+        if self.clock_check is not None:
+            level = "info" if self.clock_check.get("ok") or self.clock_check.get("replay") else "warning"
+            self._emit("clock_check", level=level, **self.clock_check)
+
+    # overlay ------------------------------------------------------------------------------
+    def overlay_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        if self.gps is not None:
+            st = self.gps.state()
+            state["gps_fix"] = bool(st.fix and st.last_fix is not None)
+            state["speed_kmh"] = st.last_fix.speed_kmh if state["gps_fix"] else None
+        return state
+
+    def pedal_intervals(self) -> dict[str, list[tuple[int, int | None]]] | None:
+        """Actuation intervals of the last seconds, the ongoing one included (open-ended)."""
+        if self.pedals is None:
+            return None
+        now = time.monotonic_ns()
+        horizon = now - INTERVAL_WINDOW_S * NS_PER_S
+        out: dict[str, list[tuple[int, int | None]]] = {p: [] for p in PEDALS}
+        for a in self.pedals.actuations():
+            if a.end_ns is None or a.end_ns >= horizon:
+                out[a.pedal].append((a.start_ns, a.end_ns))
+        st = self.pedals.state()
+        for p in PEDALS:
+            if getattr(st, f"{p}_actuated"):
+                start = self._starts.get(p) or self._find_start(p, now)
+                self._starts[p] = start
+                if not out[p] or out[p][-1][1] is not None:
+                    out[p].append((start, None))
+            else:
+                self._starts.pop(p, None)
+        return out
+
+    def _find_start(self, pedal: str, now: int) -> int:
+        """When the ongoing press began (to the millisecond), from the reader's own history."""
+        lo, hi = now - NS_PER_S, now
+        if self.pedals.actuated_at(pedal, lo):
+            return lo
+        while hi - lo > 1_000_000:
+            mid = (lo + hi) // 2
+            if self.pedals.actuated_at(pedal, mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def _forward(self) -> None:
+        while not self._stop.wait(FORWARD_S):
+            try:
+                state = self.overlay_state()
+                intervals = self.pedal_intervals()
+            except Exception:  # a sensor hiccup must never stop the overlay updates
+                log.exception("overlay state")
+                continue
+            for rt in self._streams:
+                if state:
+                    rt.cmd_q.put(("state", state))
+                if intervals is not None:
+                    rt.cmd_q.put(("pedals", intervals))
+
+    # reports ------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.gps is not None:
+            st = self.gps.state()
+            out["gps"] = {"connected": st.connected, "fix": st.fix, "shows": st.label}
+        if self.pedals is not None:
+            st = self.pedals.state()
+            out["pedals"] = {"healthy": st.healthy, "brake": st.brake_percent, "clutch": st.clutch_percent,
+                             "fault": st.fault}
+        return out
+
+    def counters(self) -> dict[str, dict]:
+        """What each reader counted during the session (sentences, reports, actuations, faults...)."""
+        base = self._baseline
+        return {dev: {k: v - base.get(dev, {}).get(k, 0) if isinstance(v, int) else v for k, v in counts.items()}
+                for dev, counts in self._raw_counters().items()}
+
+    def _raw_counters(self) -> dict[str, dict]:
+        out = {}
+        if self.gps is not None:
+            out["gps"] = self.gps.counters()
+        if self.pedals is not None:
+            out["pedals"] = self.pedals.counters()
+        return out
