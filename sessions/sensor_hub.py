@@ -73,9 +73,15 @@ class SensorHub:
             self.gpx = GpxWriter(self.session_dir / "route.gpx", name=session_id, start_utc=started_utc, clock=clock)
         if self.pedals is not None:
             self.pedals.set_clock(clock)
+        if self.gps is not None:
+            # The fix the session starts with (the overlay shows it from the first frame on).
+            last = self.gps.state().last_fix
+            if last is not None:
+                self._on_fix(last)
         self._streams = streams
         # The readers ran during the checks: the manifest counts what happened in the session only.
         self._baseline = self._raw_counters()
+        self._forward_once()  # before the streams' "start": the first frame already shows the sensors
         self._forwarder = threading.Thread(target=self._forward, name="overlay-state", daemon=True)
         self._forwarder.start()
 
@@ -196,17 +202,20 @@ class SensorHub:
 
     def _forward(self) -> None:
         while not self._stop.wait(FORWARD_S):
-            try:
-                state = self.overlay_state()
-                intervals = self.pedal_intervals()
-            except Exception:  # a sensor hiccup must never stop the overlay updates
-                log.exception("overlay state")
-                continue
-            for rt in self._streams:
-                if state:
-                    rt.cmd_q.put(("state", state))
-                if intervals is not None:
-                    rt.cmd_q.put(("pedals", intervals))
+            self._forward_once()
+
+    def _forward_once(self) -> None:
+        try:
+            state = self.overlay_state()
+            intervals = self.pedal_intervals()
+        except Exception:  # a sensor hiccup must never stop the overlay updates
+            log.exception("overlay state")
+            return
+        for rt in self._streams:
+            if state:
+                rt.cmd_q.put(("state", state))
+            if intervals is not None:
+                rt.cmd_q.put(("pedals", intervals))
 
     # reports ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -381,6 +381,8 @@ class StreamProcess:
                 self._shutdown_sources()
                 self.send("done", reason="aborted")
                 return
+            if cmd[0] in ("state", "pedals"):  # the sensors' state for the first frames
+                self._handle_command(cmd)
         self.stream_dir.mkdir(exist_ok=True)
         fsync_dir(self.session_dir)
         self.fraglog = ChainedLog(self.stream_dir / "fragments.jsonl", fsync=False)
