@@ -161,6 +161,20 @@ class ActuationTracker:
             return tr.confirmed
         return False
 
+    def live_spans(self, since_ns: int) -> dict[str, list[tuple[int, int | None]]]:
+        """Per pedal, the (start, end) spans that reach past ``since_ns``, for the overlay: the
+        finished actuations plus the press going on now, taken from its raw edges before the
+        debounce has decided (the overlay cannot wait for it: a frame is drawn as it arrives).
+        A bounce may so light one frame; the ``pedal`` events stay debounced."""
+        out: dict[str, list[tuple[int, int | None]]] = {p: [] for p in PEDALS}
+        for act in self._history:
+            if act.end_ns is None or act.end_ns >= since_ns:
+                out[act.pedal].append((act.start_ns, act.end_ns))
+        for pedal, tr in self._tracks.items():
+            if tr.start_ns is not None:
+                out[pedal].append((tr.start_ns, tr.release_ns))
+        return out
+
     def history(self) -> list[Actuation]:
         """Finished actuations kept for :meth:`actuated_at`, oldest first."""
         return list(self._history)

@@ -201,6 +201,11 @@ class PedalReader:
         with self._lock:
             return self._tracker.actuated_at(pedal, capture_ns)
 
+    def live_spans(self, since_ns: int) -> dict[str, list[tuple[int, int | None]]]:
+        """Actuation spans reaching past ``since_ns``, the press going on included (overlay)."""
+        with self._lock:
+            return self._tracker.live_spans(since_ns)
+
     def actuations(self) -> list[Actuation]:
         """Recent finished actuations, oldest first."""
         with self._lock:

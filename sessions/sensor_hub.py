@@ -46,11 +46,12 @@ class SensorHub:
             profile.pedals = pedals_url
         self.gps = gps_reader(profile, on_fix=self._on_fix, on_event=self._on_event)
         self.pedals = pedal_reader(profile, on_sample=self._on_sample, on_event=self._on_event)
-        self._starts: dict[str, int] = {}
         self._stop = threading.Event()
         self._forwarder: threading.Thread | None = None
         self._streams: list = []
         self._baseline: dict[str, dict] = {}
+        self._last_spans: dict | None = None
+        self._push_lock = threading.Lock()
 
     @property
     def present(self) -> bool:
@@ -103,10 +104,15 @@ class SensorHub:
         self.telemetry.write(fix.to_record(self.clock))
         if self.gpx is not None:
             self.gpx.add(fix)
+        if self._streams:
+            self._push(self.overlay_state(), pedals=False)  # the new speed from the next frame on
 
     def _on_sample(self, sample) -> None:
         if self.clock is not None and self.telemetry is not None:
             self.telemetry.write(sample.to_record(self.clock))
+            # An edge goes to the streams at once (not at the next tick): the frames captured
+            # from now on are drawn with it.
+            self._push(None, pedals=True, only_changed=True)
 
     def _on_event(self, type_: str, capture_ns: int | None = None, **fields: Any) -> None:
         if self.clock is None and type_ not in ("fault", "clock_check"):
@@ -120,6 +126,8 @@ class SensorHub:
             elif type_ == "recovered" and gaps and gaps[-1]["end_pts_s"] is None:
                 gaps[-1]["end_pts_s"] = round(at, 6)
         self._emit(type_, capture_ns=capture_ns, **fields)
+        if self.clock is not None and device == "gps" and self._streams:
+            self._push(self.overlay_state(), pedals=False)  # "GPS: no fix" from the next frame on
 
     # checks ---------------------------------------------------------------------------------
     def checks(self, wait_s: float = 10.0) -> list[CheckResult]:
@@ -167,38 +175,10 @@ class SensorHub:
         return state
 
     def pedal_intervals(self) -> dict[str, list[tuple[int, int | None]]] | None:
-        """Actuation intervals of the last seconds, the ongoing one included (open-ended)."""
+        """Actuation spans of the last seconds, the press going on included (open-ended)."""
         if self.pedals is None:
             return None
-        now = time.monotonic_ns()
-        horizon = now - INTERVAL_WINDOW_S * NS_PER_S
-        out: dict[str, list[tuple[int, int | None]]] = {p: [] for p in PEDALS}
-        for a in self.pedals.actuations():
-            if a.end_ns is None or a.end_ns >= horizon:
-                out[a.pedal].append((a.start_ns, a.end_ns))
-        st = self.pedals.state()
-        for p in PEDALS:
-            if getattr(st, f"{p}_actuated"):
-                start = self._starts.get(p) or self._find_start(p, now)
-                self._starts[p] = start
-                if not out[p] or out[p][-1][1] is not None:
-                    out[p].append((start, None))
-            else:
-                self._starts.pop(p, None)
-        return out
-
-    def _find_start(self, pedal: str, now: int) -> int:
-        """When the ongoing press began (to the millisecond), from the reader's own history."""
-        lo, hi = now - NS_PER_S, now
-        if self.pedals.actuated_at(pedal, lo):
-            return lo
-        while hi - lo > 1_000_000:
-            mid = (lo + hi) // 2
-            if self.pedals.actuated_at(pedal, mid):
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        return self.pedals.live_spans(time.monotonic_ns() - INTERVAL_WINDOW_S * NS_PER_S)
 
     def _forward(self) -> None:
         while not self._stop.wait(FORWARD_S):
@@ -206,16 +186,23 @@ class SensorHub:
 
     def _forward_once(self) -> None:
         try:
-            state = self.overlay_state()
-            intervals = self.pedal_intervals()
+            self._push(self.overlay_state(), pedals=True)
         except Exception:  # a sensor hiccup must never stop the overlay updates
             log.exception("overlay state")
-            return
-        for rt in self._streams:
-            if state:
-                rt.cmd_q.put(("state", state))
+
+    def _push(self, state: dict[str, Any] | None, pedals: bool, only_changed: bool = False) -> None:
+        # Spans are read and sent under one lock, so a stream never gets an older view after a newer one.
+        with self._push_lock:
+            intervals = self.pedal_intervals() if pedals else None
+            if only_changed and intervals == self._last_spans:
+                return
+            for rt in self._streams:
+                if state:
+                    rt.cmd_q.put(("state", state))
+                if intervals is not None:
+                    rt.cmd_q.put(("pedals", intervals))
             if intervals is not None:
-                rt.cmd_q.put(("pedals", intervals))
+                self._last_spans = intervals
 
     # reports ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -551,6 +551,7 @@ class StreamProcess:
                                message=f"no frame for {self.job.stall_s:.1f} s (stalled)")
                 continue
             self.last_frame_mono = time.monotonic()
+            self._poll_commands()  # what arrived while waiting (a pedal edge) applies to this frame
             if self.stop_ns is not None and frame.capture_ns >= self.stop_ns:
                 break
             if self.pause_at_ns is not None and frame.capture_ns >= self.pause_at_ns:

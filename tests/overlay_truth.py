@@ -14,9 +14,9 @@ import numpy as np
 from muxer.overlay import Overlay, OverlayState
 from sessions.clock import NS_PER_S
 
-# The overlay state reaches the stream processes 20 times a second and a frame is drawn a few
-# milliseconds after its capture: a change may show on the frames of the next 80 ms (2 frames).
-SETTLE_NS = 80_000_000
+# A pedal edge reaches the stream processes within milliseconds of its sentence, and a frame is
+# drawn as soon as it is captured: only the frame captured in that moment may miss it (one frame).
+SETTLE_NS = 40_000_000
 # A fix is forwarded within 50 ms of arriving; the previous one may still show just after.
 SPEED_SETTLE_NS = 150_000_000
 
