@@ -167,7 +167,7 @@ def test_a_journal_entry_rewritten_through_the_filer_is_detected(s3_archive):
     rewrite behind the S3 API (the filer port) still shows."""
     a = s3_archive
     for inv in ("INV-1", "INV-2", "INV-3"):
-        assert a.cli("device", "issue", inv, "--person", "P").rc == 0
+        assert a.cli("equipment", "issue", inv, "--person", "P").rc == 0
     assert a.cli("archive", "journal", "list", "devices").rc == 0         # fills the cache
     folder = f"/buckets/{a.bucket}/journals/devices/0000000002.json.versions/"
     req = urllib.request.Request(a.server.filer_url + folder, headers={"Accept": "application/json"})
