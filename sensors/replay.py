@@ -14,6 +14,7 @@ object with ``url`` and ``close()``; the context managers wrap them. A profile s
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -25,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from .pedal_protocol import SEQ_MOD, SentenceError, format_sentence, parse_sentence
 
@@ -41,6 +42,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _dies_with_parent(sig: int) -> Callable[[], None]:
+    """A preexec_fn: the kernel sends ``sig`` to the child when the thread that started it dies,
+    so a recorder killed with SIGKILL leaves no gpsfake, gpsd or socat behind. gpsfake gets
+    SIGINT, on which it stops its own gpsd."""
+    def set_pdeathsig() -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
+        except (OSError, AttributeError):
+            pass  # not Linux: the replay then only ends with its owner's close()
+    return set_pdeathsig
 
 
 def _require(tool: str, package: str) -> str:
@@ -124,7 +140,7 @@ def start_gps_replay(nmea: Path | str, port: int | None = None, cycle_s: float =
     try:
         proc = subprocess.Popen([gpsfake, "-q", "-P", str(port), "-n", "-c", f"{cycle_s:g}", str(nmea)],
                                 stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+                                env=env, start_new_session=True, preexec_fn=_dies_with_parent(signal.SIGINT))
     finally:
         logfile.close()
     replay = GpsReplay(url=f"gpsd://127.0.0.1:{port}", port=port, nmea=nmea, process=proc, folder=folder)
@@ -242,7 +258,7 @@ class PtyPair:
             [socat, "-d", "-d", f"pty,raw,echo=0,link={self.sensor_path}",
              f"pty,raw,echo=0,link={self.recorder_path}"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_dies_with_parent(signal.SIGTERM))
         deadline = time.monotonic() + timeout_s
         while not (self.sensor_path.exists() and self.recorder_path.exists()):
             if self._proc.poll() is not None:

@@ -110,6 +110,9 @@ STREAM_KEYS: dict[str, Key] = {
     "credentials": Key((str,), default=None, help="ENV:VARNAME or a 0600 file holding user:password"),
     "pixel_format": Key((str,), default=None, check=_one_of(("MJPG", "YUYV"))),
     "draw_mouse": Key((bool,), default=False),
+    "rtsp_transport": Key((str,), default=None, check=_one_of(("tcp", "udp"))),
+    "open_timeout_s": Key(NUM, default=None, check=_range(0.5, 120), help="how long an IP camera may take to answer"),
+    "stall_timeout_s": Key(NUM, default=None, check=_range(0.2, 60), help="no data for this long = the camera is lost"),
 }
 
 ENCODER_KEYS: dict[str, Key] = {
@@ -185,6 +188,9 @@ class StreamSpec:
     credentials: str | None = None
     pixel_format: str | None = None
     draw_mouse: bool = False
+    rtsp_transport: str | None = None
+    open_timeout_s: float | None = None
+    stall_timeout_s: float | None = None
 
     @property
     def gop(self) -> int:
@@ -334,6 +340,7 @@ def load_profile(path: str | Path) -> Profile:
             audio=s["audio"], segment_s=s["segment_s"] or top["segment_s"],
             encoder=EncoderSpec(**enc), overlay=OverlaySpec(**ovl), queue_frames=s["queue_frames"],
             credentials=s["credentials"], pixel_format=s["pixel_format"], draw_mouse=s["draw_mouse"],
+            rtsp_transport=s["rtsp_transport"], open_timeout_s=s["open_timeout_s"], stall_timeout_s=s["stall_timeout_s"],
         ))
     owners = [s.name for s in streams if s.audio]
     if len(owners) > 1:

@@ -136,3 +136,44 @@ def test_gpsd_lost_and_back_mid_session_and_the_picture_follows_the_sensors(tmp_
             no_fix += shown.gps_fix is False
     assert lit > 0, "no frame showed a pedal actuation"
     assert no_fix > 0, "no frame showed the GPS outage"
+
+
+def _children(pid: int) -> dict[int, str]:
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                out[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def test_a_killed_recorder_leaves_no_gpsd_or_socat_behind(tmp_path):
+    """The replay's gpsfake, its gpsd and the socat pty pair end with the recorder, even on SIGKILL
+    (a car's next boot must find the port free)."""
+    from conftest import replay_variant
+    profile = replay_variant(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*EXAMREC, "record", "--profile", str(profile), "--duration", "60", "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_start(out, proc)
+        helpers = {pid: cmd for pid, cmd in _children(proc.pid).items() if "gpsfake" in cmd or "socat" in cmd}
+        assert len(helpers) == 2, _children(proc.pid)
+        gpsfake = next(pid for pid, cmd in helpers.items() if "gpsfake" in cmd)
+        gpsd = set(_children(gpsfake))
+        assert gpsd, "gpsfake runs gpsd"
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        alive = set(helpers) | gpsd
+        while alive and time.monotonic() < deadline:
+            alive = {pid for pid in alive if Path(f"/proc/{pid}").exists()
+                     and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]}
+            time.sleep(0.1)
+        assert not alive, {pid: cmd for pid, cmd in {**helpers}.items() if pid in alive}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
