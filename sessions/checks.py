@@ -103,6 +103,22 @@ def power_checks(root: Path = POWER_SUPPLY) -> list[CheckResult]:
     return results
 
 
+def upload_check(out_root: Path, holidays: list[str]) -> CheckResult:
+    """Sessions still on this recorder after their upload deadline (the end of the next working
+    day after the exam). Not mandatory: an exam may go on, but the officer must be told."""
+    from datetime import datetime, timezone
+    from .archive.upload import overdue_sessions
+    try:
+        late = overdue_sessions(out_root, datetime.now(timezone.utc), holidays)
+    except (OSError, ValueError) as exc:
+        return CheckResult("uploads", False, f"cannot read the sessions in {out_root}: {exc}", mandatory=False)
+    if not late:
+        return CheckResult("uploads", True, "no session overdue for upload", mandatory=False)
+    worst = max(late, key=lambda o: o.overdue_by)
+    return CheckResult("uploads", False, f"{len(late)} session(s) overdue for upload (oldest {worst.session_id}, "
+                       f"due {worst.due:%Y-%m-%d %H:%M}): run `examrec upload`", mandatory=False)
+
+
 def failed_mandatory(results: list[CheckResult]) -> list[CheckResult]:
     return [r for r in results if r.mandatory and not r.ok]
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checks import (CheckResult, audio_check, disk_check, failed_mandatory, power_checks, stream_check,
+from .checks import (CheckResult, audio_check, disk_check, failed_mandatory, power_checks, stream_check, upload_check,
                      writable_check)
 from .clock import NS_PER_S, SessionClock, format_duration
 
@@ -68,6 +68,8 @@ class ExamControl:
         if bytes_per_s > 0:
             results.append(disk_check(self.out_root, bytes_per_s, float(self.profile.section("checks")["min_record_h"])))
         results += power_checks()
+        if self.out_root.exists():
+            results.append(upload_check(self.out_root, list(self.profile.section("upload")["holidays"])))
         results.append(CheckResult("device key", True, f"signing key loaded ({self.key_fingerprint})"))
         mandatory = self.profile.section("checks")["mandatory"]
         if mandatory is not None:

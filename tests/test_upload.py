@@ -128,3 +128,16 @@ def test_progress_bar_only_on_a_terminal():
     p.advance(2_000_000)
     p.finish()
     assert "\rS1" in tty.getvalue() and "100.0%" in tty.getvalue() and tty.getvalue().endswith("\n")
+
+
+def test_pre_exam_checks_name_sessions_overdue_for_upload(tmp_path):
+    """`examrec check` / `record` tell the examiner when older sessions still wait for upload
+    (a warning: the exam may go on)."""
+    from sessions.checks import upload_check
+    out = tmp_path / "rec"
+    assert upload_check(out, []).ok
+    old = make_session(out, started=FRIDAY)                 # January 2026: long overdue
+    make_session(out, started=datetime.now(UTC))            # today's: not yet due
+    res = upload_check(out, [])
+    assert not res.ok and not res.mandatory
+    assert "1 session(s) overdue" in res.detail and old.name in res.detail and "examrec upload" in res.detail
