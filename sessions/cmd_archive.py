@@ -25,7 +25,7 @@ import os
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import exitcodes
 from .archive.access import ENV_NEW_PASSWORD, ENV_PASSWORD, User, new_user, resolve_user
@@ -362,6 +362,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 @handles_errors("archive check")
+def _progress_line(verb: str) -> Callable[[int, int, int | None], None]:
+    """Progress on stderr for long work (a copy of a session, a deep check of the archive)."""
+    def show(done: int, of: int, nbytes: int | None) -> None:
+        size = f", {nbytes / 1e6:.1f} MB" if nbytes is not None else ""
+        end = "\n" if done >= of else ""
+        print(f"\r{verb} {done}/{of}{size}", end=end, file=sys.stderr, flush=True)
+    return show
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     with _open(args, "archive check", "check") as ctx:
         office = RecordsOffice(ctx)
@@ -372,7 +381,11 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"warning: {w}", file=sys.stderr)
             rows = office.catalog.all()
         ctx.target = ",".join(r.session_id for r in rows[:20])
-        results = [office.check(r, deep=args.deep) for r in rows]
+        show = _progress_line("checking")
+        results = []
+        for i, r in enumerate(rows, 1):
+            results.append(office.check(r, deep=args.deep))
+            show(i, len(rows), None)
         bad = [r for r in results if not r.ok]
         ctx.detail = f"{len(results)} checked, {len(bad)} with problems"
         if args.json:
@@ -457,7 +470,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
                       requested=parse_date(args.requested, "--requested"), representative=args.representative,
                       authority=args.authority, authority_request=args.authority_request, medium=args.medium)
     with _open(args, "archive copy", "copy") as ctx:
-        res = issue_copy(RecordsOffice(ctx), req)
+        res = issue_copy(RecordsOffice(ctx), req, progress=_progress_line("copying"))
         ctx.detail = f"to {res.dest} for {args.representative or args.applicant}, journal entry {res.journal_entry}"
         if args.json:
             print_json(res.to_json())

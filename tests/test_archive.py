@@ -338,6 +338,7 @@ def test_copy_round_trip_verifies_with_sha256sum_and_examrec_verify(archive, tmp
     assert r.rc == 0, r.err
     res = r.json()
     assert res["notice"] and res["files"] == len(receipt_of(archive, two_cams)["objects"])
+    assert f"copying {res['files']}/{res['files']}" in r.err  # progress on stderr, the result alone on stdout
     sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=dest, capture_output=True, text=True)
     assert sums.returncode == 0, sums.stdout + sums.stderr
     assert sums.stdout.count(": OK") == res["files"]

@@ -33,7 +33,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .catalog import SessionRow
 from .errors import IntegrityError, Refused, UsageError
@@ -171,8 +171,10 @@ def check_request(req: CopyRequest, exam_date: date, today: date) -> None:
                       "authority can still have a copy on a motivated request: give --authority-request REF (IV.4)")
 
 
-def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = None) -> CopyResult:
-    """Write the copy and its kit to ``req.dest`` and journal it."""
+def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = None,
+               progress: Callable[[int, int, int], None] | None = None) -> CopyResult:
+    """Write the copy and its kit to ``req.dest`` and journal it. ``progress(done, of, bytes)``
+    is called after each object."""
     now = office.now()
     today = today or now.astimezone().date()
     row: SessionRow = office.session(req.session)
@@ -198,6 +200,8 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
                                      f"{o['sha256'][:16]}...; no copy is issued: run `examrec archive check {row.session_id}`")
             total += target.stat().st_size
             sums.append(f"{got}  {row.session_id}/{o['file']}")
+            if progress is not None:
+                progress(len(sums), len(receipt.get("objects", [])), total)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
