@@ -44,6 +44,7 @@ INTERRUPTED = "interrupted"
 BAD_MANIFEST = "bad-manifest"
 CHANGED_PHOTO = "changed-photo"
 CHANGED_TELEMETRY = "changed-telemetry"
+CHANGED_ROUTE = "changed-route"
 KINDS = (CHANGED_BYTES, MISSING_SEGMENT, EXTRA_FILE, REORDERED, EDITED_EVENT, REMOVED_EVENT,
          BAD_SIGNATURE, MISSING_SIGNATURE, INTERRUPTED, BAD_MANIFEST, CHANGED_PHOTO, CHANGED_TELEMETRY)
 
@@ -346,7 +347,7 @@ class _Verifier:
         self.expected = expected_public_key
         self.problems: list[Problem] = []
         self.counts: dict[str, int] = {"segments": 0, "segments_total": 0, "fragments": 0, "bytes": 0,
-                                       "events": 0, "photos": 0, "telemetry": 0, "signature": 0}
+                                       "events": 0, "photos": 0, "telemetry": 0, "route": 0, "signature": 0}
         self.manifest: dict[str, Any] | None = None
         self.state: str | None = None
         self.signed_by: str | None = None
@@ -776,26 +777,33 @@ class _Verifier:
                 self.counts["photos"] += 1
 
     def check_telemetry(self) -> None:
-        tel = (self.manifest or {}).get("telemetry")
-        if not isinstance(tel, dict):
-            if (self.root / TELEMETRY_NAME).exists():
-                self.known.add(TELEMETRY_NAME)
-            return
-        rel = _safe_rel(tel.get("file") or TELEMETRY_NAME)
+        """telemetry.jsonl and route.gpx: present and unchanged when the manifest lists their hash."""
+        for key, default, kind in (("telemetry", TELEMETRY_NAME, CHANGED_TELEMETRY), ("route", ROUTE_NAME, CHANGED_ROUTE)):
+            if self._check_listed_file(key, default, kind):
+                self.counts[key] = 1
+
+    def _check_listed_file(self, key: str, default: str, kind: str) -> bool:
+        entry = (self.manifest or {}).get(key)
+        if not isinstance(entry, dict):
+            if (self.root / default).exists():
+                self.known.add(default)
+            return False
+        rel = _safe_rel(entry.get("file") or default)
         if rel is None:
-            self.add(MANIFEST_NAME, BAD_MANIFEST, f"telemetry file {tel.get('file')!r} is not a session path")
-            return
+            self.add(MANIFEST_NAME, BAD_MANIFEST, f"{key} file {entry.get('file')!r} is not a session path")
+            return False
         self.known.add(str(rel))
-        want = tel.get("sha256")
+        want = entry.get("sha256")
         if want is None:
-            return  # still open when the manifest was written (interrupted): nothing signed to compare
+            return False  # still open when the manifest was written (interrupted): nothing signed to compare
         path = self.root.joinpath(*rel.parts)
         if not _is_regular(path):
-            self.add(str(rel), CHANGED_TELEMETRY, "missing")
+            self.add(str(rel), kind, "missing")
         elif sha256_file(path) != want:
-            self.add(str(rel), CHANGED_TELEMETRY, "SHA-256 differs from the manifest")
+            self.add(str(rel), kind, "SHA-256 differs from the manifest")
         else:
-            self.counts["telemetry"] = 1
+            return True
+        return False
 
     # -- extra files
     def check_extra(self) -> None:

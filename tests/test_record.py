@@ -202,3 +202,18 @@ def test_verify_says_complete_and_untouched(recorded_session):
     proc = run_examrec("verify", recorded_session, "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["ok"] is True
+
+
+def test_verify_names_an_edited_route_and_telemetry(recorded_session, tmp_path):
+    """The route and the telemetry are evidence too: one changed byte in either is named."""
+    import shutil
+    copy = tmp_path / recorded_session.name
+    shutil.copytree(recorded_session, copy)
+    route = copy / "route.gpx"
+    route.write_text(route.read_text().replace("<trkpt lat=\"5", "<trkpt lat=\"4", 1))
+    with open(copy / "telemetry.jsonl", "ab") as fh:
+        fh.write(b'{"type":"gps","capture_ns":1,"pts_s":0.1,"mode":3,"lat":1.0,"lon":1.0}\n')
+    proc = run_examrec("verify", copy, "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    kinds = {(p["file"], p["kind"]) for p in json.loads(proc.stdout)["problems"]}
+    assert kinds == {("route.gpx", "changed-route"), ("telemetry.jsonl", "changed-telemetry")}, kinds
