@@ -92,7 +92,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         return code
     extra = f"  paused at {st['paused_at']}" if st.get("paused_at") else ""
     print(f"{st['state'].upper()}  stage {st['stage']}  {st['elapsed']}{extra}  session {st['session_id']}")
-    print(format_table(st["streams"], ["stream", "health", "fps", "frames", "dropped", "mb"]))
+    table = format_table(st["streams"], ["stream", "health", "fps", "frames", "dropped", "mb"])
+    if sys.stdout.isatty():  # a stream that is not recording shows red on the examiner's terminal
+        lines = table.splitlines()
+        for i, s in enumerate(st["streams"], start=1):
+            if s["health"] != "ok" and i < len(lines):
+                lines[i] = f"\033[1;31m{lines[i]}\033[0m"
+        table = "\n".join(lines)
+    print(table)
     for key in ("gps", "pedals"):
         if st.get(key):
             print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in st[key].items()))

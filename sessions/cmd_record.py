@@ -92,7 +92,9 @@ def _progress(rec: Recorder) -> None:
     if not sys.stderr.isatty():
         return
     st = rec.status()
-    cams = "  ".join(f"{s['stream']} {'LIVE' if s['health'] == 'ok' else s['health']}" for s in st["streams"])
+    red, plain = ("\033[1;31m", "\033[0m") if sys.stderr.isatty() else ("", "")
+    cams = "  ".join(f"{s['stream']} LIVE" if s["health"] == "ok" else f"{red}{s['stream']} {s['health'].upper()}{plain}"
+                     for s in st["streams"])
     state = "REC" if st["state"] == "recording" else st["state"].upper()
     print(f"\r\033[K● {state} stage {st['stage']} {st['elapsed']}  {cams}", end="", file=sys.stderr, flush=True)
 
