@@ -271,3 +271,25 @@ def test_a_second_recorder_on_the_same_profile_is_refused(tmp_path):
 def test_control_commands_without_a_recorder_say_so(tmp_path):
     r = ctl(tmp_path / "nothing.sock", "status")
     assert r.returncode == 6 and "no recorder" in r.stderr
+
+
+def test_sigterm_stops_the_session_cleanly_within_5_s(tmp_path):
+    """What systemd does at shutdown (KillSignal=SIGTERM, TimeoutStopSec=5): the recorder and its
+    stream processes end within 5 s, the session finished, signed and verified."""
+    profile, _ = make_profile(tmp_path)
+    proc = start(profile, tmp_path / "out", "--force")
+    session, pids = wait_started(tmp_path / "out", proc)
+    time.sleep(2.0)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+    took = time.monotonic() - sent
+    assert proc.returncode == 0
+    assert not [pid for pid in pids.values() if Path(f"/proc/{pid}").exists()
+                and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+    assert took < 5.0, took
+    m = json.loads((session / "manifest.json").read_text())
+    assert m["state"] == "finished" and "signature" in m
+    assert any(e["type"] == "stop" and e.get("reason") == "signal" for e in events(session))
+    verify = run_examrec("verify", session)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -95,7 +95,7 @@ def test_missing_devices_are_named_plainly(monkeypatch: pytest.MonkeyPatch) -> N
 def test_systemd_unit() -> None:
     text = UNIT.read_text()
     keys = dict(re.findall(r"^(\w+)=(.*)$", text, re.M))
-    assert keys["Restart"] == "on-failure" and keys["TimeoutStopSec"] == "20" and keys["KillSignal"] == "SIGTERM"
+    assert keys["Restart"] == "on-failure" and keys["TimeoutStopSec"] == "5" and keys["KillSignal"] == "SIGTERM"
     assert keys["WantedBy"] == "multi-user.target"
     assert keys["ExecStartPre"].startswith("-/") and " repair /var/lib/examrec/recordings" in keys["ExecStartPre"]
     assert keys["ExecStart"].endswith("record --profile /etc/examrec/vehicle.toml")
