@@ -23,7 +23,7 @@ COMMAND_MODULES = (
     "sessions.cmd_devices",
     "sessions.cmd_upload",
     "sessions.cmd_archive",
-    "sessions.cmd_equipment",
+    "sessions.cmd_device",
 )
 
 

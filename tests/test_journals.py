@@ -51,7 +51,7 @@ def test_chain_check_names_the_entry_where_it_breaks():
 def test_a_folder_journal_edit_is_detected_and_located(file_archive):
     a = file_archive
     for inv in ("INV-1", "INV-2", "INV-3"):
-        assert a.cli("equipment", "issue", inv, "--person", "Іван Петренко", "--battery-checked").rc == 0
+        assert a.cli("device", "issue", inv, "--person", "Іван Петренко", "--battery-checked").rc == 0
     path = a.base / "archive" / "journals" / "devices.jsonl"
     assert oct(path.stat().st_mode & 0o777) == "0o444"               # read-only between appends
     ok = a.cli("archive", "journal", "list", "devices")
@@ -74,7 +74,7 @@ def test_a_folder_journal_edit_is_detected_and_located(file_archive):
 def test_s3_journal_entries_cannot_be_replaced_or_inserted_unnoticed(s3_archive):
     a = s3_archive
     for inv in ("INV-1", "INV-2"):
-        assert a.cli("equipment", "issue", inv, "--person", "P").rc == 0
+        assert a.cli("device", "issue", inv, "--person", "P").rc == 0
     officer, bucket = a.server.client("officer"), a.bucket
     key1 = "journals/devices/0000000001.json"
     original = officer.get_object(Bucket=bucket, Key=key1)["Body"].read()
@@ -119,12 +119,12 @@ def test_concurrent_appends_never_fork_the_chain(archive):
 
 def test_a_torn_last_line_is_set_aside_not_chained(file_archive):
     a = file_archive
-    assert a.cli("equipment", "issue", "INV-1", "--person", "P").rc == 0
+    assert a.cli("device", "issue", "INV-1", "--person", "P").rc == 0
     path = a.base / "archive" / "journals" / "devices.jsonl"
     os.chmod(path, 0o644)
     with open(path, "ab") as f:
         f.write(b'{"entry":2,"type":"ret')                               # the writer lost power here
-    assert a.cli("equipment", "return", "INV-1", "--person", "P").rc == 0
+    assert a.cli("equipment", "return", "INV-1", "--person", "P").rc == 0   # the other spelling
     r = a.cli("archive", "journal", "list", "devices", "--json")
     assert r.rc == 0 and [e["type"] for e in r.json()["entries"]] == ["issue", "return"]
     (torn,) = list(path.parent.glob("devices.jsonl.torn-*"))
@@ -135,7 +135,7 @@ def test_a_torn_last_line_is_set_aside_not_chained(file_archive):
 
 def test_corrections_append_never_edit(file_archive):
     a = file_archive
-    assert a.cli("equipment", "issue", "INV-7", "--person", "Петренко І.", "--battery-checked").rc == 0
+    assert a.cli("device", "issue", "INV-7", "--person", "Петренко І.", "--battery-checked").rc == 0
     path = a.base / "archive" / "journals" / "devices.jsonl"
     before = path.read_bytes()
     r = a.cli("archive", "journal", "correct", "devices", "1", "--reason", "wrong name",
@@ -156,7 +156,7 @@ def test_corrections_append_never_edit(file_archive):
     assert data["entries"][0]["corrected_by"] == [2]
     assert data["entries"][1]["type"] == CORRECTION and data["entries"][1]["corrects"] == 1
     assert data["entries"][1]["was"] == {"person": "Петренко І."}
-    lst = a.cli("equipment", "list", "--json").json()
+    lst = a.cli("device", "list", "--json").json()
     assert lst["devices"][0]["person"] == "Петренко Іван Петрович"       # the corrected value counts
 
     out = a.base / "kz.html"
@@ -172,14 +172,14 @@ def test_corrections_append_never_edit(file_archive):
 
 def test_device_issue_and_return_follow_the_device(file_archive):
     a = file_archive
-    assert a.cli("equipment", "return", "INV-1", "--person", "P").rc == 3     # never issued
-    assert a.cli("equipment", "issue", "INV-1", "--person", "Ерлан Сәтбаев", "--battery-checked").rc == 0
-    r = a.cli("equipment", "issue", "INV-1", "--person", "Other")
+    assert a.cli("device", "return", "INV-1", "--person", "P").rc == 3     # never issued
+    assert a.cli("device", "issue", "INV-1", "--person", "Ерлан Сәтбаев", "--battery-checked").rc == 0
+    r = a.cli("device", "issue", "INV-1", "--person", "Other")
     assert r.rc == 3 and "still out" in r.err and "Ерлан Сәтбаев" in r.err
-    assert a.cli("equipment", "issue", "SD-04", "--person", "Other", "--item", "medium").rc == 0
-    assert a.cli("equipment", "return", "INV-1", "--person", "Colleague", "--faults", "strap broken").rc == 0
-    assert a.cli("equipment", "issue", "X", "--person", "P", user="car7").rc == 3
-    lst = a.cli("equipment", "list", "--json", user="boss").json()
+    assert a.cli("device", "issue", "SD-04", "--person", "Other", "--item", "medium").rc == 0
+    assert a.cli("device", "return", "INV-1", "--person", "Colleague", "--faults", "strap broken").rc == 0
+    assert a.cli("device", "issue", "X", "--person", "P", user="car7").rc == 3
+    lst = a.cli("device", "list", "--json", user="boss").json()
     st = {d["inventory"]: d for d in lst["devices"]}
     assert not st["INV-1"]["out"] and st["INV-1"]["faults"] == "strap broken"
     assert st["SD-04"]["out"] and st["SD-04"]["item"] == "medium"
@@ -192,9 +192,9 @@ def test_device_issue_and_return_follow_the_device(file_archive):
 def test_forms_carry_the_official_columns(file_archive, tmp_path):
     a = file_archive
     s = a.session(started=datetime.now(UTC))
-    assert a.cli("equipment", "issue", "INV-1", "--person", "Ерлан Сәтбаев", "--battery-checked").rc == 0
+    assert a.cli("device", "issue", "INV-1", "--person", "Ерлан Сәтбаев", "--battery-checked").rc == 0
     assert a.cli("upload", "--out", a.out, user="car7").rc == 0
-    assert a.cli("equipment", "return", "INV-1", "--person", "Ерлан Сәтбаев").rc == 0
+    assert a.cli("device", "return", "INV-1", "--person", "Ерлан Сәтбаев").rc == 0
     assert a.cli("archive", "copy", s.name, "--to", tmp_path / "usb", "--applicant", "Ерлан Сәтбаев",
                  "--id-document", "ID 1", "--requested", datetime.now(UTC).astimezone().date().isoformat()).rc == 0
     pages = {}

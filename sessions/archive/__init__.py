@@ -3,7 +3,7 @@
 Sessions are uploaded from recorders (``examrec upload``) into an archive that keeps every object
 unchanged until the exam date plus the retention period (Object Lock COMPLIANCE on S3, enforced in
 code on a local folder), honours complaints (legal hold), issues verified copies and journals all
-of it in append-only, hash-chained journals (``examrec archive ...``, ``examrec equipment ...``).
+of it in append-only, hash-chained journals (``examrec archive ...``, ``examrec device ...``).
 
 Modules:
   backend    the storage protocol and URL dispatch (file:///path, s3://bucket)

@@ -1,4 +1,4 @@
-"""Options and error handling shared by `examrec archive`, `examrec upload` and `examrec equipment`."""
+"""Options and error handling shared by `examrec archive`, `examrec upload` and `examrec device`."""
 from __future__ import annotations
 
 import argparse

@@ -1,9 +1,9 @@
-"""`examrec equipment issue|return|list`: the journal of issue and return of recorders and media
+"""`examrec device issue|return|list`: the journal of issue and return of recorders and media
 (AD-1, AD-2; KZ 7, 8, 20 and annex 1; UA V.1 and annex 3).
 
-    examrec equipment issue INVENTORY --person NAME [--battery-checked] [--faults TEXT]
-    examrec equipment return INVENTORY --person NAME [--battery-checked] [--faults TEXT]
-    examrec equipment list [--json]
+    examrec device issue INVENTORY --person NAME [--battery-checked] [--faults TEXT]
+    examrec device return INVENTORY --person NAME [--battery-checked] [--faults TEXT]
+    examrec device list [--json]
 
 Each recorder and medium is known by its inventory number. Issuing a device that is out, or
 taking back one that is in, is refused: the journal would no longer say where a device is. A
@@ -28,7 +28,7 @@ ITEMS = ("recorder", "medium")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("equipment", help="issue and return of recorders and media (journal)",
+    p = sub.add_parser("device", aliases=["equipment"], help="issue and return of recorders and media (journal)",
                        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     dsub = p.add_subparsers(dest="device_command", metavar="ACTION", required=True)
@@ -63,7 +63,7 @@ def device_status(view: JournalView) -> dict[str, dict[str, Any]]:
     return status
 
 
-@handles_errors("equipment")
+@handles_errors("device")
 def cmd_device(args: argparse.Namespace) -> int:
     at = parse_now(args.at) or utc_now()
     inv = args.inventory.strip()
@@ -98,7 +98,7 @@ def cmd_device(args: argparse.Namespace) -> int:
         return exitcodes.OK
 
 
-@handles_errors("equipment")
+@handles_errors("device")
 def cmd_list(args: argparse.Namespace) -> int:
     with open_archive(args.archive, user_name=resolve_user(args.user), command="device list", action="journal-read",
                       conn_path=args.archive_config) as ctx:
