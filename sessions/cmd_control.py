@@ -105,5 +105,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in st[key].items()))
     if st.get("disk_free_gb") is not None:
         print(f"disk free: {st['disk_free_gb']} GB")
+    if st.get("uploads_overdue"):
+        late = st["uploads_overdue"]
+        print(f"uploads overdue: {len(late)} session(s) past the next working day ({', '.join(late[:3])}"
+              f"{', ...' if len(late) > 3 else ''}): run `examrec upload`")
     faulty = [s["stream"] for s in st["streams"] if s["health"] != "ok"]
     return exitcodes.FAILED if faulty else exitcodes.OK

@@ -132,7 +132,25 @@ class ExamControl:
         if self.pause_at_ns is not None and self.clock is not None:
             out["paused_at"] = self.clock.wall_local(self.pause_at_ns).strftime("%H:%M:%S")
         out.update(self.sensor_status())
+        out["uploads_overdue"] = self.overdue_uploads()
         return out
+
+    def overdue_uploads(self) -> list[str]:
+        """Ids of earlier sessions in the output folder past their upload deadline (looked up at
+        most once a minute: status is asked every second)."""
+        cached = getattr(self, "_overdue_cache", None)
+        if cached is not None and time.monotonic() - cached[0] < 60:
+            return cached[1]
+        from datetime import datetime, timezone
+        from .archive.upload import overdue_sessions
+        try:
+            late = [o.session_id for o in overdue_sessions(self.out_root, datetime.now(timezone.utc),
+                                                             list(self.profile.section("upload")["holidays"]))]
+        except (OSError, ValueError) as exc:
+            log.warning("cannot look for sessions overdue for upload in %s: %s", self.out_root, exc)
+            late = []
+        self._overdue_cache = (time.monotonic(), late)
+        return late
 
     def sensor_status(self) -> dict[str, Any]:
         return self.sensors.status() if self.sensors is not None else {}

@@ -74,8 +74,11 @@ def wait_started(out: Path, proc: subprocess.Popen, timeout: float = 60) -> tupl
     while time.monotonic() < deadline:
         for ev_path in out.glob("*/*/events.jsonl"):
             for line in ev_path.read_text().splitlines():
-                ev = json.loads(line)
-                if ev.get("type") == "start":
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    break  # a line being written
+                if ev.get("type") == "start" and "pids" in ev:  # (not an older session in the folder)
                     return ev_path.parent, ev["pids"]
         if proc.poll() is not None:
             raise AssertionError(f"recorder ended early: {proc.communicate()[1][-2000:]}")

@@ -68,7 +68,11 @@ def events(session: Path) -> list[dict]:
 
 
 def test_pause_resume_stop_and_status(tmp_path):
+    from datetime import datetime, timezone
+    from session_factory import make_session
     profile, sock = make_profile(tmp_path)
+    # Last week's session still on the recorder: status must say it is overdue for upload.
+    old = make_session(tmp_path / "out", started=datetime(2026, 1, 2, 9, 0, tzinfo=timezone.utc))
     proc = start(profile, tmp_path / "out", "--force", "--details", _details(tmp_path))
     session, _ = wait_started(tmp_path / "out", proc)
     time.sleep(1.0)
@@ -77,6 +81,8 @@ def test_pause_resume_stop_and_status(tmp_path):
     status = json.loads(st.stdout)
     assert status["state"] == "recording" and status["stage"] == 1
     assert {s["stream"]: s["health"] for s in status["streams"]} == {"cabin": "ok", "road": "ok"}
+    assert status["uploads_overdue"] == [old.name]
+    assert f"uploads overdue: 1 session(s)" in ctl(sock, "status").stdout
     bad = ctl(sock, "resume", "--plate", "AA1234BB")
     assert bad.returncode == 3 and "recording" in bad.stderr  # resume when not paused: refused, says the state
     p = ctl(sock, "pause", "--reason", "move to city route", "--plate", "AA1234BB")
