@@ -69,12 +69,11 @@ class PatternSource(VideoSource):
     def start(self, clock) -> None:
         super().start(clock)
         self._pacer = Pacer(clock.start_ns, self.fps, self.realtime)
+        self._render(0, 0)  # the first drawing calls are slow (~50 ms): pay for them before the start
 
     @property
     def skipped(self) -> int:
         return self._pacer.skipped if self._pacer else 0
-
-        self._render(0, 0)  # the first drawing calls are slow (~50 ms): pay for them before the start
 
     def read(self) -> Frame:
         _require_clock(self)
