@@ -157,7 +157,9 @@ class SegmentWriter:
             pts = self._last_vpts + 1
         self._last_vpts = pts
         i420 = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
-        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        # Wrap the fresh array instead of copying it into a new frame (1 ms a 1080p frame); each
+        # frame gets its own array, so nothing the encoder still holds is overwritten.
+        frame = av.VideoFrame.from_numpy_buffer(i420, format="yuv420p")
         frame.pts = pts
         frame.time_base = VIDEO_TB
         for packet in self.video.encode(frame):

@@ -76,6 +76,8 @@ class ExamControl:
             for r in results:
                 r.mandatory = any(r.check.startswith(m) for m in mandatory)
         self.checks = results
+        # checking -> ready: what `status` says between the checks and the start
+        self.state = "ready" if not failed_mandatory(results) else "checking"
         return results
 
     def sensor_checks(self) -> list[CheckResult]:
