@@ -65,14 +65,42 @@ def _kill_run(tmp: Path, rng: random.Random, stream_kills: int) -> list[dict]:
     assert report.state == "interrupted"
     files = sorted(session.glob("*/*.mp4"))
     playable = sum(ffprobe_ok(f) for f in files)
+    down = _restart_gaps(session)
     for k in kills:
         k["files"], k["playable"] = len(files), playable
         k["loss_s"] = {}
         for s in k["streams"]:
+            gap = next((g for g in down.get(s, []) if g[0] <= k["kill_pts"] and (g[1] is None or k["kill_pts"] < g[1])), None)
+            if gap is not None:
+                continue  # killed again before it was back: it captured nothing this kill could lose
+            resumed = max((g[1] for g in down.get(s, []) if g[1] is not None and g[1] <= k["kill_pts"]), default=0.0)
             end = kept_until(session, s, k["kill_pts"], FPS)  # decodes every file: raises if one is broken
-            k["loss_s"][s] = round(k["kill_pts"] - (end or 0.0), 4)
+            # What was captured and not kept: since the last frame kept, or since the stream came
+            # back from an earlier kill (the time in between is a gap the manifest records).
+            k["loss_s"][s] = round(k["kill_pts"] - max(end or 0.0, resumed), 4)
+    for s, gaps in down.items():
+        restarts = [round(b - a, 3) for a, b in gaps if b is not None]
+        if restarts:
+            kills[0].setdefault("restart_s", {})[s] = restarts
     shutil.rmtree(out, ignore_errors=True)
     return kills
+
+
+def _restart_gaps(session: Path) -> dict[str, list[tuple[float, float | None]]]:
+    """Per stream, when its process died and when the restarted one was recording again
+    (session timeline, from the event log)."""
+    gaps: dict[str, list[tuple[float, float | None]]] = {}
+    for line in (session / "events.jsonl").read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            break  # the torn last line of a killed recorder
+        s = ev.get("stream")
+        if ev.get("type") == "fault" and str(ev.get("device", "")).startswith("stream process"):
+            gaps.setdefault(s, []).append((ev["pts_s"], None))
+        elif ev.get("type") == "restarted" and gaps.get(s) and gaps[s][-1][1] is None:
+            gaps[s][-1] = (gaps[s][-1][0], ev["pts_s"])
+    return gaps
 
 
 def _current_pid(session: Path, stream: str, pids: dict) -> int:
@@ -281,6 +309,10 @@ def test_disk_full_stops_cleanly_and_keeps_everything_playable(tmp_path, small_d
         assert kept_until(session, f.parent.name, 1e9, FPS) is not None
 
 
+def _summary(values: list[float]) -> dict | None:
+    return {"median": statistics.median(values), "max": max(values), "count": len(values)} if values else None
+
+
 @pytest.mark.soak
 def test_soak_crash_figures(tmp_path):
     """`make soak`: 200 kills and 500 cut points; writes bench/results/crash.json."""
@@ -296,6 +328,8 @@ def test_soak_crash_figures(tmp_path):
         "cut_points": len(cuts),
         "power_cut_loss_s": {"median": statistics.median(cut_losses), "max": max(cut_losses)},
         "bounds_s": {"kill": KILL_BOUND_S, "power_cut": CUT_BOUND_S},
+        # how long a killed stream process takes to record again (a gap in the manifest)
+        "stream_restart_s": _summary([x for r in kills for v in r.get("restart_s", {}).values() for x in v]),
     }
     out = ROOT / "bench" / "results" / "crash.json"
     out.parent.mkdir(parents=True, exist_ok=True)
