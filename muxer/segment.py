@@ -35,7 +35,7 @@ class SegmentSettings:
     fps: float
     encoder: EncoderSpec
     gop: int
-    fragment_ms: int = 160
+    fragment_ms: int = 120
     fsync_interval_ms: int = 500
     audio: bool = False
 

@@ -76,7 +76,7 @@ TOP_KEYS: dict[str, Key] = {
     "kind": Key((str,), required=True, check=_one_of(KINDS)),
     "description": Key((str,), default=""),
     "segment_s": Key((int,), default=300, check=_range(1, 3600), help="segment length in seconds"),
-    "fragment_ms": Key((int,), default=160, check=_range(40, 250), help="fMP4 fragment length"),
+    "fragment_ms": Key((int,), default=120, check=_range(40, 250), help="fMP4 fragment length"),
     "fsync_interval_ms": Key((int,), default=500, check=_range(50, 1000)),
     "out": Key((str,), default="recordings", help="output root for sessions"),
     "gps": Key((str,), default=None, help="gpsd://HOST:PORT or replay:FILE.nmea"),

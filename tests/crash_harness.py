@@ -27,7 +27,7 @@ def crash_profile(tmp: Path, segment_s: int = 2) -> Path:
 name = "crash"
 kind = "replay"
 segment_s = {segment_s}
-fragment_ms = 160
+fragment_ms = 120
 fsync_interval_ms = 500
 [checks]
 sample_s = 1.0

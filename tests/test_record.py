@@ -150,7 +150,7 @@ def _size(path: Path) -> int:
 
 
 BROKEN = [
-    ("unknown key", {'fragment_ms = 160': 'fragment_ms = 160\nframe_rate = 25'}, "frame_rate", "unknown key"),
+    ("unknown key", {'fragment_ms = 120': 'fragment_ms = 120\nframe_rate = 25'}, "frame_rate", "unknown key"),
     ("missing key", {'name = "replay"\n': ''}, "name", "missing"),
     ("wrong type", {'width = 1280\nheight = 720\nfps = 25\naudio': 'width = "1280"\nheight = 720\nfps = 25\naudio'}, "streams[0].width", "wrong type"),
     ("duplicate names", {'name = "road-rear"': 'name = "road-front"'}, "streams.road-front.name", "duplicate"),
