@@ -217,3 +217,12 @@ def test_verify_names_an_edited_route_and_telemetry(recorded_session, tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     kinds = {(p["file"], p["kind"]) for p in json.loads(proc.stdout)["problems"]}
     assert kinds == {("route.gpx", "changed-route"), ("telemetry.jsonl", "changed-telemetry")}, kinds
+
+
+def test_a_clean_recording_has_no_fault_and_no_gap(recorded_session):
+    """Nothing went wrong in the replay recording, so nothing may say it did (a false fault in
+    the evidence would be as bad as a missed one)."""
+    m = manifest(recorded_session)
+    assert all(not s["gaps"] for s in m["streams"]), [(s["name"], s["gaps"]) for s in m["streams"]]
+    events = [json.loads(line) for line in (recorded_session / "events.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e["type"] in ("fault", "recovered", "restarted")], events
