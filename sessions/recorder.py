@@ -451,7 +451,7 @@ class Recorder(ExamControl):
     def _gap_close(self, name: str, pts_s: float) -> None:
         gaps = self._stream_entry(name)["gaps"]
         if gaps and gaps[-1]["end_pts_s"] is None:
-            gaps[-1]["end_pts_s"] = round(pts_s, 6)
+            gaps[-1]["end_pts_s"] = round(max(pts_s, gaps[-1]["start_pts_s"]), 6)  # a gap never ends before it began
             self._write_manifest()
 
     def _mark_open_segments_interrupted(self, name: str) -> None:
