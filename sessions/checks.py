@@ -103,13 +103,19 @@ def power_checks(root: Path = POWER_SUPPLY) -> list[CheckResult]:
     return results
 
 
-def upload_check(out_root: Path, holidays: list[str]) -> CheckResult:
-    """Sessions still on this recorder after their upload deadline (the end of the next working
-    day after the exam). Not mandatory: an exam may go on, but the officer must be told."""
+def overdue_now(out_root: Path, holidays: list[str]) -> list:
+    """Sessions in ``out_root`` past their upload deadline (the end of the next working day after
+    the exam), as of now; raises OSError or ValueError when the folder cannot be read."""
     from datetime import datetime, timezone
     from .archive.upload import overdue_sessions
+    return overdue_sessions(out_root, datetime.now(timezone.utc), holidays)
+
+
+def upload_check(out_root: Path, holidays: list[str]) -> CheckResult:
+    """Sessions still on this recorder after their upload deadline. Not mandatory: an exam may
+    go on, but the officer must be told."""
     try:
-        late = overdue_sessions(out_root, datetime.now(timezone.utc), holidays)
+        late = overdue_now(out_root, holidays)
     except (OSError, ValueError) as exc:
         return CheckResult("uploads", False, f"cannot read the sessions in {out_root}: {exc}", mandatory=False)
     if not late:

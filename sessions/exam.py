@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checks import (CheckResult, audio_check, disk_check, failed_mandatory, power_checks, stream_check, upload_check,
-                     writable_check)
+from .checks import (CheckResult, audio_check, disk_check, failed_mandatory, overdue_now, power_checks,
+                     stream_check, upload_check, writable_check)
 from .clock import NS_PER_S, SessionClock, format_duration
 
 log = logging.getLogger(__name__)
@@ -143,11 +143,8 @@ class ExamControl:
         cached = getattr(self, "_overdue_cache", None)
         if cached is not None and time.monotonic() - cached[0] < 60:
             return cached[1]
-        from datetime import datetime, timezone
-        from .archive.upload import overdue_sessions
         try:
-            late = [o.session_id for o in overdue_sessions(self.out_root, datetime.now(timezone.utc),
-                                                             list(self.profile.section("upload")["holidays"]))]
+            late = [o.session_id for o in overdue_now(self.out_root, list(self.profile.section("upload")["holidays"]))]
         except (OSError, ValueError) as exc:
             log.warning("cannot look for sessions overdue for upload in %s: %s", self.out_root, exc)
             late = []

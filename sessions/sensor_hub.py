@@ -22,7 +22,7 @@ from .clock import NS_PER_S, SessionClock
 
 log = logging.getLogger(__name__)
 
-FORWARD_S = 0.05        # overlay state to the streams 20 times a second
+FORWARD_S = 0.05        # how often the overlay state is looked at (sent to the streams only when it changed)
 INTERVAL_WINDOW_S = 10  # pedal intervals older than this are of no use to a frame being encoded
 PEDALS = ("brake", "clutch")
 
@@ -51,6 +51,7 @@ class SensorHub:
         self._streams: list = []
         self._baseline: dict[str, dict] = {}
         self._last_spans: dict | None = None
+        self._last_state: dict | None = None
         self._push_lock = threading.Lock()
 
     @property
@@ -70,11 +71,10 @@ class SensorHub:
         self.session_dir = Path(session_dir)
         self.clock = clock
         self.telemetry = TelemetryWriter(self.session_dir / "telemetry.jsonl")
-        if self.gps is not None:
-            self.gpx = GpxWriter(self.session_dir / "route.gpx", name=session_id, start_utc=started_utc, clock=clock)
         if self.pedals is not None:
             self.pedals.set_clock(clock)
         if self.gps is not None:
+            self.gpx = GpxWriter(self.session_dir / "route.gpx", name=session_id, start_utc=started_utc, clock=clock)
             # The fix the session starts with (the overlay shows it from the first frame on).
             last = self.gps.state().last_fix
             if last is not None:
@@ -82,7 +82,7 @@ class SensorHub:
         self._streams = streams
         # The readers ran during the checks: the manifest counts what happened in the session only.
         self._baseline = self._raw_counters()
-        self._forward_once()  # before the streams' "start": the first frame already shows the sensors
+        self._forward_once(force=True)  # before the streams' "start": the first frame already shows the sensors
         self._forwarder = threading.Thread(target=self._forward, name="overlay-state", daemon=True)
         self._forwarder.start()
 
@@ -105,14 +105,14 @@ class SensorHub:
         if self.gpx is not None:
             self.gpx.add(fix)
         if self._streams:
-            self._push(self.overlay_state(), pedals=False)  # the new speed from the next frame on
+            self._push(self.overlay_state(), pedals=False)  # a new speed from the next frame on
 
     def _on_sample(self, sample) -> None:
         if self.clock is not None and self.telemetry is not None:
             self.telemetry.write(sample.to_record(self.clock))
             # An edge goes to the streams at once (not at the next tick): the frames captured
             # from now on are drawn with it.
-            self._push(None, pedals=True, only_changed=True)
+            self._push(None, pedals=True)
 
     def _on_event(self, type_: str, capture_ns: int | None = None, **fields: Any) -> None:
         if self.clock is None and type_ not in ("fault", "clock_check"):
@@ -181,26 +181,34 @@ class SensorHub:
         return self.pedals.live_spans(time.monotonic_ns() - INTERVAL_WINDOW_S * NS_PER_S)
 
     def _forward(self) -> None:
+        ticks = 0
         while not self._stop.wait(FORWARD_S):
-            self._forward_once()
+            ticks += 1
+            # Once a second everything goes again, so a restarted stream process has it too.
+            self._forward_once(force=ticks % round(1 / FORWARD_S) == 0)
 
-    def _forward_once(self) -> None:
+    def _forward_once(self, force: bool = False) -> None:
         try:
-            self._push(self.overlay_state(), pedals=True)
+            self._push(self.overlay_state(), pedals=True, only_changed=not force)
         except Exception:  # a sensor hiccup must never stop the overlay updates
             log.exception("overlay state")
 
-    def _push(self, state: dict[str, Any] | None, pedals: bool, only_changed: bool = False) -> None:
-        # Spans are read and sent under one lock, so a stream never gets an older view after a newer one.
+    def _push(self, state: dict[str, Any] | None, pedals: bool, only_changed: bool = True) -> None:
+        """Send the overlay state and/or the pedal spans to every stream process; by default only
+        what changed since the last send (the stream processes read their queue every frame)."""
+        # Read and sent under one lock, so a stream never gets an older view after a newer one.
         with self._push_lock:
             intervals = self.pedal_intervals() if pedals else None
-            if only_changed and intervals == self._last_spans:
-                return
+            if only_changed:
+                state = state if state and state != self._last_state else None
+                intervals = intervals if intervals != self._last_spans else None
             for rt in self._streams:
                 if state:
                     rt.cmd_q.put(("state", state))
                 if intervals is not None:
                     rt.cmd_q.put(("pedals", intervals))
+            if state:
+                self._last_state = state
             if intervals is not None:
                 self._last_spans = intervals
 

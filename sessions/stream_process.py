@@ -342,14 +342,6 @@ class StreamProcess:
                 return
             self.audio_blocks.get_nowait()
             n = block.samples.shape[0]
-            if block.capture_ns < self.clock.start_ns:
-                # A microphone started before the session: its first samples precede PTS 0.
-                early = (self.clock.start_ns - block.capture_ns) * block.sample_rate // NS_PER_S
-                if early >= n:
-                    continue
-                block.samples = block.samples[early:]
-                block.capture_ns += early * NS_PER_S // block.sample_rate
-                n = block.samples.shape[0]
             if self.stop_ns is not None:  # trim samples past the stop instant
                 keep = int((self.stop_ns - block.capture_ns) * block.sample_rate // NS_PER_S)
                 if keep <= 0:
