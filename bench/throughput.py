@@ -176,7 +176,7 @@ def run_ffmpeg(seconds: float, tmp: Path, raw_frames: dict | None = None) -> dic
 def make_raw_frames(tmp: Path, count: int = 50) -> dict:
     """Our replay pattern's pictures written once as rawvideo, for ffmpeg and the bare encoder."""
     from capture.replay import PatternSource
-    from sessions.clock import SessionClock
+    from core.clock import SessionClock
     clock = SessionClock.start_now()
     files = {}
     for w, h in {(w, h) for _, w, h, _ in STREAMS}:

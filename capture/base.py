@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sessions.clock import SessionClock
+from core.clock import SessionClock
 
 
 @dataclass

@@ -3,29 +3,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import AudioSource, VideoSource
+from capture.base import AudioSource, VideoSource
 
 if TYPE_CHECKING:
-    from sessions.profile import Profile, StreamSpec
+    from core.profile import Profile, StreamSpec
 
 
 def video_source(spec: "StreamSpec", profile: "Profile", realtime: bool = True) -> VideoSource:
     """The video source for one stream of a profile."""
     src = spec.source
     if src.startswith("pattern:"):
-        from .replay import PatternSource
+        from capture.replay import PatternSource
         return PatternSource(spec.name, spec.width, spec.height, spec.fps, realtime=realtime)
     if src.startswith("clip:"):
-        from .replay import ClipSource
+        from capture.replay import ClipSource
         return ClipSource(spec.name, spec.width, spec.height, spec.fps, profile.resolve(src[5:]), realtime=realtime)
     if src.startswith("v4l2:"):
-        from .v4l2 import V4L2Source
+        from capture.v4l2 import V4L2Source
         return V4L2Source(spec, profile)
     if src.startswith(("rtsp://", "rtsps://", "http://", "https://")):
-        from .ipcam import IPCameraSource
+        from capture.ipcam import IPCameraSource
         return IPCameraSource(spec, profile)
     if src.startswith("x11:"):
-        from .screen import ScreenSource
+        from capture.screen import ScreenSource
         return ScreenSource(spec, profile)
     raise ValueError(f"unknown source {src!r}")
 
@@ -34,9 +34,9 @@ def audio_source(spec: "StreamSpec", profile: "Profile", realtime: bool = True) 
     """The audio source of the stream that owns the audio."""
     src = spec.audio or ""
     if src.startswith("wav:"):
-        from .replay import WavSource
+        from capture.replay import WavSource
         return WavSource(profile.resolve(src[4:]), realtime=realtime)
     if src.startswith("mic:"):
-        from .microphone import MicrophoneSource
+        from capture.microphone import MicrophoneSource
         return MicrophoneSource(src[4:], profile)
     raise ValueError(f"unknown audio source {src!r}")

@@ -33,11 +33,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .base import Frame, SourceInfo, SourceLost, SourceUnavailable, VideoSource
-from .credentials import Credentials, CredentialsError, load_credentials, redact, strip_userinfo, with_userinfo
+from capture.base import Frame, SourceInfo, SourceLost, SourceUnavailable, VideoSource
+from capture.credentials import Credentials, CredentialsError, load_credentials, redact, strip_userinfo, with_userinfo
 
 if TYPE_CHECKING:
-    from sessions.profile import Profile, StreamSpec
+    from core.profile import Profile, StreamSpec
 
 log = logging.getLogger(__name__)
 

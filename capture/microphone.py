@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .base import AudioBlock, AudioSource, SourceInfo, SourceLost, SourceUnavailable
+from capture.base import AudioBlock, AudioSource, SourceInfo, SourceLost, SourceUnavailable
 
 if TYPE_CHECKING:
-    from sessions.profile import Profile
+    from core.profile import Profile
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from sessions.clock import NS_PER_S
+from core.clock import NS_PER_S
 
 
 class Pacer:

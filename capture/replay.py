@@ -13,11 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sessions.clock import NS_PER_S
+from core.clock import NS_PER_S
 
-from .base import AudioBlock, AudioSource, Frame, SourceInfo, SourceUnavailable, VideoSource
-from .pacing import Pacer
-from .timecode import draw_timecode
+from capture.base import AudioBlock, AudioSource, Frame, SourceInfo, SourceUnavailable, VideoSource
+from capture.pacing import Pacer
+from capture.timecode import draw_timecode
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Frame, SourceInfo, SourceLost, SourceUnavailable, VideoSource
+from capture.base import Frame, SourceInfo, SourceLost, SourceUnavailable, VideoSource
 
 if TYPE_CHECKING:
-    from sessions.profile import Profile, StreamSpec
+    from core.profile import Profile, StreamSpec
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sessions import durable
-from sessions.clock import NS_PER_S
+from core import durable
+from core.clock import NS_PER_S
 
 
 @dataclass

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from sessions.clock import SessionClock, format_duration
-from sessions.profile import OverlaySpec
+from core.clock import SessionClock, format_duration
+from core.profile import OverlaySpec
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 BOX_BGR = (16, 16, 16)

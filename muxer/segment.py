@@ -16,10 +16,10 @@ import av
 import cv2
 import numpy as np
 
-from sessions.clock import NS_PER_S, SessionClock
-from sessions.profile import EncoderSpec
+from core.clock import NS_PER_S, SessionClock
+from core.profile import EncoderSpec
 
-from .fragment_file import FragmentFile, FragmentRecord
+from muxer.fragment_file import FragmentFile, FragmentRecord
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ import logging
 import statistics
 from typing import Any
 
-from sessions.clock import SessionClock, utc_now_iso
+from core.clock import SessionClock, utc_now_iso
 
-from .dispatch import EventSink
-from .gps import GpsReader
+from sensors.dispatch import EventSink
+from sensors.gps import GpsReader
 
 log = logging.getLogger(__name__)
 

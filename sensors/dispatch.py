@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):
-    """Receives events; the same signature as ``sessions.events.EventLog.emit``, so the event
+    """Receives events; the same signature as ``sessions.evidence.events.EventLog.emit``, so the event
     log's method can be passed as is."""
 
     def __call__(self, type_: str, capture_ns: int | None = None, **fields: Any) -> Any: ...

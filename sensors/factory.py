@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from sessions.profile import ProfileError
+from core.profile import ProfileError
 
-from .dispatch import EventSink
-from .gps import GpsFix, GpsReader, parse_gpsd_url
-from .pedals import PedalReader, PedalSample, PedalSettings, parse_pedal_url
-from .replay import ReplayError, start_gps_replay, start_pedal_replay
+from sensors.dispatch import EventSink
+from sensors.gps import GpsFix, GpsReader, parse_gpsd_url
+from sensors.pedals import PedalReader, PedalSample, PedalSettings, parse_pedal_url
+from sensors.replay import ReplayError, start_gps_replay, start_pedal_replay
 
 if TYPE_CHECKING:
-    from sessions.profile import Profile
+    from core.profile import Profile
 
 REPLAY = "replay:"
 

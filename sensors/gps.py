@@ -25,10 +25,10 @@ from datetime import datetime
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from sessions.clock import NS_PER_S, SessionClock
+from core.clock import NS_PER_S, SessionClock
 
-from .dispatch import Closeable, Dispatcher, EventSink
-from .priority import raise_thread_priority
+from sensors.dispatch import Closeable, Dispatcher, EventSink
+from sensors.priority import raise_thread_priority
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Iterable
 from xml.sax.saxutils import escape
 
-from sessions.clock import NS_PER_S, SessionClock
+from core.clock import NS_PER_S, SessionClock
 
-from .gps import GpsFix, iso_to_ns
-from .telemetry import read_records
+from sensors.gps import GpsFix, iso_to_ns
+from sensors.telemetry import read_records
 
 log = logging.getLogger(__name__)
 

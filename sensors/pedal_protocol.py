@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from .nmea import checksum
+from sensors.nmea import checksum
 
 log = logging.getLogger(__name__)
 

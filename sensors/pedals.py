@@ -28,12 +28,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import serial
 
-from sessions.clock import NS_PER_S, SessionClock
+from core.clock import NS_PER_S, SessionClock
 
-from .actuation import PEDALS, Actuation, ActuationTracker
-from .dispatch import Closeable, Dispatcher, EventSink
-from .pedal_protocol import SEQ_MOD, LineFramer, PedalSentence, RateLimitedLog, SentenceError, parse_sentence
-from .priority import raise_thread_priority
+from sensors.actuation import PEDALS, Actuation, ActuationTracker
+from sensors.dispatch import Closeable, Dispatcher, EventSink
+from sensors.pedal_protocol import SEQ_MOD, LineFramer, PedalSentence, RateLimitedLog, SentenceError, parse_sentence
+from sensors.priority import raise_thread_priority
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from .pedal_protocol import SEQ_MOD, SentenceError, format_sentence, parse_sentence
+from sensors.pedal_protocol import SEQ_MOD, SentenceError, format_sentence, parse_sentence
 
 log = logging.getLogger(__name__)
 

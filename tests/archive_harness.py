@@ -35,7 +35,7 @@ from session_factory import make_session
 from sessions.archive.config import load_connection, parse_url
 from sessions.archive.backend import open_backend
 from sessions.archive.office import ArchiveContext, open_archive
-from sessions.cli import main as examrec_main
+from sessions.cli.app import main as examrec_main
 
 ROOT = Path(__file__).resolve().parent.parent
 IAM_TEMPLATE = ROOT / "hw-profiles" / "seaweedfs-iam.json"

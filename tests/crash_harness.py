@@ -87,7 +87,7 @@ def wait_started(out: Path, proc: subprocess.Popen, timeout: float = 60) -> tupl
 
 
 def session_clock(session: Path):
-    from sessions.clock import SessionClock
+    from core.clock import SessionClock
     m = json.loads((session / "manifest.json").read_text())
     return SessionClock.from_json(m["clock"])
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from muxer.overlay import Overlay, OverlayState
-from sessions.clock import NS_PER_S
+from core.clock import NS_PER_S
 
 # A pedal edge reaches the stream processes within milliseconds of its sentence, and a frame is
 # drawn as soon as it is captured: only the frame captured in that moment may miss it (one frame).

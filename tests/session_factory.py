@@ -1,4 +1,4 @@
-"""Build small but real session folders (sessions/FORMAT.md) for tests of verify and the archive.
+"""Build small but real session folders (sessions/evidence/FORMAT.md) for tests of verify and the archive.
 
     from session_factory import make_session, factory_key
     session = make_session(tmp_path)                      # finished, signed, 2 streams x 2 segments
@@ -8,9 +8,9 @@
 Everything is the real thing, only small: fragmented MP4 written by PyAV (libx264 ultrafast,
 160x120, 15 fps, 1 s segments, 200 ms fragments, hybrid_fragmented like the recorder), a
 fragments.jsonl per stream whose records come from the file's top-level boxes as they reached the
-disk, a hash-chained events.jsonl written by sessions.events.EventLog, a JPEG photo, telemetry and
-a GPX route, and a manifest written by sessions.manifest.write_manifest and signed by
-sessions.signing.sign_manifest. A session takes ~0.1-0.3 s.
+disk, a hash-chained events.jsonl written by sessions.evidence.events.EventLog, a JPEG photo, telemetry and
+a GPX route, and a manifest written by sessions.evidence.manifest.write_manifest and signed by
+sessions.evidence.signing.sign_manifest. A session takes ~0.1-0.3 s.
 
 What each flag leaves on disk:
 - finished=True (default): state "finished", every segment closed with sha256 and size, a stop
@@ -21,7 +21,7 @@ What each flag leaves on disk:
 - interrupted=True (implies not finished): as above with state "interrupted", plus a torn tail
   after each open segment's last recorded fragment (part of the next fragment) and a torn last
   line in events.jsonl.
-- repaired=True (implies interrupted): what `examrec repair` leaves (sessions/repair.py): the
+- repaired=True (implies interrupted): what `examrec repair` leaves (sessions/evidence/repair.py): the
   torn bytes moved to recovered/<file with / as __>.from-<kept bytes>, a "repaired" event,
   manifest ``repaired`` {at, last_pts_s, trimmed_bytes, previous_state, files: [{file,
   kept_bytes, trimmed_bytes, saved_as, reason, saved_sha256}]}, open segments given the
@@ -52,12 +52,12 @@ import numpy as np
 from muxer.segment import container_options
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sessions.chain import ChainedLog
-from sessions.clock import SessionClock, iso_utc
-from sessions.events import EventLog
-from sessions.manifest import FORMAT, append_segment, sha256_file, write_manifest
-from sessions.session_lock import LOCK_NAME
-from sessions.signing import sign_manifest
+from sessions.evidence.chain import ChainedLog
+from core.clock import SessionClock, iso_utc
+from sessions.evidence.events import EventLog
+from sessions.evidence.manifest import FORMAT, append_segment, sha256_file, write_manifest
+from sessions.evidence.lock import LOCK_NAME
+from sessions.evidence.signing import sign_manifest
 
 # A fixed key so every run signs with the same identity (tests compare against it).
 FACTORY_KEY_SEED = bytes(range(32))
@@ -320,7 +320,7 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
 
 def _repair(root: Path, manifest: dict[str, Any], open_files: dict[str, SegmentResult],
             clock: SessionClock, now_ns: int) -> None:
-    """What `examrec repair` (sessions/repair.py) leaves: torn bytes moved to
+    """What `examrec repair` (sessions/evidence/repair.py) leaves: torn bytes moved to
     recovered/<file with / as __>.from-<kept>, open segments re-hashed and marked interrupted, a
     "repaired" event, and manifest ``repaired`` naming every trim."""
     files: list[dict[str, Any]] = []

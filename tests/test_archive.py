@@ -20,7 +20,7 @@ from archive_harness import ArchiveUnderTest, archive, file_archive, seaweed  # 
 from sessions.archive.backend import RECEIPT_NAME
 from sessions.archive.errors import Refused, Unreachable
 from sessions.archive.upload import STATE_DIR, Uploader
-from sessions.verify import verify_session
+from sessions.evidence.verify import verify_session
 
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,8 +20,8 @@ import pytest
 
 from crash_harness import (ROOT, crash_profile, ffprobe_ok, kept_until, read_trace, rebuild_after_cut,
                            start_recorder, wait_for_exit, wait_started)
-from sessions.clock import parse_iso
-from sessions.repair import repair_session
+from core.clock import parse_iso
+from sessions.evidence.repair import repair_session
 
 KILL_BOUND_S = 0.25
 CUT_BOUND_S = 1.0
@@ -135,7 +135,7 @@ def _all_pids(session: Path, pids: dict) -> list[int]:
 
 def _wait_unlocked(session: Path, timeout: float = 20) -> None:
     """Stream processes whose controller died end by themselves; wait for the last one."""
-    from sessions.session_lock import is_being_written
+    from sessions.evidence.lock import is_being_written
     deadline = time.monotonic() + timeout
     while is_being_written(session):
         assert time.monotonic() < deadline, f"{session}: a recorder process outlived its controller"
@@ -166,7 +166,7 @@ def traced_session(tmp: Path, seconds: float = 6.0) -> tuple[Path, Path, list]:
 
 
 def run_cuts(tmp: Path, total: int, seed: int) -> list[dict]:
-    from sessions.clock import SessionClock
+    from core.clock import SessionClock
     out, _, ops = traced_session(tmp)
     (session,) = [p.parent for p in out.glob("*/*/manifest.json")]
     clock = SessionClock.from_json(json.loads((session / "manifest.json").read_text())["clock"])

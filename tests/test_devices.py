@@ -14,8 +14,8 @@ from pathlib import Path
 
 from capture.v4l2 import CameraCaps, parse_v4l2_ctl
 from device_harness import gpsd, pulseaudio, require, xvfb
-from sessions import cli
-from sessions.devices import discover, format_report, list_v4l2, list_x_displays, probe_gpsd
+from sessions.cli import app as cli
+from sessions.recorder.devices import discover, format_report, list_v4l2, list_x_displays, probe_gpsd
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "v4l2"
@@ -104,7 +104,7 @@ def test_x_displays_running_and_stale(tmp_path: Path) -> None:
 def test_examrec_devices_command(tmp_path: Path) -> None:
     """The real CLI in a subprocess, with a real gpsd, Xvfb and PulseAudio running."""
     require("gpsd", "Xvfb", "pulseaudio")
-    assert "sessions.cmd_devices" in cli.COMMAND_MODULES
+    assert "sessions.cli.devices" in cli.COMMAND_MODULES
     with gpsd(tmp_path) as port, xvfb(640, 480) as x, pulseaudio(tmp_path) as _:
         base = [sys.executable, "-m", "sessions.cli", "devices", "--gpsd", f"127.0.0.1:{port}",
                 "--sys-root", str(DATA / "sys"), "--dev-root", str(DATA / "dev")]

@@ -13,7 +13,7 @@ from sensors.clockcheck import check_clock
 from sensors.gps import GpsFix, GpsReader, iso_to_ns, parse_gpsd_url
 from sensors.nmea import read_fixes, split_sentence
 from sensors.replay import free_port, gpsfake_server, start_gps_replay
-from sessions.clock import SessionClock
+from core.clock import SessionClock
 
 OUTAGE = range(163, 169)  # the underpass: epochs without a fix in the exam-drive fixture
 
@@ -184,7 +184,7 @@ def test_profile_replay_devices(tmp_path):
     stop their replay devices with them."""
     from sensor_harness import EXAM_PEDAL
     from sensors.factory import clock_limit_s, gps_reader, pedal_reader
-    from sessions.profile import ProfileError, load_profile
+    from core.profile import ProfileError, load_profile
     profile_path = tmp_path / "p.toml"
     profile_path.write_text(f'''
 name = "sensors"

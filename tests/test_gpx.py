@@ -18,7 +18,7 @@ from sensors.gpx import (GPX_NS, TPX_NS, GpxError, GpxWriter, NoTelemetry, expor
                          repair_gpx)
 from sensors.nmea import read_fixes
 from sensors.telemetry import TelemetryWriter, read_records
-from sessions.clock import SessionClock
+from core.clock import SessionClock
 
 G = f"{{{GPX_NS}}}"
 T = f"{{{TPX_NS}}}"

@@ -13,7 +13,7 @@ import pytest
 
 from archive_harness import archive, file_archive, s3_archive, seaweed  # noqa: F401 - fixtures
 from sessions.archive.journals import CORRECTION, check_lines
-from sessions.chain import GENESIS, encode_record, line_hash
+from sessions.evidence.chain import GENESIS, encode_record, line_hash
 
 UTC = timezone.utc
 

@@ -157,7 +157,7 @@ def _check_banners(session: Path, m: dict, pause_banner: str) -> None:
     assert before and _banner_error(before[-1], pause_banner) > 3 * right_err
     d2 = decode_video(second)
     resume = next(e for e in events(session) if e["type"] == "resume")
-    from sessions.clock import parse_iso
+    from core.clock import parse_iso
     when = parse_iso(resume["t_utc"]).astimezone().strftime("%H:%M:%S")
     text = f"RESUME {when} {resume['plate']}  STAGE 2"
     first_err = _banner_error(d2.images[3], text)
@@ -247,7 +247,7 @@ def test_a_stalled_stream_is_a_fault_while_the_others_record(tmp_path):
     assert ctl(sock, "stop").returncode == 0
     proc.communicate(timeout=60)
     ev = events(session)
-    from sessions.clock import parse_iso
+    from core.clock import parse_iso
     fault = next(e for e in ev if e["type"] == "fault" and e.get("stream") == "road")
     assert parse_iso(fault["t_utc"]).timestamp() - stopped <= 2.0
     assert any(e["type"] == "recovered" and e.get("stream") == "road" for e in ev)

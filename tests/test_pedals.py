@@ -12,7 +12,7 @@ from sensors.actuation import ActuationTracker
 from sensors.pedal_protocol import LineFramer, SentenceError, format_sentence, parse_sentence
 from sensors.pedals import PedalReader, PedalSettings, parse_pedal_url
 from sensors.replay import PedalEntry, pedal_replay, read_pedal_fixture
-from sessions.clock import SessionClock
+from core.clock import SessionClock
 
 TOLERANCE_S = 0.040  # CAP-6: an actuation is placed on the session timeline within 40 ms
 MS = 1_000_000

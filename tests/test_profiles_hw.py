@@ -16,7 +16,7 @@ from capture.ipcam import IPCameraSource
 from capture.microphone import MicrophoneSource
 from capture.screen import ScreenSource
 from capture.v4l2 import V4L2Source
-from sessions.profile import load_profile
+from core.profile import load_profile
 
 PROFILES = Path(__file__).resolve().parent.parent / "hw-profiles"
 UNIT = PROFILES / "systemd" / "examrec.service"

@@ -11,8 +11,8 @@ import pytest
 
 from capture.timecode import read_timecode
 from muxer.overlay import Overlay
-from sessions.clock import SessionClock
-from sessions.profile import load_profile
+from core.clock import SessionClock
+from core.profile import load_profile
 
 from conftest import REPLAY, EXAMREC, ROOT, replay_variant, run_examrec, session_dirs
 from media import audio_span, decode_video, ffprobe
@@ -109,7 +109,7 @@ def test_manifest_hashes_match_files(recorded_session):
 
 
 def test_fragment_log_hashes_match_bytes(recorded_session):
-    from sessions.chain import read_chain
+    from sessions.evidence.chain import read_chain
     for stream in manifest(recorded_session)["streams"]:
         records, problems = read_chain(recorded_session / stream["name"] / "fragments.jsonl")
         assert not problems

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from muxer.overlay import Overlay
 from sensors.replay import free_port, start_gps_replay
-from sessions.clock import SessionClock
-from sessions.profile import load_profile
+from core.clock import SessionClock
+from core.profile import load_profile
 
 from conftest import EXAMREC, ROOT, session_dirs, write_profile
 from media import decode_video

@@ -12,12 +12,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from session_factory import factory_key, make_session
-from sessions import cli, manifest, signing
-from sessions.chain import GENESIS
-from sessions.profile import load_profile
-from sessions.manifest import (ManifestError, append_segment, canonical_json, read_manifest, segment_entry_hash,
+from sessions.cli import app as cli
+from sessions.evidence import manifest, signing
+from sessions.evidence.chain import GENESIS
+from core.profile import load_profile
+from sessions.evidence.manifest import (ManifestError, append_segment, canonical_json, read_manifest, segment_entry_hash,
                                sha256_file, write_manifest)
-from sessions.signing import (KeyFileError, check_signature, default_key_path, fingerprint, load_or_create_key,
+from sessions.evidence.signing import (KeyFileError, check_signature, default_key_path, fingerprint, load_or_create_key,
                               load_public_key, public_key_hex, public_key_pem, sign_manifest)
 
 

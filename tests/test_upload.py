@@ -133,7 +133,7 @@ def test_progress_bar_only_on_a_terminal():
 def test_pre_exam_checks_name_sessions_overdue_for_upload(tmp_path):
     """`examrec check` / `record` tell the examiner when older sessions still wait for upload
     (a warning: the exam may go on)."""
-    from sessions.checks import upload_check
+    from sessions.recorder.checks import upload_check
     out = tmp_path / "rec"
     assert upload_check(out, []).ok
     old = make_session(out, started=FRIDAY)                 # January 2026: long overdue

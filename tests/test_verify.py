@@ -14,11 +14,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from session_factory import factory_key, make_session
-from sessions import cli, verify
-from sessions.chain import GENESIS, encode_record, line_hash
-from sessions.manifest import read_manifest, write_manifest
-from sessions.signing import load_or_create_key, public_key_pem, sign_manifest
-from sessions.verify import verify_session
+from sessions.cli import app as cli
+from sessions.evidence import verify
+from sessions.evidence.chain import GENESIS, encode_record, line_hash
+from sessions.evidence.manifest import read_manifest, write_manifest
+from sessions.evidence.signing import load_or_create_key, public_key_pem, sign_manifest
+from sessions.evidence.verify import verify_session
 
 
 def kinds(report) -> list[str]:
@@ -420,9 +421,9 @@ def test_repaired_session_is_interrupted_but_untouched(tmp_path):
 
 
 def test_real_repair_of_a_power_cut_session_verifies_untouched(tmp_path, monkeypatch):
-    """`examrec repair` (sessions/repair.py) on a power-cut session: verify then reports only
+    """`examrec repair` (sessions/evidence/repair.py) on a power-cut session: verify then reports only
     "interrupted", with the trimmed bytes accounted for in recovered/."""
-    from sessions.repair import repair_session
+    from sessions.evidence.repair import repair_session
 
     key_path = tmp_path / "key" / "device.key"
     monkeypatch.setenv("EXAMREC_KEY", str(key_path))

@@ -24,8 +24,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .config import ROLES, Settings, iso, utc_now
-from .errors import AuthError, Refused, UsageError
+from sessions.archive.config import ROLES, Settings, iso, utc_now
+from sessions.archive.errors import AuthError, Refused, UsageError
 
 ENV_USER = "EXAMREC_USER"
 ENV_PASSWORD = "EXAMREC_PASSWORD"

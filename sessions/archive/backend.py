@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Callable, Protocol, runtime_checkable
 
-from .config import ArchiveURL, ConnectionConfig
+from sessions.archive.config import ArchiveURL, ConnectionConfig
 
 SESSIONS_PREFIX = "sessions/"
 RECEIPT_NAME = "archive-receipt.json"
@@ -143,7 +143,7 @@ def receipt_key(prefix: str) -> str:
 def open_backend(url: ArchiveURL, conn: ConnectionConfig, role: str | None = None) -> Backend:
     """The backend for ``url`` with the credentials of ``role`` (S3) or the folder itself."""
     if url.scheme == "file":
-        from .folder import FolderBackend
+        from sessions.archive.folder import FolderBackend
         return FolderBackend(url, role=role)
-    from .s3 import S3Backend
+    from sessions.archive.s3 import S3Backend
     return S3Backend(url, conn, role=role)

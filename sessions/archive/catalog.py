@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Iterable
 
-from .textnorm import fold, fold_plate, tokens
+from sessions.archive.textnorm import fold, fold_plate, tokens
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import unquote, urlparse
 
-from .errors import UsageError
+from sessions.archive.errors import UsageError
 
 ENV_ARCHIVE = "EXAMREC_ARCHIVE"
 ENV_CONFIG = "EXAMREC_ARCHIVE_CONFIG"

@@ -35,10 +35,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
-from .catalog import SessionRow
-from .errors import IntegrityError, Refused, UsageError
-from .office import RecordsOffice
-from .workdays import add_working_days
+from sessions.archive.catalog import SessionRow
+from sessions.archive.errors import IntegrityError, Refused, UsageError
+from sessions.archive.office import RecordsOffice
+from sessions.archive.workdays import add_working_days
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
     fingerprint_text = "(the manifest is not signed: the session was cut off and not repaired)"
     pub_hex = (manifest.get("signature") or {}).get("public_key")
     if pub_hex:
-        from ..signing import fingerprint, load_public_key, public_key_pem
+        from sessions.evidence.signing import fingerprint, load_public_key, public_key_pem
         key = load_public_key(pub_hex)
         (dest / "public-key.pem").write_text(public_key_pem(key), encoding="ascii")
         fingerprint_text = fingerprint(key)

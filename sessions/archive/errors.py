@@ -1,7 +1,7 @@
 """Errors of the archive, each carrying the exit code the CLI returns (sessions/exitcodes.py)."""
 from __future__ import annotations
 
-from .. import exitcodes
+from sessions import exitcodes
 
 
 class ArchiveError(Exception):

@@ -8,7 +8,7 @@ Code cannot stop someone with root on the machine: for that, use S3 with Object 
 changes is still detected: every object's SHA-256 is in the session's receipt and manifest, and
 journals are hash-chained.
 
-Journals are one chained JSONL file each (sessions/chain.py format), appended under an exclusive
+Journals are one chained JSONL file each (sessions/evidence/chain.py format), appended under an exclusive
 ``flock`` so concurrent commands never interleave lines.
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterator
 
-from ..chain import GENESIS, line_hash
-from .backend import BodyFilter, JournalLine, PutResult, StoredObject
-from .config import SETTINGS_KEY, ArchiveURL
-from .errors import AlreadyExists, ChecksumMismatch, IntegrityError, NotInitialised, Refused, UsageError
+from sessions.evidence.chain import GENESIS, line_hash
+from sessions.archive.backend import BodyFilter, JournalLine, PutResult, StoredObject
+from sessions.archive.config import SETTINGS_KEY, ArchiveURL
+from sessions.archive.errors import AlreadyExists, ChecksumMismatch, IntegrityError, NotInitialised, Refused, UsageError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The archive's journals (AD-1..3; UA annexes 2 and 3, KZ annex 1): append-only, hash-chained.
 
-Each journal is a sequence of entries in the chained-JSON-lines format of sessions/chain.py: every
+Each journal is a sequence of entries in the chained-JSON-lines format of sessions/evidence/chain.py: every
 entry carries ``prev_sha256``, the SHA-256 of the previous entry's exact bytes, and its own number
 ``entry``. Nothing is ever edited: a mistake is fixed by a *correction* entry that names the entry
 it corrects, says why, and gives the corrected values (KZ 9: the wrong line is struck through and a
@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
-from ..chain import GENESIS, PREV_KEY, encode_record, line_hash
-from .access import User
-from .backend import Backend
-from .config import Settings, iso, utc_now
-from .errors import UsageError
+from sessions.evidence.chain import GENESIS, PREV_KEY, encode_record, line_hash
+from sessions.archive.access import User
+from sessions.archive.backend import Backend
+from sessions.archive.config import Settings, iso, utc_now
+from sessions.archive.errors import UsageError
 
 JOURNALS: dict[str, str] = {
     "devices": "issue and return of recorders and media",

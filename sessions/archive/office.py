@@ -18,14 +18,14 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .access import AuthError, User, authenticate, read_password
-from .backend import RECEIPT_NAME, SESSIONS_PREFIX, Backend, StoredObject, open_backend, receipt_key
-from .catalog import Catalog, Query, SessionRow
-from .config import ConnectionConfig, Settings, iso, load_connection, resolve_archive, utc_now
-from .errors import ArchiveError, IntegrityError, Refused, UsageError
-from .journals import JournalView, Journals
-from .retention import DELETE, Decision, RetentionFacts, RetentionPolicy
-from .workdays import parse_offset
+from sessions.archive.access import AuthError, User, authenticate, read_password
+from sessions.archive.backend import RECEIPT_NAME, SESSIONS_PREFIX, Backend, StoredObject, open_backend, receipt_key
+from sessions.archive.catalog import Catalog, Query, SessionRow
+from sessions.archive.config import ConnectionConfig, Settings, iso, load_connection, resolve_archive, utc_now
+from sessions.archive.errors import ArchiveError, IntegrityError, Refused, UsageError
+from sessions.archive.journals import JournalView, Journals
+from sessions.archive.retention import DELETE, Decision, RetentionFacts, RetentionPolicy
+from sessions.archive.workdays import parse_offset
 
 log = logging.getLogger(__name__)
 
@@ -451,7 +451,7 @@ class RecordsOffice:
 
     def verify_copy(self, row: SessionRow, receipt: dict[str, Any]) -> list[str]:
         """Download the session to a temporary folder and run the recorder's own verify on it."""
-        from ..verify import verify_session
+        from sessions.evidence.verify import verify_session
         problems: list[str] = []
         with tempfile.TemporaryDirectory(prefix="examrec-check-") as tmp:
             root = Path(tmp) / row.session_id

@@ -32,8 +32,8 @@ from pathlib import Path
 from string import Template
 from typing import Any, Callable
 
-from .errors import UsageError
-from .journals import CORRECTION, Entry, JournalView
+from sessions.archive.errors import UsageError
+from sessions.archive.journals import CORRECTION, Entry, JournalView
 
 TEMPLATE = Path(__file__).with_name("forms") / "journal.html"
 

@@ -19,7 +19,7 @@ import calendar
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 
-from .workdays import end_of_day
+from sessions.archive.workdays import end_of_day
 
 # The legal minimum per profile kind, in months. A profile may keep longer, never shorter.
 DEFAULT_MONTHS = {"vehicle": 3, "theory-room": 3, "replay": 3, "body-worn": 36}

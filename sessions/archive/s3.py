@@ -32,9 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .backend import BodyFilter, JournalLine, PutResult, StoredObject
-from .config import SETTINGS_KEY, ArchiveURL, ConnectionConfig
-from .errors import (AlreadyExists, ArchiveError, AuthError, ChecksumMismatch, IntegrityError, NotInitialised,
+from sessions.archive.backend import BodyFilter, JournalLine, PutResult, StoredObject
+from sessions.archive.config import SETTINGS_KEY, ArchiveURL, ConnectionConfig
+from sessions.archive.errors import (AlreadyExists, ArchiveError, AuthError, ChecksumMismatch, IntegrityError, NotInitialised,
                      Refused, Unreachable, UsageError)
 
 log = logging.getLogger(__name__)
@@ -421,7 +421,7 @@ class S3Backend:
     def _journal_tail(self, name: str) -> tuple[int, str]:
         """(number, line hash) of the last entry, from the listing and the stored version. The
         listing starts at the last number this machine saw, so it stays short as journals grow."""
-        from ..chain import GENESIS, line_hash
+        from sessions.evidence.chain import GENESIS, line_hash
         hint = self._tail_hint(name)
         last_key = self._list_after(name, self._journal_key(name, hint - 1) if hint > 1 else None)
         if last_key is None and hint > 1:
@@ -437,7 +437,7 @@ class S3Backend:
 
     def journal_append(self, name: str, make_line: Callable[[int, str], bytes],
                        retain_until: datetime | None) -> tuple[int, bytes]:
-        from ..chain import line_hash
+        from sessions.evidence.chain import line_hash
         for _attempt in range(25):
             last, prev = self._tail_or_fetch(name)
             entry = last + 1

@@ -36,15 +36,15 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
-from ..chain import ChainedLog, read_chain
-from ..manifest import MANIFEST_NAME, TEMP_PREFIX, ManifestError, read_manifest, sha256_file
-from ..session_lock import LOCK_NAME, is_being_written
-from .backend import BodyFilter, receipt_key, session_prefix
-from .config import iso, utc_now
-from .errors import AlreadyExists, ArchiveError, ChecksumMismatch, IntegrityError, Unreachable, UsageError
-from .office import ArchiveContext
-from .retention import RetentionPolicy, months_for
-from .workdays import end_of_day, next_working_day, parse_holidays, parse_offset
+from sessions.evidence.chain import ChainedLog, read_chain
+from sessions.evidence.manifest import MANIFEST_NAME, TEMP_PREFIX, ManifestError, read_manifest, sha256_file
+from sessions.evidence.lock import LOCK_NAME, is_being_written
+from sessions.archive.backend import BodyFilter, receipt_key, session_prefix
+from sessions.archive.config import iso, utc_now
+from sessions.archive.errors import AlreadyExists, ArchiveError, ChecksumMismatch, IntegrityError, Unreachable, UsageError
+from sessions.archive.office import ArchiveContext
+from sessions.archive.retention import RetentionPolicy, months_for
+from sessions.archive.workdays import end_of_day, next_working_day, parse_holidays, parse_offset
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +323,7 @@ class Uploader:
             os.close(lock)
 
     def _verify_local(self, session_dir: Path, res: UploadResult) -> dict[str, Any]:
-        from ..verify import NotASession, verify_session
+        from sessions.evidence.verify import NotASession, verify_session
         try:
             report = verify_session(session_dir)
         except NotASession as exc:

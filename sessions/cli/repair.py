@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from . import exitcodes
-from .repair import RepairRefused, find_sessions, needs_repair, repair_session
+from sessions import exitcodes
+from sessions.evidence.repair import RepairRefused, find_sessions, needs_repair, repair_session
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -20,15 +20,15 @@ import json
 import sys
 from pathlib import Path
 
-from . import exitcodes
-from .archive.access import resolve_user
-from .archive.cli_common import add_access_options, handles_errors, parse_now, print_json
-from .archive.config import utc_now
-from .archive.office import open_archive
-from .archive.upload import (Progress, Uploader, WatchRound, local_sessions, on_charger, overdue_sessions,
+from sessions import exitcodes
+from sessions.archive.access import resolve_user
+from sessions.cli.archive_common import add_access_options, handles_errors, parse_now, print_json
+from sessions.archive.config import utc_now
+from sessions.archive.office import open_archive
+from sessions.archive.upload import (Progress, Uploader, WatchRound, local_sessions, on_charger, overdue_sessions,
                              resolve_sessions, upload_all, watch)
-from .archive.workdays import parse_holidays
-from .profile import Profile, load_profile
+from sessions.archive.workdays import parse_holidays
+from core.profile import Profile, load_profile
 
 DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "hw-profiles" / "replay.toml"
 

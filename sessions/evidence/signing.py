@@ -22,10 +22,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .manifest import canonical_json
+from sessions.evidence.manifest import canonical_json
 
 if TYPE_CHECKING:
-    from .profile import Profile
+    from core.profile import Profile
 
 log = logging.getLogger(__name__)
 

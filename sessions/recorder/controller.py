@@ -21,16 +21,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import durable, exitcodes
-from .clock import NS_PER_S, SessionClock, iso_utc
-from .events import EventLog
-from .sensor_hub import SensorHub
-from .exam import ExamControl
-from .manifest import segment_entry_hash, sha256_file, write_manifest
-from .profile import Profile
-from .session_lock import hold_shared
-from .signing import fingerprint, key_path_for, load_or_create_key, sign_manifest
-from .stream_process import StreamJob, run_stream
+from core import durable
+
+from sessions import exitcodes
+from core.clock import NS_PER_S, SessionClock, iso_utc
+from sessions.evidence.events import EventLog
+from sessions.recorder.sensor_hub import SensorHub
+from sessions.recorder.exam import ExamControl
+from sessions.evidence.manifest import segment_entry_hash, sha256_file, write_manifest
+from core.profile import Profile
+from sessions.evidence.lock import hold_shared
+from sessions.evidence.signing import fingerprint, key_path_for, load_or_create_key, sign_manifest
+from sessions.recorder.stream_process import StreamJob, run_stream
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .. import exitcodes
-from .errors import ArchiveError, UsageError
-from .workdays import HolidayError
+from sessions import exitcodes
+from sessions.archive.errors import ArchiveError, UsageError
+from sessions.archive.workdays import HolidayError
 
 log = logging.getLogger(__name__)
 

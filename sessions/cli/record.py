@@ -7,13 +7,13 @@ import signal
 import sys
 from pathlib import Path
 
-from . import exitcodes
-from .profile import load_profile
-from .checks import results_table
-from .cmd_repair import repair_interrupted
-from .control import AlreadyRunning, ControlServer, socket_path
-from .recorder import Recorder
-from .session_summary import NotASession, format_table, summary
+from sessions import exitcodes
+from core.profile import load_profile
+from sessions.recorder.checks import results_table
+from sessions.cli.repair import repair_interrupted
+from sessions.recorder.control import AlreadyRunning, ControlServer, socket_path
+from sessions.recorder.controller import Recorder
+from sessions.evidence.summary import NotASession, format_table, summary
 
 DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "hw-profiles" / "replay.toml"
 TABLE_COLUMNS = ["stream", "segments", "frames", "dropped", "fps", "mb", "gaps"]

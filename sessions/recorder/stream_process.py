@@ -26,10 +26,10 @@ from capture.base import AudioSource, SourceError, VideoSource
 from muxer.fragment_file import FragmentRecord, fsync_dir
 from muxer.overlay import Overlay, OverlayState
 from muxer.segment import AudioTimeline, SegmentResult, SegmentSettings, SegmentWriter
-from sessions import durable
-from sessions.chain import ChainedLog
-from sessions.clock import NS_PER_S, SessionClock
-from sessions.profile import Profile, StreamSpec
+from core import durable
+from sessions.evidence.chain import ChainedLog
+from core.clock import NS_PER_S, SessionClock
+from core.profile import Profile, StreamSpec
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ class StreamProcess:
         cv2.setNumThreads(1)  # one thread per stream: parallelism comes from the stream processes
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller decides when to stop
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
-        from sessions.session_lock import hold_shared
+        from sessions.evidence.lock import hold_shared
         self._lock_fd = hold_shared(self.session_dir)  # released by the kernel whenever this process ends
         ok, why = self.open_sources()
         self.send("ready", ok=ok, message=why, pid=os.getpid())

@@ -17,8 +17,8 @@ from sensors.factory import clock_limit_s, gps_reader, pedal_reader
 from sensors.gpx import GpxWriter
 from sensors.telemetry import TelemetryWriter
 
-from .checks import CheckResult
-from .clock import NS_PER_S, SessionClock
+from sessions.recorder.checks import CheckResult
+from core.clock import NS_PER_S, SessionClock
 
 log = logging.getLogger(__name__)
 

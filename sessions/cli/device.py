@@ -16,13 +16,13 @@ import argparse
 import sys
 from typing import Any
 
-from . import exitcodes
-from .archive.access import resolve_user
-from .archive.cli_common import add_access_options, handles_errors, parse_now, print_json
-from .archive.config import iso, utc_now
-from .archive.errors import Refused, UsageError
-from .archive.journals import JournalView
-from .archive.office import open_archive
+from sessions import exitcodes
+from sessions.archive.access import resolve_user
+from sessions.cli.archive_common import add_access_options, handles_errors, parse_now, print_json
+from sessions.archive.config import iso, utc_now
+from sessions.archive.errors import Refused, UsageError
+from sessions.archive.journals import JournalView
+from sessions.archive.office import open_archive
 
 ITEMS = ("recorder", "medium")
 

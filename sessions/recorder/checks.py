@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .session_summary import format_table
+from sessions.evidence.summary import format_table
 
 POWER_SUPPLY = Path("/sys/class/power_supply")
 MIN_BATTERY_PERCENT = 20
@@ -107,7 +107,7 @@ def overdue_now(out_root: Path, holidays: list[str]) -> list:
     """Sessions in ``out_root`` past their upload deadline (the end of the next working day after
     the exam), as of now; raises OSError or ValueError when the folder cannot be read."""
     from datetime import datetime, timezone
-    from .archive.upload import overdue_sessions
+    from sessions.archive.upload import overdue_sessions
     return overdue_sessions(out_root, datetime.now(timezone.utc), holidays)
 
 

@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from . import exitcodes
-from .control import NoRecorder, find_socket, request, socket_path
-from .profile import load_profile
-from .session_summary import format_table
+from sessions import exitcodes
+from sessions.recorder.control import NoRecorder, find_socket, request, socket_path
+from core.profile import load_profile
+from sessions.evidence.summary import format_table
 
 
 def _socket_args(p: argparse.ArgumentParser) -> None:

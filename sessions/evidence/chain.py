@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import durable
+from core import durable
 
 GENESIS = "0" * 64
 PREV_KEY = "prev_sha256"

@@ -5,8 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from . import exitcodes
-from .devices import GPSD_DEFAULT, discover, format_report
+from sessions import exitcodes
+from sessions.recorder.devices import GPSD_DEFAULT, discover, format_report
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .chain import ChainedLog
-from .clock import SessionClock, iso_utc, utc_now_iso
+from sessions.evidence.chain import ChainedLog
+from core.clock import SessionClock, iso_utc, utc_now_iso
 
 
 class EventLog:

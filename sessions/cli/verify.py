@@ -8,9 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from . import exitcodes
-from .signing import fingerprint, load_public_key
-from .verify import BAD_SIGNATURE, INTERRUPTED, NotASession, VerifyReport, verify_session
+from sessions import exitcodes
+from sessions.evidence.signing import fingerprint, load_public_key
+from sessions.evidence.verify import BAD_SIGNATURE, INTERRUPTED, NotASession, VerifyReport, verify_session
 
 log = logging.getLogger(__name__)
 

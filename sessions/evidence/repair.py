@@ -20,12 +20,12 @@ from typing import Any
 
 from muxer.repair import media_span, scan_segment
 
-from . import durable
-from .chain import read_chain
-from .clock import SessionClock, iso_utc, utc_now_iso
-from .events import EventLog
-from .manifest import segment_entry_hash, write_manifest
-from .session_lock import is_being_written
+from core import durable
+from sessions.evidence.chain import read_chain
+from core.clock import SessionClock, iso_utc, utc_now_iso
+from sessions.evidence.events import EventLog
+from sessions.evidence.manifest import segment_entry_hash, write_manifest
+from sessions.evidence.lock import is_being_written
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
@@ -226,9 +226,9 @@ def repair_session(session_dir: Path) -> RepairReport:
 
 
 def _seal(manifest: dict) -> None:
-    """Sign the repaired manifest when a device key is available (sessions.signing)."""
+    """Sign the repaired manifest when a device key is available (sessions.evidence.signing)."""
     try:
-        from .signing import KeyFileError, default_key_path, load_or_create_key, sign_manifest
+        from sessions.evidence.signing import KeyFileError, default_key_path, load_or_create_key, sign_manifest
     except ImportError:
         return
     try:
@@ -242,7 +242,7 @@ def _seal(manifest: dict) -> None:
 
 
 def _log_summary(path: Path) -> tuple[int, str]:
-    from .chain import last_hash
+    from sessions.evidence.chain import last_hash
     with open(path, "rb") as f:
         lines = sum(1 for line in f if line.endswith(b"\n"))
     return lines, last_hash(path)

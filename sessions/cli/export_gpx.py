@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sensors.gpx import GpxError, NoTelemetry, export_gpx, session_gpx
 
-from . import exitcodes
+from sessions import exitcodes
 
 
 def register(sub: argparse._SubParsersAction) -> None:

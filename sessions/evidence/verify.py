@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
-from .chain import GENESIS, PREV_KEY, line_hash, read_chain
-from .manifest import (MANIFEST_NAME, STATES, TEMP_PREFIX, TEMP_SUFFIX, ManifestError, read_manifest,
+from sessions.evidence.chain import GENESIS, PREV_KEY, line_hash, read_chain
+from sessions.evidence.manifest import (MANIFEST_NAME, STATES, TEMP_PREFIX, TEMP_SUFFIX, ManifestError, read_manifest,
                        segment_entry_hash, sha256_file)
-from .session_lock import LOCK_NAME
-from .signing import PublicKeyLike, check_signature, fingerprint
+from sessions.evidence.lock import LOCK_NAME
+from sessions.evidence.signing import PublicKeyLike, check_signature, fingerprint
 
 log = logging.getLogger(__name__)
 

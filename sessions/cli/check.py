@@ -7,10 +7,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import exitcodes
-from .checks import failed_mandatory, results_table
-from .profile import load_profile
-from .recorder import Recorder
+from sessions import exitcodes
+from sessions.recorder.checks import failed_mandatory, results_table
+from core.profile import load_profile
+from sessions.recorder.controller import Recorder
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import exitcodes
-from .profile import load_profile
-from .signing import (KeyFileError, default_key_path, fingerprint, key_path_for, load_key, load_or_create_key,
+from sessions import exitcodes
+from core.profile import load_profile
+from sessions.evidence.signing import (KeyFileError, default_key_path, fingerprint, key_path_for, load_key, load_or_create_key,
                       public_key_hex, public_key_pem)
 
 log = logging.getLogger(__name__)

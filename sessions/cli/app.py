@@ -7,23 +7,23 @@ import importlib
 import logging
 import sys
 
-from . import exitcodes
-from .profile import ProfileError
-from .signing import KeyFileError
+from sessions import exitcodes
+from core.profile import ProfileError
+from sessions.evidence.signing import KeyFileError
 
 # Modules that add commands, in the order they appear in `examrec --help`.
 COMMAND_MODULES = (
-    "sessions.cmd_record",
-    "sessions.cmd_check",
-    "sessions.cmd_control",
-    "sessions.cmd_repair",
-    "sessions.cmd_verify",
-    "sessions.cmd_key",
-    "sessions.cmd_export_gpx",
-    "sessions.cmd_devices",
-    "sessions.cmd_upload",
-    "sessions.cmd_archive",
-    "sessions.cmd_device",
+    "sessions.cli.record",
+    "sessions.cli.check",
+    "sessions.cli.control",
+    "sessions.cli.repair",
+    "sessions.cli.verify",
+    "sessions.cli.key",
+    "sessions.cli.export_gpx",
+    "sessions.cli.devices",
+    "sessions.cli.upload",
+    "sessions.cli.archive",
+    "sessions.cli.device",
 )
 
 

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import durable
-from .chain import GENESIS
+from core import durable
+from sessions.evidence.chain import GENESIS
 
 log = logging.getLogger(__name__)
 

@@ -27,19 +27,19 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
-from . import exitcodes
-from .archive.access import ENV_NEW_PASSWORD, ENV_PASSWORD, User, new_user, resolve_user
-from .archive.backend import open_backend
-from .archive.catalog import Query, SessionRow
-from .archive.cli_common import add_access_options, handles_errors, parse_now, print_json
-from .archive.config import ROLES, Settings, iso, load_connection, resolve_archive, utc_now
-from .archive.copy import CopyRequest, issue_copy, parse_date
-from .archive.errors import UsageError
-from .archive.journals import JOURNALS, JournalView, Journals, check_name
-from .archive.office import ArchiveContext, RecordsOffice, open_archive, receipt_summary
-from .archive.printing import DEFAULT_FORM, FORM_JOURNALS, FORMS, export_csv, html_to_pdf, render_html
-from .archive.retention import RetentionPolicy
-from .archive.workdays import parse_holidays
+from sessions import exitcodes
+from sessions.archive.access import ENV_NEW_PASSWORD, ENV_PASSWORD, User, new_user, resolve_user
+from sessions.archive.backend import open_backend
+from sessions.archive.catalog import Query, SessionRow
+from sessions.cli.archive_common import add_access_options, handles_errors, parse_now, print_json
+from sessions.archive.config import ROLES, Settings, iso, load_connection, resolve_archive, utc_now
+from sessions.archive.copy import CopyRequest, issue_copy, parse_date
+from sessions.archive.errors import UsageError
+from sessions.archive.journals import JOURNALS, JournalView, Journals, check_name
+from sessions.archive.office import ArchiveContext, RecordsOffice, open_archive, receipt_summary
+from sessions.archive.printing import DEFAULT_FORM, FORM_JOURNALS, FORMS, export_csv, html_to_pdf, render_html
+from sessions.archive.retention import RetentionPolicy
+from sessions.archive.workdays import parse_holidays
 
 # The SeaweedFS identities of hw-profiles/seaweedfs-iam.json that must never delete anything.
 DEFAULT_DENY_PRINCIPALS = ("arn:aws:iam::000000000000:user/examrec-recorder",

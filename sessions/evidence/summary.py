@@ -6,8 +6,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .chain import iter_records
-from .clock import parse_iso
+from sessions.evidence.chain import iter_records
+from core.clock import parse_iso
 
 
 class NotASession(Exception):

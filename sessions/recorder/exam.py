@@ -1,6 +1,6 @@
 """What makes the recorder an exam recorder: pre-exam checks, stages with pause and resume, live
 status and control, face stills, device-fault watch. Mixed into the session controller
-(sessions/recorder.py), whose state it reads and changes under its lock."""
+(sessions/recorder/controller.py), whose state it reads and changes under its lock."""
 from __future__ import annotations
 
 import logging
@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checks import (CheckResult, audio_check, disk_check, failed_mandatory, overdue_now, power_checks,
+from sessions.recorder.checks import (CheckResult, audio_check, disk_check, failed_mandatory, overdue_now, power_checks,
                      stream_check, upload_check, writable_check)
-from .clock import NS_PER_S, SessionClock, format_duration
+from core.clock import NS_PER_S, SessionClock, format_duration
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,12 @@
+"""The recorder: a session while it is being recorded.
+
+  controller      the session controller (checks, start, pause/resume, stop; owns the manifest
+                  and event log while recording)
+  stream_process  one process per stream: source -> stages -> sinks
+  exam            exam control: the pause rule (a pause's banner lead), resume, stop
+  sensor_hub      GPS and pedals glue: telemetry, route, overlay values, sensor events
+  checks          the pre-exam checks      control  the control socket (pause/resume/stop/photo)
+  devices         what is connected (``examrec devices``)
+
+May import core/, capture/, sensors/, muxer/ and sessions.evidence; imported by sessions.cli.
+"""
