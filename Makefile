@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: apt $(STAMP)
-	$(VENV)/bin/examrec record --duration 20 --out recordings
+	$(VENV)/bin/examrec record --profile hw-profiles/replay.toml --duration 20 --out recordings
 	@echo
 	@echo "The session folder above holds manifest.json, events.jsonl and one folder of MP4 segments per stream."
 	@echo "Look inside with: $(VENV)/bin/examrec info <session folder>"

@@ -5,6 +5,7 @@ file, the key and what is allowed; the CLI prints it and exits 2 without touchin
 """
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -289,6 +290,24 @@ def _check_source(file: Path, key: str, source: str, allowed: tuple[str, ...]) -
 
 VIDEO_SCHEMES = ("pattern:", "clip:", "v4l2:", "rtsp://", "rtsps://", "http://", "https://", "x11:")
 AUDIO_SCHEMES = ("wav:", "mic:")
+
+
+SYSTEM_PROFILE = Path("/etc/examrec/profile.toml")
+PROFILE_ENV = "EXAMREC_PROFILE"
+
+
+def chosen_profile_path(given: str | Path | None) -> Path:
+    """The profile a command uses: the one given, else $EXAMREC_PROFILE, else the installed
+    /etc/examrec/profile.toml. Never a file of the source tree: a recorder must not fall back to
+    the replay demo and sign it as an exam."""
+    if given:
+        return Path(given)
+    if os.environ.get(PROFILE_ENV):
+        return Path(os.environ[PROFILE_ENV])
+    if SYSTEM_PROFILE.exists():
+        return SYSTEM_PROFILE
+    raise ProfileError(SYSTEM_PROFILE, "(file)", "no profile chosen and none installed: pass --profile FILE "
+                       "(the demo: --profile hw-profiles/replay.toml) or install one as /etc/examrec/profile.toml")
 
 
 def load_profile(path: str | Path) -> Profile:

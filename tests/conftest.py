@@ -14,6 +14,10 @@ PROFILES = ROOT / "hw-profiles"
 REPLAY = PROFILES / "replay.toml"
 EXAMREC = [sys.executable, "-m", "sessions.cli"]
 
+# The test machine's configured profile is the replay profile (a recorder has it installed as
+# /etc/examrec/profile.toml); commands that are not given --profile use it.
+os.environ.setdefault("EXAMREC_PROFILE", str(REPLAY))
+
 
 def run_examrec(*args: str, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
     """Run the examrec CLI in a subprocess (the way people and scripts run it)."""

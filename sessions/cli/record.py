@@ -8,14 +8,13 @@ import sys
 from pathlib import Path
 
 from sessions import exitcodes
-from core.profile import load_profile
+from core.profile import chosen_profile_path, load_profile
 from sessions.recorder.checks import results_table
 from sessions.cli.repair import repair_interrupted
 from sessions.recorder.control import AlreadyRunning, ControlServer, socket_path
 from sessions.recorder.controller import Recorder
 from sessions.evidence.summary import NotASession, format_table, summary
 
-DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "hw-profiles" / "replay.toml"
 TABLE_COLUMNS = ["stream", "segments", "frames", "dropped", "fps", "mb", "gaps"]
 EXAM_TYPES = ("theory", "practical")
 DETAIL_KEYS = ("candidate", "candidate_id", "examiner", "plate", "centre", "exam")
@@ -61,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Record a session: every stream of the profile, on one timeline, until "
                                    "--duration ends or SIGINT/SIGTERM/`examrec stop`. Prints the session folder "
                                    "and a per-stream table (or the manifest with --json).")
-    p.add_argument("--profile", type=Path, default=None, help=f"hardware profile (default: {DEFAULT_PROFILE.name})")
+    p.add_argument("--profile", type=Path, default=None, help="hardware profile (default: $EXAMREC_PROFILE, else /etc/examrec/profile.toml)")
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--out", type=Path, default=None, help="output root (default: the profile's `out`)")
     p.add_argument("--json", action="store_true", help="print the final manifest as JSON")
@@ -100,7 +99,7 @@ def _progress(rec: Recorder) -> None:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    profile = load_profile(args.profile or DEFAULT_PROFILE)
+    profile = load_profile(chosen_profile_path(args.profile))
     try:
         details = session_details(args)
     except DetailsError as exc:

@@ -28,9 +28,8 @@ from sessions.archive.office import open_archive
 from sessions.archive.upload import (Progress, Uploader, WatchRound, local_sessions, on_charger, overdue_sessions,
                              resolve_sessions, upload_all, watch)
 from sessions.archive.workdays import parse_holidays
-from core.profile import Profile, load_profile
+from core.profile import Profile, chosen_profile_path, load_profile
 
-DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "hw-profiles" / "replay.toml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_access_options(p, url_flag="--to")
     p.add_argument("--out", type=Path, help="recordings root (default: the profile's `out`)")
     p.add_argument("--profile", type=Path, help=f"hardware profile: retention, upload settings "
-                                                f"(default: {DEFAULT_PROFILE.name})")
+                                                f"(default: $EXAMREC_PROFILE, else /etc/examrec/profile.toml)")
     p.add_argument("--device", metavar="INVENTORY", help="this recorder's inventory number for the journal "
                                                         "(default: $EXAMREC_DEVICE or the host name)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
@@ -61,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _profile(args: argparse.Namespace) -> Profile:
-    return load_profile(args.profile or DEFAULT_PROFILE)
+    return load_profile(chosen_profile_path(args.profile))
 
 
 @handles_errors("upload")
