@@ -53,6 +53,7 @@ from muxer.segment import container_options
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sessions.evidence.chain import ChainedLog
+from sessions.evidence.checkpoints import CheckpointLog, jcs_clock
 from core.clock import SessionClock, iso_utc
 from sessions.evidence.events import EventLog
 from sessions.evidence.manifest import FORMAT, append_segment, sha256_file, write_manifest
@@ -292,7 +293,7 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
         "format": FORMAT, "session_id": session_id, "profile": PROFILE, "profile_kind": "replay",
         "started_at": iso_utc(started), "ended_at": ended,
         "state": "finished" if finished else ("interrupted" if interrupted else "recording"),
-        "clock": {**clock.to_json(), "utc_offset": "+00:00"},
+        "clock": jcs_clock({**clock.to_json(), "utc_offset": "+00:00"}),
         "details": details or {"candidate": "Тарас Шевченко", "candidate_id": "AB123456",
                                "examiner": "Examiner One", "plate": "AA1234BB", "centre": "TSC 8041",
                                "exam": "practical"},
@@ -310,11 +311,19 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
     if interrupted:
         with open(root / "events.jsonl", "ab") as f:
             f.write(b'{"type":"pedal","t_utc":"2026-')  # the line being written when power went
+    # The checkpoints the recorder signs as it goes (sessions/evidence/checkpoints.py): the opening
+    # record, then the heads of every chain as they were when the recording ended or was cut.
+    checkpoints = CheckpointLog(root, key)
+    checkpoints.begin(manifest)
+    checkpoints.heads(manifest, force=True)
     if repaired:
         _repair(root, manifest, open_files, clock, at(duration))
     if finished or repaired:
         manifest = sign_manifest(manifest, key)
-    write_manifest(root, manifest)
+    path = write_manifest(root, manifest)
+    if finished:
+        checkpoints.finish(path.read_bytes(), manifest["state"])
+    checkpoints.close()
     return root
 
 

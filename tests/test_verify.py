@@ -126,7 +126,8 @@ def test_segment_removed_from_manifest_and_disk_is_missing_segment(session):
     edit_manifest(session, lambda m: m["streams"][0]["segments"].pop(), resign=True)
     (session / "cabin" / "0002.mp4").unlink()
     report = verify_session(session)
-    assert [(p.file, p.kind) for p in report.problems] == [("cabin/0002.mp4", "missing-segment")]
+    assert sorted({(p.file, p.kind) for p in report.problems}) == [
+        ("cabin/0002.mp4", "missing-segment"), ("manifest.json", "contradicts-checkpoint")]
 
 
 def test_reordered_segment_entries(session):
@@ -145,8 +146,9 @@ def test_reordered_segment_entries_resigned_still_caught(session):
         segs[0], segs[1] = segs[1], segs[0]
     edit_manifest(session, swap, resign=True)
     report = verify_session(session)
-    assert kinds(report) == ["reordered-entries"]
-    assert "stream road-front" in report.problems[0].detail
+    # Re-signed, the manifest is no longer the one the finish checkpoint recorded either.
+    assert kinds(report) == ["contradicts-checkpoint", "reordered-entries"]
+    assert "stream road-front" in problems_of(report, "reordered-entries")[0].detail
 
 
 def test_edited_event(session):
@@ -203,15 +205,19 @@ def test_reordered_events(session):
 def test_bad_signature(session):
     edit_manifest(session, lambda m: m["details"].update(candidate="Someone Else"))
     report = verify_session(session)
-    assert [(p.file, p.kind) for p in report.problems] == [("manifest.json", "bad-signature")]
-    assert "changed after signing" in report.problems[0].detail
+    assert sorted({(p.file, p.kind) for p in report.problems}) == [
+        ("manifest.json", "bad-signature"), ("manifest.json", "contradicts-checkpoint")]
+    assert "changed after signing" in problems_of(report, "bad-signature")[0].detail
+    # The opening record signed before the first frame names what changed.
+    assert any("details (candidate)" in p.detail for p in problems_of(report, "contradicts-checkpoint"))
     assert cli.main(["verify", str(session)]) == 1
 
 
 def test_missing_signature(session):
     edit_manifest(session, lambda m: m.pop("signature"))
     report = verify_session(session)
-    assert [(p.file, p.kind) for p in report.problems] == [("manifest.json", "missing-signature")]
+    assert sorted((p.file, p.kind) for p in report.problems) == [
+        ("manifest.json", "contradicts-checkpoint"), ("manifest.json", "missing-signature")]
 
 
 def test_extra_file(session):
@@ -392,8 +398,8 @@ def test_events_summary_written_while_recording(tmp_path):
 def test_finished_session_with_an_open_segment_is_bad_manifest(session):
     edit_manifest(session, lambda m: m["streams"][0]["segments"][-1].update(closed=False, sha256=None), resign=True)
     report = verify_session(session)
-    assert sorted((p.file, p.kind) for p in report.problems) == [
-        ("cabin/0002.mp4", "interrupted"), ("manifest.json", "bad-manifest")]
+    assert sorted({(p.file, p.kind) for p in report.problems}) == [
+        ("cabin/0002.mp4", "interrupted"), ("manifest.json", "bad-manifest"), ("manifest.json", "contradicts-checkpoint")]
 
 
 def test_interrupted_session_missing_its_open_segment(tmp_path):
@@ -427,7 +433,8 @@ def test_real_repair_of_a_power_cut_session_verifies_untouched(tmp_path, monkeyp
 
     key_path = tmp_path / "key" / "device.key"
     monkeypatch.setenv("EXAMREC_KEY", str(key_path))
-    s = make_session(tmp_path / "rec", interrupted=True)
+    # Repair runs on the recorder: its device key signed the checkpoints.
+    s = make_session(tmp_path / "rec", interrupted=True, key=load_or_create_key(key_path))
     repair_session(s)
     report = verify_session(s, expected_public_key=load_or_create_key(key_path).public_key())
     assert kinds(report) == ["interrupted"] and report.counts["signature"] == 1
@@ -436,9 +443,12 @@ def test_real_repair_of_a_power_cut_session_verifies_untouched(tmp_path, monkeyp
 
 
 def test_repaired_session_must_be_signed(tmp_path):
+    """Unless its signed checkpoints stand in (repaired on a machine without the recorder's key)."""
     s = make_session(tmp_path, repaired=True, streams=("cabin",))
     edit_manifest(s, lambda m: m.pop("signature"))
-    assert "missing-signature" in kinds(verify_session(s))
+    assert kinds(verify_session(s)) == ["interrupted"]
+    (s / "checkpoints.jsonl").unlink()
+    assert {"missing-signature", "bad-checkpoint"} <= set(kinds(verify_session(s)))
 
 
 # --- not a session -----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from sessions.archive.catalog import SessionRow
@@ -184,6 +184,8 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
     deadline = add_working_days(req.requested, COPY_WORKING_DAYS, holidays)
     receipt = office.receipt(row)
     dest = Path(req.dest)
+    if dest.is_symlink():
+        raise Refused(f"{dest}: a symbolic link; give the real folder on the applicant's medium")
     if dest.exists() and any(dest.iterdir()):
         raise UsageError(f"{dest} is not empty: give an empty folder (or a new one) on the applicant's medium")
     root = dest / row.session_id
@@ -192,7 +194,12 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
     sums: list[str] = []
     try:
         for o in sorted(receipt.get("objects", []), key=lambda o: o["file"]):
-            target = root / o["file"]
+            rel = PurePosixPath(str(o["file"]))
+            if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+                # A receipt is written by whoever uploaded: its names must stay inside the copy.
+                raise IntegrityError(f"{o['key']}: the receipt names the file {o['file']!r}, outside the session "
+                                     "folder; no copy is issued")
+            target = root.joinpath(*rel.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             got = office.backend.download(o["key"], target)
             if got != o["sha256"]:

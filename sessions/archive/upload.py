@@ -39,9 +39,11 @@ from typing import Any, Callable, Iterable, TextIO
 from sessions.evidence.chain import ChainedLog, read_chain
 from sessions.evidence.manifest import MANIFEST_NAME, TEMP_PREFIX, ManifestError, read_manifest, sha256_file
 from sessions.evidence.lock import LOCK_NAME, is_being_written
+from sessions.evidence.nofollow import SymlinkRefused, check_tree
 from sessions.archive.backend import BodyFilter, receipt_key, session_prefix
 from sessions.archive.config import iso, utc_now
-from sessions.archive.errors import AlreadyExists, ArchiveError, ChecksumMismatch, IntegrityError, Unreachable, UsageError
+from sessions.archive.errors import (AlreadyExists, ArchiveError, ChecksumMismatch, IntegrityError, Refused, Unreachable,
+                                     UsageError)
 from sessions.archive.office import ArchiveContext
 from sessions.archive.retention import RetentionPolicy, months_for
 from sessions.archive.workdays import end_of_day, next_working_day, parse_holidays, parse_offset
@@ -98,6 +100,10 @@ def resolve_sessions(args: Iterable[str], out_dir: Path | None) -> list[Path]:
         p = Path(a)
         if p.name == MANIFEST_NAME and p.is_file():
             p = p.parent
+        try:
+            check_tree(p)  # before resolve(): a linked folder must not be followed to its target
+        except SymlinkRefused as exc:
+            raise Refused(str(exc)) from None
         if (p / MANIFEST_NAME).is_file():
             found.append(p.resolve())
             continue
@@ -291,6 +297,11 @@ class Uploader:
         """Upload one session folder (resuming an interrupted upload); never raises for a
         problem of this session only, but raises Unreachable/Refused/AuthError, which stop all."""
         session_dir = Path(session_dir)
+        try:
+            check_tree(session_dir)
+        except SymlinkRefused as exc:
+            # Uploading would follow the link, and deleting the local copy would delete its target.
+            return UploadResult(session_dir.name, str(session_dir), "refused", str(exc))
         try:
             manifest = read_manifest(session_dir)
         except (ManifestError, OSError) as exc:

@@ -121,6 +121,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
                 print(f"          {p}")
         if not results:
             print(f"nothing to upload under {out}", file=sys.stderr)
+    if counts.get("refused"):
+        return exitcodes.REFUSED
     if counts.get("failed"):
         return exitcodes.FAILED
     if explicit and counts.get("skipped"):

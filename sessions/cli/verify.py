@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sessions import exitcodes
 from sessions.evidence.signing import fingerprint, load_public_key
+from sessions.evidence.nofollow import SymlinkRefused
 from sessions.evidence.verify import BAD_SIGNATURE, INTERRUPTED, NotASession, VerifyReport, verify_session
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     except NotASession as exc:
         print(f"examrec verify: {exc}", file=sys.stderr)
         return exitcodes.USAGE
+    except SymlinkRefused as exc:
+        print(f"examrec verify: refused: {exc}", file=sys.stderr)
+        return exitcodes.REFUSED
     if args.json:
         print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
     else:

@@ -18,7 +18,10 @@ from sessions.evidence.chain import GENESIS
 
 log = logging.getLogger(__name__)
 
-FORMAT = "examrec-session/1"
+FORMAT = "examrec-session/2"
+FORMAT_V1 = "examrec-session/1"
+# Version 2 signs RFC 8785 (JCS) canonical JSON and keeps checkpoints.jsonl; version 1 is still read.
+FORMATS = (FORMAT_V1, FORMAT)
 MANIFEST_NAME = "manifest.json"
 # durable.write_file_atomic's temp file (".manifest.json.tmp"): left behind only when the writer
 # dies before the rename; verify ignores it (it is never the manifest), the next write replaces it.
@@ -33,7 +36,7 @@ class ManifestError(ValueError):
 
 
 def canonical_json(obj: Any) -> bytes:
-    """The one byte form that hashes and signatures are computed over (FORMAT.md).
+    """The byte form of format 1's signature and of the segment-entry hashes (FORMAT.md).
 
     NaN and infinities are refused: they are not JSON, and a reader could not reproduce the bytes.
     """
@@ -99,14 +102,15 @@ def read_manifest(session: str | os.PathLike[str]) -> dict[str, Any]:
     Raises FileNotFoundError when there is none, ManifestError when it is not JSON, not an object,
     or not of format examrec-session/1.
     """
+    from sessions.evidence.nofollow import read_bytes  # O_NOFOLLOW: a linked manifest is refused
     path = manifest_path(session)
-    raw = path.read_bytes()
+    raw = read_bytes(path)
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ManifestError(f"{path}: not valid UTF-8 JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: not a JSON object")
-    if data.get("format") != FORMAT:
-        raise ManifestError(f"{path}: format is {data.get('format')!r}, expected {FORMAT!r}")
+    if data.get("format") not in FORMATS:
+        raise ManifestError(f"{path}: format is {data.get('format')!r}, expected one of {', '.join(FORMATS)}")
     return data

@@ -25,11 +25,15 @@ from sessions.evidence.chain import read_chain
 from core.clock import SessionClock, iso_utc, utc_now_iso
 from sessions.evidence.events import EventLog
 from sessions.evidence.manifest import segment_entry_hash, write_manifest
+from sessions.evidence.checkpoints import OPENING_FIELDS, CheckpointState, read_checkpoints
 from sessions.evidence.lock import is_being_written
+from sessions.evidence.nofollow import SymlinkRefused, check_tree, is_regular, open_read
+from sessions.evidence.nofollow import sha256_file as _sha256
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
 LIVE_STATES = ("recording", "paused", "checking", "ready")
+RESERVE_NAME = ".reserve"  # sessions.recorder.controller.RESERVE_NAME
 
 
 class RepairRefused(Exception):
@@ -83,12 +87,12 @@ def _save_tail(session: Path, path: Path, keep: int, reason: str) -> Trim:
     recovered = session / "recovered"
     recovered.mkdir(exist_ok=True)
     saved = recovered / f"{rel.replace('/', '__')}.from-{keep}"
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         f.seek(keep)
         tail = f.read()
     durable.write_file_atomic(saved, tail)
     digest = hashlib.sha256(tail).hexdigest()
-    fd = durable.open_fd(path, os.O_WRONLY)
+    fd = durable.open_fd(path, os.O_WRONLY | os.O_NOFOLLOW)
     try:
         durable.truncate(fd, keep)
         durable.fsync(fd)
@@ -101,25 +105,22 @@ def _trim_torn_line(session: Path, path: Path) -> Trim | None:
     """A chained log's last line without a newline was never complete: set it aside."""
     if not path.exists():
         return None
-    data = path.read_bytes()
+    with open_read(path) as f:
+        data = f.read()
     if not data or data.endswith(b"\n"):
         return None
     keep = data.rfind(b"\n") + 1
     return _save_tail(session, path, keep, "torn last line")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def repair_session(session_dir: Path) -> RepairReport:
     """Repair one session folder (see the module doc). Safe to run on any session: a finished
     or already repaired one is left as it is."""
     session = Path(session_dir)
+    try:
+        check_tree(session)
+    except SymlinkRefused as exc:
+        raise RepairRefused(str(exc)) from None
     if is_being_written(session):
         raise RepairRefused(f"{session}: a recorder process is still writing this session; stop it first")
     try:
@@ -133,6 +134,9 @@ def repair_session(session_dir: Path) -> RepairReport:
     if manifest.get("state") == "finished":
         report.notes.append("finished cleanly: nothing to repair")
         return report
+    checkpoints = read_checkpoints(session)
+    _refuse_laundering(session, manifest, checkpoints)
+    _drop_reserve(session)
     trims: list[Trim] = []
     for log_path in [session / "events.jsonl", *sorted(session.glob("*/fragments.jsonl"))]:
         t = _trim_torn_line(session, log_path)
@@ -158,7 +162,7 @@ def repair_session(session_dir: Path) -> RepairReport:
                 if scan.header_patch is not None:
                     at, original = scan.header_patch
                     trims.append(_save_tail_copy(session, path, at, 8, "cut during close: original header restored"))
-                    fd = durable.open_fd(path, os.O_WRONLY)
+                    fd = durable.open_fd(path, os.O_WRONLY | os.O_NOFOLLOW)
                     try:
                         durable.pwrite(fd, original, at)
                         durable.fsync(fd)
@@ -215,30 +219,68 @@ def repair_session(session_dir: Path) -> RepairReport:
                             "trimmed_bytes": sum(t.trimmed_bytes for t in trims),
                             "files": [asdict(t) for t in trims],
                             "previous_state": report.state}
+    if checkpoints.last_heads is not None:
+        # What the signature of repair rests on: the checkpoint signed while recording, plus the
+        # fragment records after it (verify proves both; repair vouches for nothing else).
+        manifest["repaired"]["checkpoint"] = {"seq": checkpoints.last_heads.get("seq"),
+                                              "pts_s": checkpoints.last_heads.get("pts_s")}
     events.close()
     lines, last = _log_summary(session / "events.jsonl")
     manifest.setdefault("events", {})
     manifest["events"].update({"file": "events.jsonl", "lines": lines, "last_sha256": last})
-    _seal(manifest)
+    note = _seal(manifest, checkpoints.public_key)
+    if note:
+        report.notes.append(note)
     write_manifest(session, manifest)
     report.state = "interrupted"
     return report
 
 
-def _seal(manifest: dict) -> None:
-    """Sign the repaired manifest when a device key is available (sessions.evidence.signing)."""
-    try:
-        from sessions.evidence.signing import KeyFileError, default_key_path, load_or_create_key, sign_manifest
-    except ImportError:
-        return
+def _refuse_laundering(session: Path, manifest: dict, checkpoints: CheckpointState) -> None:
+    """Repair signs what it writes, so it must not be a way to sign edits: a session whose
+    checkpoints record a signed finish, or whose opening fields (details...) differ from the opening
+    record signed before the first frame, was changed after the fact. Nothing is touched; verify
+    names the change."""
+    if checkpoints.finish is not None:
+        raise RepairRefused(f"{session}: checkpoint {checkpoints.finish.get('seq')} records that this session "
+                            f"finished and its manifest was signed, yet the manifest says state "
+                            f"{manifest.get('state')!r}: it was changed after the finish; repair does not sign "
+                            f"it (run `examrec verify {session}`)")
+    if checkpoints.opening is not None:
+        changed = [k for k in OPENING_FIELDS if manifest.get(k) != checkpoints.opening.get(k)]
+        if changed:
+            raise RepairRefused(f"{session}: {', '.join(changed)} differ from the opening record signed before the "
+                                f"first frame: changed after the start; repair does not sign it "
+                                f"(run `examrec verify {session}`)")
+
+
+def _drop_reserve(session: Path) -> None:
+    """The recorder's reserved disk space (zeros, fallocated at the start) has no place in a
+    session that is no longer recorded; a killed recorder could not release it."""
+    path = session / RESERVE_NAME
+    if is_regular(path):
+        path.unlink()
+        durable.fsync_dir(session)
+
+
+def _seal(manifest: dict, checkpoint_key: str | None) -> str | None:
+    """Sign the repaired manifest with the device key, when it is the key that signed the
+    checkpoints (another key would sign what the device never vouched for). Returns a note when
+    the manifest is left unsigned."""
+    from sessions.evidence.signing import (KeyFileError, default_key_path, load_or_create_key, public_key_hex,
+                                           sign_manifest)
     try:
         key = load_or_create_key(default_key_path())
     except (OSError, KeyFileError) as exc:
         log.warning("repaired manifest left unsigned: %s", exc)
-        return
+        return f"left unsigned: {exc}"
+    if checkpoint_key is not None and public_key_hex(key) != checkpoint_key:
+        return ("left unsigned: this machine's device key is not the key that signed the checkpoints; "
+                "the signed checkpoints and the hash chains are the evidence")
     signed = sign_manifest(manifest, key)
     manifest.clear()
     manifest.update(signed)
+    return None
 
 
 def _log_summary(path: Path) -> tuple[int, str]:
@@ -252,7 +294,7 @@ def _save_tail_copy(session: Path, path: Path, at: int, length: int, reason: str
     rel = path.relative_to(session).as_posix()
     (session / "recovered").mkdir(exist_ok=True)
     saved = session / "recovered" / f"{rel.replace('/', '__')}.bytes-{at}-{at + length}"
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         f.seek(at)
         durable.write_file_atomic(saved, f.read(length))
     return Trim(rel, path.stat().st_size, 0, saved.relative_to(session).as_posix(), reason)
