@@ -100,6 +100,8 @@ class VerifyReport:
     counts: dict[str, int] = field(default_factory=dict)
     signed_by: str | None = None
     checkpoint: dict[str, Any] | None = None   # what the last valid signed checkpoint covers
+    public_key: str | None = None              # hex key of the signature (or of the checkpoints)
+    trusted_as: str | None = None              # the name it is registered under (set by the caller)
 
     @property
     def untouched(self) -> bool:
@@ -109,6 +111,7 @@ class VerifyReport:
     def to_json(self) -> dict[str, Any]:
         return {"session": self.session, "path": str(self.path), "ok": self.ok, "state": self.state,
                 "untouched": self.untouched, "signed_by": self.signed_by, "checkpoint": self.checkpoint,
+                "public_key": self.public_key, "trusted_as": self.trusted_as,
                 "problems": [p.to_json() for p in self.problems], "verified": dict(self.counts)}
 
 
@@ -1038,6 +1041,8 @@ def verify_session(path: str | os.PathLike[str], expected_public_key: PublicKeyL
     report = VerifyReport(path=root, session=session if isinstance(session, str) else root.name,
                           state=v.state, problems=v.problems, counts=v.counts, signed_by=v.signed_by,
                           checkpoint=v.checkpoint)
+    sig = (v.manifest or {}).get("signature")
+    report.public_key = (str(sig.get("public_key")) if isinstance(sig, dict) and v.signed_by else None) or v.checkpoint_key
     report.ok = not report.problems
     log.info("verified %s: %s, %d problems", root, "ok" if report.ok else "not ok", len(report.problems))
     return report
