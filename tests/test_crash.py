@@ -22,6 +22,7 @@ from crash_harness import (ROOT, crash_profile, ffprobe_ok, kept_until, read_tra
                            start_recorder, wait_for_exit, wait_started)
 from core.clock import parse_iso
 from sessions.evidence.repair import repair_session
+from sessions.evidence.verify import verify_session
 
 KILL_BOUND_S = 0.25
 CUT_BOUND_S = 1.0
@@ -63,6 +64,8 @@ def _kill_run(tmp: Path, rng: random.Random, stream_kills: int) -> list[dict]:
     _wait_unlocked(session)
     report = repair_session(session)
     assert report.state == "interrupted"
+    checked = verify_session(session)   # killed: untouched up to its last signed checkpoint
+    assert checked.untouched and checked.checkpoint is not None, checked.problems
     files = sorted(session.glob("*/*.mp4"))
     playable = sum(ffprobe_ok(f) for f in files)
     down = _restart_gaps(session)
@@ -189,6 +192,8 @@ def run_cuts(tmp: Path, total: int, seed: int) -> list[dict]:
         s = sessions[0]
         before = {p: p.read_bytes() for p in s.glob("*/*.mp4")}
         repair_session(s)
+        checked = verify_session(s)    # cut: untouched up to its last signed checkpoint
+        assert checked.untouched, (cut_pts, [p for p in checked.problems if p.kind != "interrupted"])
         for p, old in before.items():  # never older data: repair only cuts, never rewrites
             if p.exists():
                 new = p.read_bytes()

@@ -96,10 +96,15 @@ How to check that nothing was changed
 
        examrec verify "{session_id}" --public-key public-key.pem
 
-   It checks the signature of {session_id}/manifest.json with the recorder's public key
-   (public-key.pem, fingerprint {fingerprint}; compare it with the key the centre registered for
-   the recorder, which it can confirm on request), every segment's SHA-256, and the hash chains of
-   the event log and the fragment records. "ok" means complete and untouched. A session cut off by
+   It checks the signature of {session_id}/manifest.json and of the checkpoints signed while
+   recording, every segment's SHA-256, and the hash chains of the event log and the fragment
+   records.
+
+   DO NOT TRUST public-key.pem BECAUSE IT IS IN THIS KIT: whoever could change the recording
+   could replace it (and SHA256SUMS) too. Its fingerprint must be {fingerprint}, the
+   fingerprint printed on entry {entry} of the journal of copies you signed for, and the one the
+   centre registered for the recorder (it confirms it on request). Compare them before you
+   rely on the check above. "ok" means complete and untouched. A session cut off by
    a power loss is reported as interrupted, with how far every file is proven.
 
 The files play in ordinary players (VLC, mpv, a web browser): <stream>/NNNN.mp4, one folder per
@@ -236,6 +241,8 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
         "authority": req.authority, "id_document": req.id_document, "authority_request": req.authority_request,
         "deadline": deadline.isoformat(), "late": late, "medium": req.medium or str(dest),
         "files": len(sums), "bytes": total, "personal_data_notice": notice,
+        # Printed on the journal entry: the recipient compares it, not the key inside the kit.
+        "signing_key_fingerprint": fingerprint_text if pub_hex else None,
         "sha256sums": _sha(dest / "SHA256SUMS")})
     if notice:
         (dest / "PERSONAL-DATA-NOTICE.txt").write_text(

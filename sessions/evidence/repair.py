@@ -101,6 +101,30 @@ def _save_tail(session: Path, path: Path, keep: int, reason: str) -> Trim:
     return Trim(rel, keep, size - keep, saved.relative_to(session).as_posix(), reason, digest)
 
 
+def _trim_broken_tail(session: Path, path: Path, signed_lines: int) -> Trim | None:
+    """After a power cut the unsynced end of a log can hold a line torn into zeros with whole lines
+    after it. From the first line past the signed checkpoint's heads that is not a chained JSON
+    record, the rest is set aside (never below the heads: verify must see such a change)."""
+    if not is_regular(path):
+        return None
+    with open_read(path) as f:
+        data = f.read()
+    prev, pos = GENESIS, 0
+    for i, line in enumerate(data.split(b"\n")[:-1], start=1):
+        try:
+            rec = json.loads(line)
+            ok = isinstance(rec, dict) and rec.get("prev_sha256") == prev
+        except ValueError:
+            ok = False
+        if not ok:
+            if i <= signed_lines:
+                return None
+            return _save_tail(session, path, pos, "torn by the interruption (unsynced lines)")
+        prev = hashlib.sha256(line).hexdigest()
+        pos += len(line) + 1
+    return None
+
+
 def _trim_torn_line(session: Path, path: Path) -> Trim | None:
     """A chained log's last line without a newline was never complete: set it aside."""
     if not path.exists():
@@ -138,18 +162,32 @@ def repair_session(session_dir: Path) -> RepairReport:
     _refuse_laundering(session, manifest, checkpoints)
     _drop_reserve(session)
     trims: list[Trim] = []
+    # The fragment records as they are, before unsynced lines are set aside below: a record whose
+    # bytes match still proves them, so the segment keeps them (verify sees the bytes as kept by
+    # repair, beyond the log).
+    records_by_stream: dict[str, dict[str, list[dict]]] = {}
+    for stream in manifest.get("streams", []):
+        log_file = session / stream["name"] / "fragments.jsonl"
+        records_by_stream[stream["name"]] = {}
+        if is_regular(log_file):
+            for rec in read_chain(log_file)[0]:
+                if isinstance(rec.get("file"), str):
+                    records_by_stream[stream["name"]].setdefault(rec["file"], []).append(rec)
+    heads = checkpoints.last_heads or {}
+    signed_lines = {"events.jsonl": int((heads.get("events") or {}).get("lines") or 0)}
+    for stream, head in (heads.get("fragments") or {}).items():
+        if isinstance(head, dict):
+            signed_lines[f"{stream}/fragments.jsonl"] = int(head.get("lines") or 0)
     for log_path in [session / "events.jsonl", *sorted(session.glob("*/fragments.jsonl"))]:
-        t = _trim_torn_line(session, log_path)
+        rel = log_path.relative_to(session).as_posix()
+        t = _trim_broken_tail(session, log_path, signed_lines.get(rel, 0)) or _trim_torn_line(session, log_path)
         if t:
             trims.append(t)
     previous = {seg["file"]: seg for s in manifest.get("streams", []) for seg in s.get("segments", [])}
     last_pts = None
     for stream in manifest.get("streams", []):
         folder = session / stream["name"]
-        records: dict[str, list[dict]] = {}
-        if (folder / "fragments.jsonl").exists():
-            for rec in read_chain(folder / "fragments.jsonl")[0]:
-                records.setdefault(rec["file"], []).append(rec)
+        records = records_by_stream.get(stream["name"], {})
         segments = []
         for path in sorted(folder.glob("*.mp4")):
             rel = path.relative_to(session).as_posix()

@@ -234,6 +234,10 @@ class _FragResult:
     changed: list[str] = field(default_factory=list)  # records whose bytes differ
     order: list[str] = field(default_factory=list)    # records out of file order
     gaps: list[str] = field(default_factory=list)     # bytes between records that no record covers
+    # Records after the proven prefix naming bytes past the end of the file: after a power cut the
+    # log can reach the disk before the bytes it describes (an interruption, unless a signed
+    # checkpoint vouched for them).
+    beyond_end: list[_Rec] = field(default_factory=list)
 
 
 def _parse_records(raw: Iterable[tuple[int, dict[str, Any]]]) -> tuple[list[_Rec], list[str]]:
@@ -329,7 +333,10 @@ def verify_fragments(path: Path, recs: list[_Rec]) -> _FragResult:
             # The writer records every fragment back to back: a hole is a record taken out.
             res.gaps.append(f"bytes {covered}-{r.offset} before {name} (line {r.line}) have no record")
         reason = why[id(r)]
-        if reason is not None:
+        if reason is not None and reason.startswith("is missing") and (not proving or r.offset == res.verified_end) \
+                and r.end > res.size:
+            res.beyond_end.append(r)
+        elif reason is not None:
             res.changed.append(f"{name} (bytes {r.offset}-{r.end}) {reason}")
         if proving:
             if r.offset != res.verified_end:
@@ -647,6 +654,13 @@ class _Verifier:
         if res.changed:
             extra = f"; {len(res.changed) - 1} later records also differ" if len(res.changed) > 1 else ""
             self.add(f, CHANGED_BYTES, f"{res.changed[0]}{extra}")
+        if res.beyond_end:
+            head = ((self.checkpoint or {}).get("fragments") or {}).get(f.split("/")[0]) or {}
+            signed = [r for r in res.beyond_end if r.line <= int(head.get("lines") or 0)]
+            if signed:
+                self.add(f, CONTRADICTS_CHECKPOINT,
+                         f"{_fragment_name(signed[0])} (bytes {signed[0].offset}-{signed[0].end}) is missing: the file "
+                         f"ends at byte {res.size}, below what checkpoint {self.checkpoint.get('seq')} vouches for")
         self.counts["fragments"] += res.verified
         self.counts["bytes"] += res.size if whole_ok else res.verified_end
         if whole_ok:
@@ -658,6 +672,12 @@ class _Verifier:
         if not recs:
             notes.append("fragments.jsonl has no record of it")
         reps = self.repaired_files.get(f, [])
+        unsigned_beyond = [r for r in res.beyond_end
+                           if r.line > int((((self.checkpoint or {}).get("fragments") or {}).get(f.split("/")[0])
+                                            or {}).get("lines") or 0)]
+        if unsigned_beyond:
+            notes.append(f"{len(unsigned_beyond)} fragment record(s) after byte {res.size} name bytes the "
+                         "interruption took (the record reached the disk before them)")
         if res.stop:
             notes.append(f"unverified from byte {res.verified_end}: {res.stop}")
         elif res.size > res.verified_end:
