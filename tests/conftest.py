@@ -67,6 +67,7 @@ def device_key(tmp_path_factory):
     from sessions.evidence.signing import load_or_create_key
     store = key.parent / "trusted-keys"
     os.environ[keystore.ENV_TRUSTED] = str(store)
-    keystore.register(load_or_create_key(key), "test recorder", store)
+    # The machine's key signs as a recorder and, for the archive commands the tests run, as the office.
+    keystore.register(load_or_create_key(key), "test recorder and office", store, kinds=("recorder", "office"))
     keystore.register(factory_key(), "session factory", store)
     return key

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from archive_harness import file_archive  # noqa: F401 - fixture
+from archive_harness import file_archive, s3_archive, seaweed  # noqa: F401 - fixtures
 from session_factory import factory_key, make_session
 from sessions.cli import app as cli
 from sessions.evidence import jcs, keystore
@@ -325,3 +325,102 @@ def test_verify_still_reads_format_1(tmp_path):
                                              canonical_json({k: v for k, v in signed.items() if k != "signature"})) is None
     report = verify_session(s)
     assert report.ok, report.problems
+
+
+# --- 3. journals written with a recorder's S3 keys ---------------------------------------------
+
+def _next_access_entry(a, record: dict, key: Ed25519PrivateKey | None) -> tuple[str, bytes]:
+    """The next numbered access entry, correctly chained, as the recorder's keys can PUT it."""
+    from sessions.archive.journals import entry_signed_bytes
+    from sessions.evidence.signing import public_key_hex
+    lines = a.backend("officer").journal_read("access")
+    last = lines[-1]
+    n = last.entry + 1
+    rec = {"entry": n, **record, "prev_sha256": line_hash(last.data.rstrip(b"\n"))}
+    if key is not None:
+        rec["signer"] = public_key_hex(key)
+        rec["signature"] = key.sign(entry_signed_bytes(rec)).hex()
+    return f"journals/access/{n:010d}.json", json.dumps(rec, separators=(",", ":")).encode() + b"\n"
+
+
+def test_a_malformed_journal_object_is_reported_never_a_traceback(s3_archive):
+    from datetime import datetime, timedelta, timezone
+    a = s3_archive
+    a.session()
+    assert a.cli("upload", "--out", a.out, user="car7").rc == 0
+    rec = a.server.client("recorder")
+    rec.put_object(Bucket=a.bucket, Key="journals/access/zz", Body=b"x", ObjectLockMode="COMPLIANCE",
+                   ObjectLockRetainUntilDate=datetime.now(timezone.utc) + timedelta(days=3650))
+    r = a.cli("archive", "find")                       # every command still appends its access entry
+    assert r.rc == 0, r.err
+    assert "Traceback" not in r.err
+    r = a.cli("archive", "journal", "list", "access")
+    assert r.rc == 1 and "Traceback" not in r.err
+    assert "BROKEN: journal access: journals/access/zz is not a journal entry" in r.out
+
+
+@pytest.mark.parametrize("signed_by", ["nobody", "a fresh key", "a recorder's registered key"])
+def test_an_entry_put_with_the_recorders_keys_in_an_officers_name_shows_forged(s3_archive, tmp_path, signed_by):
+    a = s3_archive
+    assert a.cli("archive", "find").rc == 0
+    recorder_key = Ed25519PrivateKey.generate()
+    store = tmp_path / "trusted-keys"
+    store.write_text(Path(os.environ[keystore.ENV_TRUSTED]).read_text())
+    keystore.register(recorder_key, "INV-REC-01 car 7", store, kinds=("recorder",))
+    key = {"nobody": None, "a fresh key": Ed25519PrivateKey.generate(),
+           "a recorder's registered key": recorder_key}[signed_by]
+    k, body = _next_access_entry(a, {"type": "access", "t_utc": "2026-12-01T10:00:00.000000Z", "user": "olena",
+                                     "role": "officer", "host": "office-pc", "command": "archive release",
+                                     "target": "all", "result": "ok", "detail": ""}, key)
+    a.server.client("recorder").put_object(Bucket=a.bucket, Key=k, Body=body)
+    r = a.cli("archive", "journal", "list", "access", env={keystore.ENV_TRUSTED: str(store)})
+    assert r.rc == 1, r.out + r.err
+    forged = [line for line in r.out.splitlines() if "[FORGED:" in line]
+    assert len(forged) == 1 and "archive release" in forged[0]
+    why = {"nobody": "not signed by any key", "a fresh key": "signed by an unregistered key",
+           "a recorder's registered key": "not for role officer"}[signed_by]
+    assert why in forged[0]
+    # The genuine entries around it are not marked, and later appends chain after it.
+    assert all("[FORGED" not in line for line in r.out.splitlines() if line != forged[0])
+
+
+def test_a_copy_kit_carries_the_offices_countersignature(file_archive, tmp_path):
+    """A replaced public key and SHA256SUMS pass `sha256sum -c`; the office's countersignature,
+    checked with openssl against the fingerprint of the order's paperwork, does not."""
+    from datetime import datetime, timezone
+    from sessions.evidence.signing import fingerprint, load_or_create_key
+    a = file_archive
+    s = a.session()
+    assert a.cli("upload", "--out", a.out, user="car7").rc == 0
+    kit = tmp_path / "usb"
+    r = a.cli("archive", "copy", s.name, "--to", kit, "--applicant", "A", "--id-document", "ID",
+              "--requested", datetime.now(timezone.utc).date().isoformat())
+    assert r.rc == 0, r.err
+    office_fp = fingerprint(load_or_create_key(os.environ["EXAMREC_KEY"]))
+    readme = (kit / "README.txt").read_text()
+    assert office_fp in readme and "DO NOT TRUST public-key.pem" in readme
+
+    def openssl_ok() -> bool:
+        return subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", kit / "office-key.pem", "-rawin",
+                               "-in", kit / "COUNTERSIGNED.json", "-sigfile", kit / "COUNTERSIGNED.sig"],
+                              capture_output=True).returncode == 0
+
+    import hashlib
+    assert openssl_ok()
+    assert json.loads((kit / "COUNTERSIGNED.json").read_bytes())["sha256sums"] == \
+        hashlib.sha256((kit / "SHA256SUMS").read_bytes()).hexdigest()
+    # The reader's attack: edit the manifest, re-sign it with a key of their own, ship its key and new sums.
+    fresh = Ed25519PrivateKey.generate()
+    m = read_manifest(kit / s.name)
+    m.pop("signature")
+    m["details"]["candidate"] = "Someone Else"
+    write_manifest(kit / s.name, sign_manifest(m, fresh))
+    (kit / "public-key.pem").write_text(public_key_pem(fresh))
+    sums = [line.split("  ", 1) for line in (kit / "SHA256SUMS").read_text().splitlines()]
+    (kit / "SHA256SUMS").write_text("".join(
+        f"{hashlib.sha256((kit / f).read_bytes()).hexdigest()}  {f}\n" for _h, f in sums))
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=kit).returncode == 0
+    assert json.loads((kit / "COUNTERSIGNED.json").read_bytes())["sha256sums"] != \
+        hashlib.sha256((kit / "SHA256SUMS").read_bytes()).hexdigest()          # the countersignature tells
+    # And re-signing the countersignature needs a key whose fingerprint is not the office's.
+    assert fingerprint(fresh) != office_fp

@@ -115,6 +115,33 @@ Received by (name, signature, date): ___________________________________________
 """
 
 
+COUNTERSIGN_TEXT = """
+The archive's countersignature
+------------------------------
+COUNTERSIGNED.json names this copy (session, journal entry {entry}, the SHA-256 of SHA256SUMS);
+COUNTERSIGNED.sig is the records office's Ed25519 signature of its exact bytes; office-key.pem is
+the office's public key, fingerprint {office_fingerprint}. That fingerprint must be the one given
+in the paperwork of the order (ask the centre); a key that merely ships in this kit proves nothing.
+
+       openssl pkeyutl -verify -pubin -inkey office-key.pem -rawin -in COUNTERSIGNED.json -sigfile COUNTERSIGNED.sig
+       sha256sum SHA256SUMS        (must equal "sha256sums" in COUNTERSIGNED.json)
+"""
+
+
+def countersign(dest: Path, key: Any, session_id: str, entry: int) -> str:
+    """The office's countersignature of a copy kit: COUNTERSIGNED.json (RFC 8785 bytes, so they
+    are exactly what is signed), COUNTERSIGNED.sig (raw Ed25519 signature) and office-key.pem.
+    Returns the office key's fingerprint."""
+    from sessions.evidence.jcs import canonicalize
+    from sessions.evidence.signing import fingerprint, public_key_hex, public_key_pem
+    body = canonicalize({"copy_of": session_id, "journal": "copies", "entry": entry,
+                         "sha256sums": _sha(dest / "SHA256SUMS"), "office_key": public_key_hex(key)})
+    (dest / "COUNTERSIGNED.json").write_bytes(body)
+    (dest / "COUNTERSIGNED.sig").write_bytes(key.sign(body))
+    (dest / "office-key.pem").write_text(public_key_pem(key), encoding="ascii")
+    return fingerprint(key)
+
+
 @dataclass
 class CopyRequest:
     session: str
@@ -255,6 +282,8 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
         issued_by=office.ctx.user.name, entry=entry.number, archive=office.ctx.url,
         authority_request=req.authority_request or "-", dest_name=dest.name, fingerprint=fingerprint_text,
         notice=("See PERSONAL-DATA-NOTICE.txt: this recording shows other people.\n" if notice else ""))
+    office_fp = countersign(dest, office.journals._signing_key(), row.session_id, entry.number)
+    readme += COUNTERSIGN_TEXT.format(office_fingerprint=office_fp, entry=entry.number)
     (dest / "README.txt").write_text(readme, encoding="utf-8")
     _fsync_tree(dest)
     return CopyResult(row.session_id, str(dest), len(sums), total, deadline, late, notice, entry.number, warnings)

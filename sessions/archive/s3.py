@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -43,6 +44,7 @@ _CHUNK = 1 << 20
 CHECKSUM_ERRORS = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch",
                    "InvalidChecksum"}
 ENV_CACHE = "EXAMREC_CACHE_DIR"
+JOURNAL_KEY_RE = re.compile(r"^\d{10}\.json$")
 
 
 def b64_of_hex(hexdigest: str) -> str:
@@ -112,6 +114,7 @@ class S3Backend:
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required"))
         self._tails: dict[str, tuple[int, str]] = {}
+        self._malformed: dict[str, list[str]] = {}
         # The catalog is a local cache of this bucket's index ($EXAMREC_CACHE_DIR or XDG cache).
         base = os.environ.get(ENV_CACHE) or os.path.join(
             os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "examrec")
@@ -410,7 +413,9 @@ class S3Backend:
         last_key = None
         while True:
             resp = self._call(f"list journal {name}", self.client.list_objects_v2, **kw)
-            contents = resp.get("Contents", [])
+            # Only keys of the entry form: an object anybody else put there (journals/access/zz) is
+            # never taken for the tail (its name is no number to chain after).
+            contents = [c for c in resp.get("Contents", []) if JOURNAL_KEY_RE.match(c["Key"][len(f"journals/{name}/"):])]
             if contents:
                 last_key = contents[-1]["Key"]
             if not resp.get("IsTruncated"):
@@ -469,12 +474,13 @@ class S3Backend:
         marker = self._journal_key(name, after) if after else None
         grouped = self._group(prefix, key_marker=marker)
         out: list[JournalLine] = []
+        self._malformed[name] = []
         for key in sorted(grouped):
             obj = grouped[key]
-            try:
-                entry = int(key[len(prefix):].split(".")[0])
-            except ValueError:
+            if not JOURNAL_KEY_RE.match(key[len(prefix):]):
+                self._malformed[name].append(key)
                 continue
+            entry = int(key[len(prefix):].split(".")[0])
             if entry <= after:
                 continue
             notes: list[str] = []
@@ -505,6 +511,10 @@ class S3Backend:
         except OSError as exc:
             log.debug("journal cache not written: %s", exc)
         return data
+
+    def malformed_journal_keys(self, name: str) -> list[str]:
+        """Objects under journals/<name>/ the last journal_read skipped: not named like an entry."""
+        return list(self._malformed.get(name, []))
 
     def journal_names(self) -> list[str]:
         resp = self._call("list journals", self.client.list_objects_v2, Bucket=self.bucket, Prefix="journals/",

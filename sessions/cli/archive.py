@@ -496,7 +496,7 @@ def cmd_journal_list(args: argparse.Namespace) -> int:
         ctx.detail = f"{len(view.entries)} entries, {'intact' if view.ok else 'NOT intact'}"
         if args.json:
             print_json({"journal": name, "ok": view.ok, "problems": view.problems,
-                        "entries": [{**e.record, "sha256": e.hash, "corrected_by": e.corrected_by}
+                        "entries": [{**e.record, "sha256": e.hash, "corrected_by": e.corrected_by, "forged": e.forged}
                                     for e in view.entries]})
         else:
             for e in view.entries:
@@ -504,7 +504,9 @@ def cmd_journal_list(args: argparse.Namespace) -> int:
                                   if k not in ("entry", "type", "t_utc", "user", "role", "host", "prev_sha256")
                                   and v not in (None, ""))
                 corr = f"  (corrected by {', '.join(map(str, e.corrected_by))})" if e.corrected_by else ""
-                print(f"#{e.number:<5} {e.record.get('t_utc', '')}  {e.record.get('user', '')}({e.record.get('role', '')})"
+                if e.forged:
+                    corr += f"  [FORGED: {e.forged}]"
+                print(f"{'!' if e.forged else '#'}{e.number:<5} {e.record.get('t_utc', '')}  {e.record.get('user', '')}({e.record.get('role', '')})"
                       f"  {e.type}: {fields}{corr}")
             if view.ok:
                 n, h = view.last

@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="trust this public key (PEM or hex, as --export writes) for `examrec verify`; needs --name")
     p.add_argument("--name", metavar="NAME", help="with --register: the recorder's inventory number (or the office)")
     p.add_argument("--trusted", action="store_true", help="list the registered (trusted) keys")
+    p.add_argument("--signs", default="recorder", metavar="KIND",
+                   help="with --register: what the key may sign: recorder (sessions, a recorder's journal "
+                        "entries), office (the archive's journal entries and copy kits), or recorder,office")
     p.add_argument("--trusted-keys", metavar="FILE", help="the key store to use (default: $EXAMREC_TRUSTED_KEYS, "
                                                           "/etc/examrec/trusted-keys, ~/.config/examrec/trusted-keys)")
     p.set_defaults(func=run)
@@ -50,11 +53,11 @@ def _trust(args: argparse.Namespace) -> int:
             except (OSError, ValueError) as exc:
                 print(f"examrec key: cannot use public key {args.register}: {exc}", file=sys.stderr)
                 return exitcodes.USAGE
-            entry = keystore.register(pub, args.name, store)
-            print(f"registered {entry.fingerprint} as {entry.name} in {store}")
+            entry = keystore.register(pub, args.name, store, kinds=tuple(args.signs.split(",")))
+            print(f"registered {entry.fingerprint} ({','.join(entry.kinds)}) as {entry.name} in {store}")
             return exitcodes.OK
         for entry in keystore.load(store).values():
-            print(f"{entry.fingerprint}  {entry.name}")
+            print(f"{entry.fingerprint}  {','.join(entry.kinds):15}  {entry.name}")
         return exitcodes.OK
     except keystore.KeyStoreError as exc:
         print(f"examrec key: {exc}", file=sys.stderr)

@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"examrec verify: {exc}", file=sys.stderr)
             return exitcodes.USAGE
         known = store.get(report.public_key)
+        known = known if known is not None and known.may_sign("recorder") else None
         trusted = known is not None
         report.trusted_as = known.name if known else None
     if args.json:
