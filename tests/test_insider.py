@@ -424,3 +424,13 @@ def test_a_copy_kit_carries_the_offices_countersignature(file_archive, tmp_path)
         hashlib.sha256((kit / "SHA256SUMS").read_bytes()).hexdigest()          # the countersignature tells
     # And re-signing the countersignature needs a key whose fingerprint is not the office's.
     assert fingerprint(fresh) != office_fp
+
+
+def test_the_archive_check_names_a_session_signed_by_an_unregistered_key(file_archive):
+    a = file_archive
+    fresh = Ed25519PrivateKey.generate()
+    a.session(key=fresh)
+    assert a.cli("upload", "--out", a.out, user="car7").rc == 0
+    r = a.cli("archive", "check", "--deep", user="boss")
+    assert r.rc == 1, r.out + r.err
+    assert f"signed by an unregistered key {fingerprint(fresh)}" in r.out + r.err

@@ -456,6 +456,9 @@ class RecordsOffice:
         with tempfile.TemporaryDirectory(prefix="examrec-check-") as tmp:
             root = Path(tmp) / row.session_id
             for o in receipt.get("objects", []):
+                if ".." in Path(str(o["file"])).parts or Path(str(o["file"])).is_absolute():
+                    problems.append(f"{o['key']}: the receipt names {o['file']!r}, outside the session folder")
+                    continue
                 dest = root / o["file"]
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 got = self.backend.download(o["key"], dest)
@@ -463,6 +466,11 @@ class RecordsOffice:
                     problems.append(f"{o['key']}: read back with SHA-256 {got[:16]}..., receipt says {o['sha256'][:16]}...")
             report = verify_session(root)
             problems += [f"verify: {p}" for p in report.problems if p.kind != "interrupted"]
+            # Only a key the office registered for a recorder makes the signature evidence.
+            from sessions.evidence import keystore
+            why = keystore.untrusted(report.public_key) if report.public_key else None
+            if why:
+                problems.append(f"verify: {why}")
         return problems
 
 

@@ -108,3 +108,15 @@ def register(key: PublicKeyLike, name: str, path: Path | None = None,
         old += b"\n"
     durable.write_file_atomic(p, old + f"{hexkey}  {','.join(kinds)}  {name}\n".encode("utf-8"))
     return TrustedKey(hexkey, name, tuple(kinds))
+
+
+def untrusted(public_key: str | None, kind: str = "recorder", path: Path | None = None) -> str | None:
+    """None when ``public_key`` is registered to sign for ``kind``, else why not, in words."""
+    if not public_key:
+        return "not signed"
+    known = load(path).get(public_key.lower())
+    if known is None:
+        return f"signed by an unregistered key {fingerprint(public_key)}"
+    if not known.may_sign(kind):
+        return f"signed by {known.name} ({fingerprint(public_key)}), a key registered for {', '.join(known.kinds)}"
+    return None
