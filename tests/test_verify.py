@@ -17,7 +17,7 @@ from session_factory import factory_key, make_session
 from sessions.cli import app as cli
 from sessions.evidence import verify
 from sessions.evidence.chain import GENESIS, encode_record, line_hash
-from sessions.evidence.manifest import read_manifest, write_manifest
+from sessions.evidence.layout import read_manifest, write_manifest
 from sessions.evidence.signing import load_or_create_key, public_key_pem, sign_manifest
 from sessions.evidence.verify import verify_session
 

@@ -26,7 +26,6 @@ page, its absence can cost a complaint.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -39,6 +38,7 @@ from sessions.archive.catalog import SessionRow
 from sessions.archive.errors import IntegrityError, Refused, UsageError
 from sessions.archive.office import RecordsOffice
 from sessions.archive.workdays import add_working_days
+from sessions.evidence.layout import NoManifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,10 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
-    manifest = json.loads((root / "manifest.json").read_bytes()) if (root / "manifest.json").exists() else {}
+    try:
+        manifest = read_manifest(root)
+    except NoManifest:
+        manifest = {}
     warnings: list[str] = []
     fingerprint_text = "(the manifest is not signed: the session was cut off and not repaired)"
     pub_hex = (manifest.get("signature") or {}).get("public_key")

@@ -25,9 +25,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from sessions.evidence.chain import GENESIS, PREV_KEY, line_hash, read_chain
-from sessions.evidence.manifest import (MANIFEST_NAME, STATES, TEMP_PREFIX, TEMP_SUFFIX, ManifestError, read_manifest,
-                       segment_entry_hash, sha256_file)
-from sessions.evidence.lock import LOCK_NAME
+from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_PREFIX,
+                                      PHOTOS_DIR, RECOVERED_DIR, ROUTE_NAME, SEGMENT_RE, TELEMETRY_NAME, TEMP_SUFFIX,
+                                      ManifestError, read_manifest, segment_name, segment_number, session_root)
+from sessions.evidence.manifest import STATES, segment_entry_hash, sha256_file
 from sessions.evidence.signing import PublicKeyLike, check_signature, fingerprint
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,6 @@ CHANGED_ROUTE = "changed-route"
 KINDS = (CHANGED_BYTES, MISSING_SEGMENT, EXTRA_FILE, REORDERED, EDITED_EVENT, REMOVED_EVENT,
          BAD_SIGNATURE, MISSING_SIGNATURE, INTERRUPTED, BAD_MANIFEST, CHANGED_PHOTO, CHANGED_TELEMETRY)
 
-EVENTS_NAME = "events.jsonl"
-FRAGMENTS_NAME = "fragments.jsonl"
-TELEMETRY_NAME = "telemetry.jsonl"
-ROUTE_NAME = "route.gpx"
-PHOTOS_DIR = "photos"
-RECOVERED_DIR = "recovered"
-SEGMENT_RE = re.compile(r"^(?P<stream>[a-z0-9][a-z0-9_-]{0,31})/(?P<num>\d{4})\.mp4$")
 # The init record of a hybrid fragmented MP4 leaves out the 8-byte box header that closing the
 # file rewrites (free -> mdat); those 8 bytes must still be that header and nothing else.
 REWRITTEN_HEADER_TYPES = (b"free", b"mdat")
@@ -517,13 +511,13 @@ class _Verifier:
                  if any(r.get("kept_bytes") == 0 and _saved_as(r) for r in reps)}
         want = 1
         for i, n in enumerate(nums):
-            while f"{stream}/{want:04d}.mp4" in moved:
+            while segment_name(stream, want) in moved:
                 want += 1
             if n != want:
                 if n in nums[:i] or want in nums[i + 1:]:
                     self.add(MANIFEST_NAME, REORDERED, f"stream {stream}: {segments[i]['file']} is entry {i + 1}")
                 else:
-                    self.add(MANIFEST_NAME, MISSING_SEGMENT, f"stream {stream}: no entry for {stream}/{want:04d}.mp4")
+                    self.add(MANIFEST_NAME, MISSING_SEGMENT, f"stream {stream}: no entry for {segment_name(stream, want)}")
                 break
             want += 1
 
@@ -811,7 +805,7 @@ class _Verifier:
         dirs = set(self.stream_names) | {PHOTOS_DIR, RECOVERED_DIR}
         for entry in sorted(os.scandir(self.root), key=lambda d: d.name):
             name = entry.name
-            if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+            if name.startswith(MANIFEST_TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
                 log.info("ignoring %s: a manifest write cut off before its rename", name)
                 continue
             if entry.is_dir(follow_symlinks=False):
@@ -880,8 +874,7 @@ def _saved_as(rep: dict[str, Any]) -> str | None:
 
 
 def _seg_num(entry: dict[str, Any]) -> int | None:
-    m = SEGMENT_RE.match(entry.get("file") or "") if isinstance(entry.get("file"), str) else None
-    return int(m.group("num")) if m else None
+    return segment_number(entry.get("file"))
 
 
 def verify_session(path: str | os.PathLike[str], expected_public_key: PublicKeyLike | None = None) -> VerifyReport:
@@ -890,9 +883,7 @@ def verify_session(path: str | os.PathLike[str], expected_public_key: PublicKeyL
     ``expected_public_key`` (PEM or hex text, raw bytes or a key object): the manifest must be
     signed by exactly this key, e.g. the registered key of the device that recorded the exam.
     """
-    root = Path(path)
-    if root.name == MANIFEST_NAME and root.is_file():
-        root = root.parent
+    root = session_root(path)
     if not root.is_dir():
         raise NotASession(f"{root}: not a folder")
     has_any = (root / MANIFEST_NAME).exists() or (root / EVENTS_NAME).exists() or any(

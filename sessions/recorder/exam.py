@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sessions.evidence.layout import photo_name
 from sessions.recorder.checks import (CheckResult, audio_check, disk_check, failed_mandatory, overdue_now, power_checks,
                      stream_check, upload_check, writable_check)
 from core.clock import NS_PER_S, SessionClock, format_duration
@@ -215,7 +216,7 @@ class ExamControl:
         if name not in self.streams:
             raise IllegalTransition(f"no stream named {name!r}")
         self._photo_no = getattr(self, "_photo_no", 0) + 1
-        file = f"photos/{self._photo_no:03d}-{role or name}.jpg"
+        file = photo_name(self._photo_no, role or name)
         self.streams[name].cmd_q.put(("photo", {"file": file, "role": role}))
         return {"file": file, "stream": name}
 
