@@ -85,6 +85,22 @@ def fsync_dir(path: Path | str) -> None:
         _record("fsync_dir", os.path.abspath(path))
 
 
+def fsync_tree(root: Path | str) -> None:
+    """Make every file and folder under ``root`` durable (a copy written with ordinary file
+    objects that must be on the medium before it is unplugged)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if _TRACE_DIR:
+                _record("fsync", os.path.abspath(path))
+        fsync_dir(dirpath)
+
+
 def replace(src: Path | str, dst: Path | str) -> None:
     os.replace(src, dst)
     if _TRACE_DIR:

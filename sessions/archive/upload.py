@@ -36,6 +36,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
+from core import durable
 from sessions.evidence.chain import ChainedLog, read_chain
 from sessions.evidence.layout import (LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_PREFIX, PHOTOS_DIR, RECOVERED_DIR,
                                       ManifestError, is_session, out_root_of, read_manifest, session_root,
@@ -529,11 +530,7 @@ def _rmtree(path: Path) -> None:
         func(p)
     shutil.rmtree(path, onerror=onerror)
     try:
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        durable.fsync_dir(path.parent)
         if not any(path.parent.iterdir()):
             path.parent.rmdir()      # the empty date folder
     except OSError:
