@@ -8,8 +8,7 @@ import logging
 import sys
 
 from sessions import exitcodes
-from core.profile import ProfileError
-from sessions.evidence.signing import KeyFileError
+from sessions.cli.errors import report
 
 # Modules that add commands, in the order they appear in `examrec --help`.
 COMMAND_MODULES = (
@@ -54,14 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.OK
     try:
         return int(args.func(args))
-    except ProfileError as exc:
-        print(f"examrec: profile error: {exc}", file=sys.stderr)
-        return exitcodes.USAGE
-    except KeyFileError as exc:
-        print(f"examrec: device key: {exc}", file=sys.stderr)
-        return exitcodes.REFUSED
-    except KeyboardInterrupt:
-        return exitcodes.INTERRUPTED
+    except BaseException as exc:  # noqa: BLE001 - only our errors become a code; others re-raise
+        code = report("examrec", exc)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

@@ -189,6 +189,32 @@ def _break_cause(lines: list[bytes], hashes: list[str], lineno: int) -> tuple[st
     return "unexplained", None
 
 
+@dataclass(frozen=True)
+class _ChainBreak:
+    """One place where a chained log (events.jsonl, fragments.jsonl) is not intact, diagnosed.
+
+    ``cause``: "torn-tail" (last line without newline), "unparsable" (not JSON), or a cause of
+    _break_cause; ``follows``: for "reordered", the line it claims to follow (0: the start).
+    """
+
+    line: int
+    cause: str
+    follows: int | None = None
+
+
+def _chain_breaks(path: Path) -> tuple[list[bytes], list[str], list[_ChainBreak]]:
+    """Read a chained log: its complete lines, their hashes, and every break with its cause."""
+    _, problems = read_chain(path)
+    lines, hashes = _read_lines(path)
+    breaks = []
+    for cp in problems:
+        if cp.kind in ("torn-tail", "unparsable"):
+            breaks.append(_ChainBreak(cp.line, cp.kind))
+        else:
+            breaks.append(_ChainBreak(cp.line, *_break_cause(lines, hashes, cp.line)))
+    return lines, hashes, breaks
+
+
 @dataclass
 class _Rec:
     """One fragments.jsonl record of one segment file."""
@@ -428,25 +454,21 @@ class _Verifier:
         if not _is_regular(path):
             return
         self.known.add(rel)
-        _, chain_problems = read_chain(path)
-        lines, hashes = _read_lines(path)
-        for cp in chain_problems:
-            if cp.kind == "torn-tail":
+        lines, hashes, breaks = _chain_breaks(path)
+        for b in breaks:
+            if b.cause == "torn-tail":
                 if self.finished:
                     self.add(rel, CHANGED_BYTES, "the last line has no newline, in a finished session")
-                continue
-            if cp.kind == "unparsable":
-                self.add(rel, CHANGED_BYTES, f"line {cp.line} is not JSON (edited)")
-                continue
-            cause, other = _break_cause(lines, hashes, cp.line)
-            if cause == "reordered":
-                after = "to be the first line" if other == 0 else f"to follow line {other}"
-                self.add(rel, REORDERED, f"line {cp.line} claims {after}: records were reordered")
-            elif cause == "first":
+            elif b.cause == "unparsable":
+                self.add(rel, CHANGED_BYTES, f"line {b.line} is not JSON (edited)")
+            elif b.cause == "reordered":
+                after = "to be the first line" if b.follows == 0 else f"to follow line {b.follows}"
+                self.add(rel, REORDERED, f"line {b.line} claims {after}: records were reordered")
+            elif b.cause == "first":
                 self.add(rel, CHANGED_BYTES, "line 1 follows a record that is not there: records removed from the start")
             else:
-                self.add(rel, CHANGED_BYTES, f"line {cp.line} does not follow line {cp.line - 1}: "
-                                             f"line {cp.line - 1} was edited or a record after it removed")
+                self.add(rel, CHANGED_BYTES, f"line {b.line} does not follow line {b.line - 1}: "
+                                             f"line {b.line - 1} was edited or a record after it removed")
         numbered = []
         for lineno, raw in enumerate(lines, start=1):
             try:
@@ -687,8 +709,7 @@ class _Verifier:
             self.add(EVENTS_NAME, REMOVED_EVENT, "events.jsonl is missing: all events removed")
             return
         self.known.add(EVENTS_NAME)
-        _, chain_problems = read_chain(path)
-        lines, hashes = _read_lines(path)
+        lines, hashes, breaks = _chain_breaks(path)
         n = len(lines)
         m_lines = summary.get("lines") if summary else None
         m_last = summary.get("last_sha256") if summary else None
@@ -697,29 +718,26 @@ class _Verifier:
             summary, m_lines, m_last = None, None, None
         counted = f" (the manifest counts {m_lines} lines, the file has {n})" if m_lines is not None else ""
         broken = False
-        for cp in chain_problems:
-            if cp.kind == "torn-tail":
-                if self.finished:
-                    broken = True
-                    self.add(EVENTS_NAME, EDITED_EVENT, "the last line has no newline, in a finished session")
+        for b in breaks:
+            if b.cause == "torn-tail" and not self.finished:
                 continue
             broken = True
-            if cp.kind == "unparsable":
-                self.add(EVENTS_NAME, EDITED_EVENT, f"line {cp.line} is not JSON")
-                continue
-            cause, other = _break_cause(lines, hashes, cp.line)
-            if cause == "reordered":
-                after = "to be the first event" if other == 0 else f"to follow line {other}"
-                self.add(EVENTS_NAME, REORDERED, f"line {cp.line} claims {after}: events reordered")
-            elif cause == "first":
+            if b.cause == "torn-tail":
+                self.add(EVENTS_NAME, EDITED_EVENT, "the last line has no newline, in a finished session")
+            elif b.cause == "unparsable":
+                self.add(EVENTS_NAME, EDITED_EVENT, f"line {b.line} is not JSON")
+            elif b.cause == "reordered":
+                after = "to be the first event" if b.follows == 0 else f"to follow line {b.follows}"
+                self.add(EVENTS_NAME, REORDERED, f"line {b.line} claims {after}: events reordered")
+            elif b.cause == "first":
                 self.add(EVENTS_NAME, REMOVED_EVENT,
                          f"line 1 follows an event that is not there: events removed from the start{counted}")
             elif m_lines is not None and n < m_lines:
                 self.add(EVENTS_NAME, REMOVED_EVENT,
-                         f"line {cp.line} does not follow line {cp.line - 1}: events removed between them{counted}")
+                         f"line {b.line} does not follow line {b.line - 1}: events removed between them{counted}")
             else:
                 self.add(EVENTS_NAME, EDITED_EVENT,
-                         f"line {cp.line} does not follow line {cp.line - 1}: line {cp.line - 1} was edited"
+                         f"line {b.line} does not follow line {b.line - 1}: line {b.line - 1} was edited"
                          + (f", or an event after it removed{counted}" if m_lines is None or n > m_lines else ""))
         if not broken and summary is not None:
             broken = self.check_events_summary(n, hashes, m_lines, m_last)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from muxer.overlay import Overlay, OverlayState
 from muxer.segment import AudioTimeline, SegmentResult, SegmentSettings, SegmentWriter
 from core import durable
 from sessions.evidence.chain import ChainedLog
+from sessions.evidence.manifest import sha256_file
 from core.clock import NS_PER_S, SessionClock
 from core.profile import Profile, StreamSpec
 
@@ -57,14 +58,6 @@ class Counters:
     encoded: int = 0
     bytes: int = 0
     last_pts_s: float | None = None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class StreamProcess:
