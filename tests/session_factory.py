@@ -60,6 +60,7 @@ from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, RO
                                       write_manifest)
 from sessions.evidence.manifest import FORMAT, sha256_file
 from sessions.evidence.signing import sign_manifest
+from sessions.evidence.software import software_versions
 
 # A fixed key so every run signs with the same identity (tests compare against it).
 FACTORY_KEY_SEED = bytes(range(32))
@@ -291,6 +292,7 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
     ended = iso_utc(clock.wall_utc(at(duration))) if finished else None
     manifest: dict[str, Any] = {
         "format": FORMAT, "session_id": session_id, "profile": PROFILE, "profile_kind": "replay",
+        "software": software_versions(),
         "started_at": iso_utc(started), "ended_at": ended,
         "state": "finished" if finished else ("interrupted" if interrupted else "recording"),
         "clock": {**clock.to_json(), "utc_offset": "+00:00"},

@@ -271,6 +271,18 @@ def test_unreadable_manifest_is_bad_manifest(session):
     assert not report.ok
 
 
+def test_the_software_versions_are_signed_and_optional(session):
+    import av
+    software = read_manifest(session)["software"]
+    assert software["pyav"] == av.__version__ and software["ffmpeg"] == av.ffmpeg_version_info
+    edit_manifest(session, lambda m: m["software"].update(ffmpeg="0.0"))      # changed without the key
+    assert [(p.file, p.kind) for p in verify_session(session).problems] == [("manifest.json", "bad-signature")]
+    edit_manifest(session, lambda m: m.pop("software"), resign=True)          # a manifest from before it
+    assert verify_session(session).ok
+    edit_manifest(session, lambda m: m.update(software={"examrec": 1}), resign=True)
+    assert [(p.file, p.kind) for p in verify_session(session).problems] == [("manifest.json", "bad-manifest")]
+
+
 # --- public key --------------------------------------------------------------------------------
 
 def test_expected_public_key(session, tmp_path):

@@ -406,6 +406,10 @@ class _Verifier:
             self.add(MANIFEST_NAME, BAD_MANIFEST, f"state {state!r} is not one of {', '.join(STATES)}")
         else:
             self.state = state
+        software = m.get("software")  # absent in manifests written before it was recorded
+        if software is not None and not (isinstance(software, dict)
+                                         and all(isinstance(v, str) for v in software.values())):
+            self.add(MANIFEST_NAME, BAD_MANIFEST, "software is not an object of version strings")
         streams = m.get("streams")
         if not isinstance(streams, list) or not all(isinstance(s, dict) for s in streams):
             self.add(MANIFEST_NAME, BAD_MANIFEST, "streams is not a list of objects")

@@ -32,6 +32,7 @@ from sessions.evidence.chain import GENESIS
 from sessions.evidence.layout import (EVENTS_NAME, RESERVE_NAME, ROUTE_NAME, TELEMETRY_NAME, chain_segments,
                                       session_folder, write_manifest)
 from sessions.evidence.manifest import FORMAT, sha256_file
+from sessions.evidence.software import software_versions
 from core.profile import Profile
 from sessions.evidence.lock import hold_shared
 from sessions.evidence.signing import fingerprint, key_path_for, load_or_create_key, sign_manifest
@@ -232,6 +233,7 @@ class Recorder(ExamControl):
             "session_id": self.session_id,
             "profile": self.profile.name,
             "profile_kind": self.profile.kind,
+            "software": software_versions(),
             "started_at": iso_utc(started),
             "ended_at": None,
             "state": "recording",
