@@ -6,6 +6,11 @@ writes sequentially: ftyp, the fragmented moov, then moof+mdat pairs as each fra
 (``flush_packets``); closing appends a regular moov and rewrites one 8-byte box header near the
 start (``hybrid_fragmented``). We parse top-level box headers on the fly, so we know when a
 fragment is complete without reading anything back.
+
+DESIGN, the loss bound lives here: ``_box_ended`` fsyncs at a fragment boundary once
+``fsync_interval_ns`` has passed since the last fsync (``sync``), so a power cut loses at most
+that interval plus the fragment being written (profile ``fsync_interval_ms`` + ``fragment_ms``);
+tests/test_crash.py holds kills and cuts to KILL_BOUND_S and CUT_BOUND_S.
 """
 from __future__ import annotations
 

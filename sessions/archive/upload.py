@@ -18,6 +18,9 @@ For each session folder:
 ``overdue_sessions`` lists sessions still on a recorder after the end of the next working day
 (UA IV.1); ``watch`` keeps uploading while the archive is reachable and, for body-worn recorders,
 only while on the charger (KZ 11).
+
+DESIGN, the upload deadline lives in ``upload_due``: the end of the next working day after the
+exam date, in the centre's local time (holidays from the profile; sessions/archive/workdays.py).
 """
 from __future__ import annotations
 

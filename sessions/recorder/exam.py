@@ -1,6 +1,13 @@
 """What makes the recorder an exam recorder: pre-exam checks, stages with pause and resume, live
 status and control, face stills, device-fault watch. Mixed into the session controller
-(sessions/recorder/controller.py), whose state it reads and changes under its lock."""
+(sessions/recorder/controller.py), whose state it reads and changes under its lock.
+
+DESIGN, the pause rule (UA II.3) lives in ``pause`` and ``resume``: a pause needs its reason and
+the vehicle's plate; every stream shows the banner (time, reason, plate) for the profile's
+``pause_banner_s``, and the stage's segments end at that instant, which is the stage's end in
+the manifest; resume is refused before that instant, needs the plate, starts the next stage's
+segments and shows its own banner for the same time. Both are events.
+"""
 from __future__ import annotations
 
 import logging
