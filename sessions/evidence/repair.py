@@ -26,6 +26,7 @@ from core.clock import SessionClock, iso_utc, utc_now_iso
 from sessions.evidence.events import EventLog
 from sessions.evidence.manifest import segment_entry_hash, write_manifest
 from sessions.evidence.lock import is_being_written
+from sessions.evidence.recovered import cut_tail
 
 log = logging.getLogger(__name__)
 GENESIS = "0" * 64
@@ -78,23 +79,8 @@ def find_sessions(root: Path) -> list[Path]:
 
 def _save_tail(session: Path, path: Path, keep: int, reason: str) -> Trim:
     """Move bytes [keep, end) of ``path`` to recovered/ and truncate the file to ``keep``."""
-    size = path.stat().st_size
-    rel = path.relative_to(session).as_posix()
-    recovered = session / "recovered"
-    recovered.mkdir(exist_ok=True)
-    saved = recovered / f"{rel.replace('/', '__')}.from-{keep}"
-    with open(path, "rb") as f:
-        f.seek(keep)
-        tail = f.read()
-    durable.write_file_atomic(saved, tail)
-    digest = hashlib.sha256(tail).hexdigest()
-    fd = durable.open_fd(path, os.O_WRONLY)
-    try:
-        durable.truncate(fd, keep)
-        durable.fsync(fd)
-    finally:
-        durable.close(fd)
-    return Trim(rel, keep, size - keep, saved.relative_to(session).as_posix(), reason, digest)
+    cut = cut_tail(session, path, keep)
+    return Trim(cut.file, cut.kept_bytes, cut.cut_bytes, cut.saved_as, reason, cut.sha256)
 
 
 def _trim_torn_line(session: Path, path: Path) -> Trim | None:
