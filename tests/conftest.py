@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,10 @@ EXAMREC = [sys.executable, "-m", "sessions.cli"]
 # The test machine's configured profile is the replay profile (a recorder has it installed as
 # /etc/examrec/profile.toml); commands that are not given --profile use it.
 os.environ.setdefault("EXAMREC_PROFILE", str(REPLAY))
+
+# Each test run has its own runtime directory (control sockets live there), so two test runs, or a
+# test run beside a recorder in service, never find each other's recorder.
+os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="examrec-test-run-")
 
 
 def run_examrec(*args: str, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
