@@ -20,7 +20,8 @@ from sessions.cli import app as cli
 from sessions.evidence import jcs, keystore
 from sessions.evidence.chain import GENESIS, line_hash
 from sessions.evidence.checkpoints import CHECKPOINTS_NAME, signed_bytes
-from sessions.evidence.manifest import FORMAT_V1, canonical_json, read_manifest, write_manifest
+from sessions.evidence.layout import read_manifest, write_manifest
+from sessions.evidence.manifest import FORMAT_V1, canonical_json
 from sessions.evidence.repair import RepairRefused, repair_session
 from sessions.evidence.signing import fingerprint, public_key_pem, sign_manifest, signed_body
 from sessions.evidence.verify import verify_session

@@ -34,18 +34,16 @@ from core import durable
 from core.clock import SessionClock, iso_utc
 from sessions.evidence.chain import GENESIS, PREV_KEY, ChainedLog, line_hash
 from sessions.evidence.jcs import canonicalize
+from sessions.evidence.layout import CHECKPOINTS_NAME, EVENTS_NAME, FRAGMENTS_NAME
 from sessions.evidence.manifest import segment_entry_hash
 from sessions.evidence.nofollow import is_regular, read_bytes
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS_NAME = "checkpoints.jsonl"
 INTERVAL_S = 2.0
 SIGNATURE_KEY = "signature"
 # The fields of the manifest the opening record fixes; repair and every later write keep them.
 OPENING_FIELDS = ("format", "session_id", "profile", "profile_kind", "started_at", "clock", "details")
-EVENTS_NAME = "events.jsonl"
-FRAGMENTS_NAME = "fragments.jsonl"
 
 
 def jcs_clock(clock: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 _CHUNK = 1 << 20
 
 
-class SymlinkRefused(Exception):
+class SymlinkRefused(OSError):
     """A session folder, or something in it, is a symbolic link or not a regular file/folder.
     ``path`` names it; the CLI exits 3 (refused)."""
 

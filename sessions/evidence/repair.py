@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,16 +23,17 @@ from core import durable
 from sessions.evidence.chain import read_chain
 from core.clock import SessionClock, iso_utc, utc_now_iso
 from sessions.evidence.events import EventLog
-from sessions.evidence.manifest import segment_entry_hash, write_manifest
+from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, RESERVE_NAME, ManifestError, NoManifest, chain_segments,
+                                      read_manifest, recovered_name, segment_entry, write_manifest)
 from sessions.evidence.checkpoints import OPENING_FIELDS, CheckpointState, read_checkpoints
+from sessions.evidence.chain import GENESIS
 from sessions.evidence.lock import is_being_written
-from sessions.evidence.nofollow import SymlinkRefused, check_tree, is_regular, open_read
-from sessions.evidence.nofollow import sha256_file as _sha256
+from sessions.evidence.nofollow import SymlinkRefused, check_tree, is_regular, open_read, sha256_file
+from sessions.evidence.recovered import cut_tail
 
 log = logging.getLogger(__name__)
-GENESIS = "0" * 64
 LIVE_STATES = ("recording", "paused", "checking", "ready")
-RESERVE_NAME = ".reserve"  # sessions.recorder.controller.RESERVE_NAME
+
 
 
 class RepairRefused(Exception):
@@ -66,39 +66,16 @@ class RepairReport:
 def needs_repair(session_dir: Path) -> bool:
     """A session whose recorder is gone without a clean stop."""
     try:
-        m = json.loads((Path(session_dir) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        m = read_manifest(session_dir)
+    except (OSError, ManifestError):
         return False  # no manifest: the session never started (it is written before any frame)
     return m.get("state") in LIVE_STATES and not is_being_written(session_dir)
 
 
-def find_sessions(root: Path) -> list[Path]:
-    """Session folders under an output root (<root>/<date>/<id>) or the folder itself."""
-    root = Path(root)
-    if (root / "manifest.json").exists():
-        return [root]
-    return sorted(p.parent for p in root.glob("*/*/manifest.json"))
-
-
 def _save_tail(session: Path, path: Path, keep: int, reason: str) -> Trim:
     """Move bytes [keep, end) of ``path`` to recovered/ and truncate the file to ``keep``."""
-    size = path.stat().st_size
-    rel = path.relative_to(session).as_posix()
-    recovered = session / "recovered"
-    recovered.mkdir(exist_ok=True)
-    saved = recovered / f"{rel.replace('/', '__')}.from-{keep}"
-    with open_read(path) as f:
-        f.seek(keep)
-        tail = f.read()
-    durable.write_file_atomic(saved, tail)
-    digest = hashlib.sha256(tail).hexdigest()
-    fd = durable.open_fd(path, os.O_WRONLY | os.O_NOFOLLOW)
-    try:
-        durable.truncate(fd, keep)
-        durable.fsync(fd)
-    finally:
-        durable.close(fd)
-    return Trim(rel, keep, size - keep, saved.relative_to(session).as_posix(), reason, digest)
+    cut = cut_tail(session, path, keep)
+    return Trim(cut.file, cut.kept_bytes, cut.cut_bytes, cut.saved_as, reason, cut.sha256)
 
 
 def _trim_broken_tail(session: Path, path: Path, signed_lines: int) -> Trim | None:
@@ -148,12 +125,11 @@ def repair_session(session_dir: Path) -> RepairReport:
     if is_being_written(session):
         raise RepairRefused(f"{session}: a recorder process is still writing this session; stop it first")
     try:
-        manifest = json.loads((session / "manifest.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        manifest = read_manifest(session)
+    except NoManifest:
         raise RepairRefused(f"{session}: no manifest.json: not an examrec session folder") from None
-    except ValueError as exc:
-        raise RepairRefused(f"{session}: manifest.json is not JSON ({exc}); it is replaced atomically, so "
-                            f"this file was changed by something else") from None
+    except ManifestError as exc:
+        raise RepairRefused(f"{exc}; it is replaced atomically, so this file was changed by something else") from None
     report = RepairReport(session=str(session), repaired=False, state=manifest.get("state", "?"))
     if manifest.get("state") == "finished":
         report.notes.append("finished cleanly: nothing to repair")
@@ -167,18 +143,18 @@ def repair_session(session_dir: Path) -> RepairReport:
     # repair, beyond the log).
     records_by_stream: dict[str, dict[str, list[dict]]] = {}
     for stream in manifest.get("streams", []):
-        log_file = session / stream["name"] / "fragments.jsonl"
+        log_file = session / stream["name"] / FRAGMENTS_NAME
         records_by_stream[stream["name"]] = {}
         if is_regular(log_file):
             for rec in read_chain(log_file)[0]:
                 if isinstance(rec.get("file"), str):
                     records_by_stream[stream["name"]].setdefault(rec["file"], []).append(rec)
     heads = checkpoints.last_heads or {}
-    signed_lines = {"events.jsonl": int((heads.get("events") or {}).get("lines") or 0)}
+    signed_lines = {EVENTS_NAME: int((heads.get("events") or {}).get("lines") or 0)}
     for stream, head in (heads.get("fragments") or {}).items():
         if isinstance(head, dict):
-            signed_lines[f"{stream}/fragments.jsonl"] = int(head.get("lines") or 0)
-    for log_path in [session / "events.jsonl", *sorted(session.glob("*/fragments.jsonl"))]:
+            signed_lines[f"{stream}/{FRAGMENTS_NAME}"] = int(head.get("lines") or 0)
+    for log_path in [session / EVENTS_NAME, *sorted(session.glob(f"*/{FRAGMENTS_NAME}"))]:
         rel = log_path.relative_to(session).as_posix()
         t = _trim_broken_tail(session, log_path, signed_lines.get(rel, 0)) or _trim_torn_line(session, log_path)
         if t:
@@ -193,7 +169,7 @@ def repair_session(session_dir: Path) -> RepairReport:
             rel = path.relative_to(session).as_posix()
             old = previous.get(rel, {})
             if old.get("closed") and old.get("sha256") and old.get("size") == path.stat().st_size \
-                    and _sha256(path) == old["sha256"]:
+                    and sha256_file(path) == old["sha256"]:
                 entry = dict(old)
             else:
                 scan = scan_segment(path, records.get(rel))
@@ -215,21 +191,15 @@ def repair_session(session_dir: Path) -> RepairReport:
                 if span.frames == 0:
                     trims.append(_move_aside(session, path, "no playable frame"))
                     continue
-                entry = {"file": rel, "sha256": _sha256(path), "size": path.stat().st_size, "frames": span.frames,
-                         "dropped": old.get("dropped", 0), "first_pts_s": round(span.first_pts_s, 6),
-                         "last_pts_s": round(span.last_pts_s, 6), "stage": old.get("stage", 1),
-                         "closed": scan.finalised, "prev_sha256": GENESIS}
-                if not scan.finalised:
-                    entry["interrupted"] = True
-                if span.audio_first_pts_s is not None:
-                    entry["audio_first_pts_s"] = round(span.audio_first_pts_s, 6)
-                    entry["audio_last_pts_s"] = round(span.audio_end_pts_s, 6)
+                audio = (None if span.audio_first_pts_s is None
+                         else (span.audio_first_pts_s, span.audio_end_pts_s))
+                entry = segment_entry(rel, sha256=sha256_file(path), size=path.stat().st_size, frames=span.frames,
+                                      dropped=old.get("dropped", 0), first_pts_s=span.first_pts_s,
+                                      last_pts_s=span.last_pts_s, stage=old.get("stage", 1),
+                                      closed=scan.finalised, interrupted=not scan.finalised, audio_span=audio)
             segments.append(entry)
             last_pts = max(last_pts or 0.0, entry["last_pts_s"])
-        prev = GENESIS
-        for entry in segments:
-            entry["prev_sha256"] = prev
-            prev = segment_entry_hash(entry)
+        chain_segments(segments)
         if segments != stream.get("segments"):
             stream["segments"] = segments
             report.repaired = True
@@ -250,7 +220,7 @@ def repair_session(session_dir: Path) -> RepairReport:
     if clock is not None and last_pts is not None:
         manifest["ended_at"] = iso_utc(clock.wall_utc(clock.capture_ns(last_pts)))
     manifest["state"] = "interrupted"
-    events = EventLog(session / "events.jsonl", clock=None)
+    events = EventLog(session / EVENTS_NAME, clock=None)
     events.emit("repaired", last_pts_s=last_pts, trimmed=[asdict(t) for t in trims],
                 previous_state=report.state)
     manifest["repaired"] = {"at": utc_now_iso(), "last_pts_s": last_pts,
@@ -263,9 +233,9 @@ def repair_session(session_dir: Path) -> RepairReport:
         manifest["repaired"]["checkpoint"] = {"seq": checkpoints.last_heads.get("seq"),
                                               "pts_s": checkpoints.last_heads.get("pts_s")}
     events.close()
-    lines, last = _log_summary(session / "events.jsonl")
+    lines, last = _log_summary(session / EVENTS_NAME)
     manifest.setdefault("events", {})
-    manifest["events"].update({"file": "events.jsonl", "lines": lines, "last_sha256": last})
+    manifest["events"].update({"file": EVENTS_NAME, "lines": lines, "last_sha256": last})
     note = _seal(manifest, checkpoints.public_key)
     if note:
         report.notes.append(note)
@@ -330,8 +300,8 @@ def _log_summary(path: Path) -> tuple[int, str]:
 
 def _save_tail_copy(session: Path, path: Path, at: int, length: int, reason: str) -> Trim:
     rel = path.relative_to(session).as_posix()
-    (session / "recovered").mkdir(exist_ok=True)
-    saved = session / "recovered" / f"{rel.replace('/', '__')}.bytes-{at}-{at + length}"
+    saved = session / recovered_name(rel, f"bytes-{at}-{at + length}")
+    saved.parent.mkdir(exist_ok=True)
     with open_read(path) as f:
         f.seek(at)
         durable.write_file_atomic(saved, f.read(length))
@@ -340,8 +310,8 @@ def _save_tail_copy(session: Path, path: Path, at: int, length: int, reason: str
 
 def _move_aside(session: Path, path: Path, reason: str) -> Trim:
     rel = path.relative_to(session).as_posix()
-    (session / "recovered").mkdir(exist_ok=True)
-    dest = session / "recovered" / f"{rel.replace('/', '__')}.unplayable"
+    dest = session / recovered_name(rel, "unplayable")
+    dest.parent.mkdir(exist_ok=True)
     size = path.stat().st_size
     durable.replace(path, dest)
     durable.fsync_dir(path.parent)

@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from core import durable
 from sessions.evidence.jcs import canonicalize
 from sessions.evidence.manifest import FORMAT_V1, canonical_json
 
@@ -125,7 +126,7 @@ def load_or_create_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     fd, tmp = tempfile.mkstemp(prefix=".device-key.", dir=p.parent)  # mkstemp: mode 0600
     try:
         os.write(fd, pem)
-        os.fsync(fd)
+        durable.fsync(fd)
         os.close(fd)
         try:
             os.link(tmp, p)
@@ -134,11 +135,7 @@ def load_or_create_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
             return load_key(p)
     finally:
         os.unlink(tmp)
-    dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    durable.fsync_dir(p.parent)
     log.warning("created a new device key %s (fingerprint %s)", p, fingerprint(key))
     return key
 
