@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, TextIO
 
 from core import durable
 from sessions.evidence.chain import ChainedLog, read_chain
-from sessions.evidence.layout import (LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_PREFIX, PHOTOS_DIR, RECOVERED_DIR,
+from sessions.evidence.layout import (LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_NAME, PHOTOS_DIR, RECOVERED_DIR,
                                       ManifestError, is_session, out_root_of, read_manifest, session_root,
                                       sessions_by_id, sessions_under)
 from sessions.evidence.manifest import sha256_file
@@ -145,7 +145,7 @@ def make_plan(session_dir: Path, manifest: dict[str, Any], prefix: str) -> list[
         if not path.is_file():
             continue
         rel = path.relative_to(session_dir).as_posix()
-        if path.name in SKIP_NAMES or path.name.startswith(MANIFEST_TEMP_PREFIX):
+        if path.name in SKIP_NAMES or path.name == MANIFEST_TEMP_NAME:
             continue
         size = path.stat().st_size
         sha, msize = known.get(rel, (None, None))

@@ -22,8 +22,9 @@ from core import durable
 from sessions.evidence.chain import read_chain
 from core.clock import SessionClock, iso_utc, utc_now_iso
 from sessions.evidence.events import EventLog
-from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, ManifestError, NoManifest, chain_segments,
-                                      read_manifest, recovered_name, segment_entry, write_manifest)
+from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, RESERVE_NAME, ManifestError, NoManifest,
+                                      chain_segments, fragments_path, read_manifest, recovered_name,
+                                      segment_entry, write_manifest)
 from sessions.evidence.manifest import sha256_file
 from sessions.evidence.lock import is_being_written
 
@@ -114,6 +115,13 @@ def repair_session(session_dir: Path) -> RepairReport:
     if manifest.get("state") == "finished":
         report.notes.append("finished cleanly: nothing to repair")
         return report
+    reserve = session / RESERVE_NAME
+    if reserve.exists():
+        # The dead recorder's disk-space reserve: its bookkeeping, never evidence (verify would
+        # call it an unlisted file, and the session could not be uploaded).
+        reserve.unlink()
+        durable.fsync_dir(session)
+        report.notes.append(f"removed the recorder's space reserve {RESERVE_NAME}")
     trims: list[Trim] = []
     for log_path in [session / EVENTS_NAME, *sorted(session.glob(f"*/{FRAGMENTS_NAME}"))]:
         t = _trim_torn_line(session, log_path)
@@ -124,8 +132,8 @@ def repair_session(session_dir: Path) -> RepairReport:
     for stream in manifest.get("streams", []):
         folder = session / stream["name"]
         records: dict[str, list[dict]] = {}
-        if (folder / FRAGMENTS_NAME).exists():
-            for rec in read_chain(folder / FRAGMENTS_NAME)[0]:
+        if fragments_path(session, stream["name"]).exists():
+            for rec in read_chain(fragments_path(session, stream["name"]))[0]:
                 records.setdefault(rec["file"], []).append(rec)
         segments = []
         for path in sorted(folder.glob("*.mp4")):
@@ -173,7 +181,7 @@ def repair_session(session_dir: Path) -> RepairReport:
     report.last_pts_s = last_pts
     already = manifest.get("state") == "interrupted" and manifest.get("repaired")
     if already and not trims and not report.repaired:
-        report.notes.append("already repaired: nothing changed")
+        report.notes.append("already repaired: no file of the recording changed")
         return report
     report.repaired = True
     clock = SessionClock.from_json(manifest["clock"]) if manifest.get("clock") else None

@@ -25,9 +25,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from sessions.evidence.chain import GENESIS, PREV_KEY, line_hash, read_chain
-from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_PREFIX,
-                                      PHOTOS_DIR, RECOVERED_DIR, ROUTE_NAME, SEGMENT_RE, TELEMETRY_NAME, TEMP_SUFFIX,
-                                      ManifestError, read_manifest, segment_name, segment_number, session_root)
+from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_NAME,
+                                      PHOTOS_DIR, RECOVERED_DIR, ROUTE_NAME, SEGMENT_RE, TELEMETRY_NAME,
+                                      ManifestError, fragments_path, read_manifest, segment_name, segment_number,
+                                      session_root)
 from sessions.evidence.manifest import STATES, segment_entry_hash, sha256_file
 from sessions.evidence.signing import PublicKeyLike, check_signature, fingerprint
 
@@ -453,7 +454,7 @@ class _Verifier:
     def load_fragments(self, stream: str) -> None:
         """Read and chain-check <stream>/fragments.jsonl; group its records by segment file."""
         rel = f"{stream}/{FRAGMENTS_NAME}"
-        path = self.root / stream / FRAGMENTS_NAME
+        path = fragments_path(self.root, stream)
         self.fragments[stream] = {}
         if not _is_regular(path):
             return
@@ -827,7 +828,7 @@ class _Verifier:
         dirs = set(self.stream_names) | {PHOTOS_DIR, RECOVERED_DIR}
         for entry in sorted(os.scandir(self.root), key=lambda d: d.name):
             name = entry.name
-            if name.startswith(MANIFEST_TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+            if name == MANIFEST_TEMP_NAME:
                 log.info("ignoring %s: a manifest write cut off before its rename", name)
                 continue
             if entry.is_dir(follow_symlinks=False):
