@@ -120,7 +120,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             for report in repair_interrupted(out_root):
                 print(f"examrec: repaired interrupted session {report.session} (last frame kept at "
                       f"{report.last_pts_s} s)", file=sys.stderr)
-        rec = Recorder(profile, out_root, details=details, realtime=not args.fast, force=args.force,
+        rec = Recorder(profile, out_root, details=details, realtime=not args.fast,
                        gps_url=args.gps, pedals_url=args.pedals)
         session_dir = rec.prepare()
         results = rec.run_checks()

@@ -27,6 +27,7 @@ from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, RESERVE_NAME,
                                       segment_entry, write_manifest)
 from sessions.evidence.manifest import sha256_file
 from sessions.evidence.lock import is_being_written
+from sessions.evidence.recovered import cut_tail
 
 log = logging.getLogger(__name__)
 LIVE_STATES = ("recording", "paused", "checking", "ready")
@@ -70,22 +71,8 @@ def needs_repair(session_dir: Path) -> bool:
 
 def _save_tail(session: Path, path: Path, keep: int, reason: str) -> Trim:
     """Move bytes [keep, end) of ``path`` to recovered/ and truncate the file to ``keep``."""
-    size = path.stat().st_size
-    rel = path.relative_to(session).as_posix()
-    saved = session / recovered_name(rel, f"from-{keep}")
-    saved.parent.mkdir(exist_ok=True)
-    with open(path, "rb") as f:
-        f.seek(keep)
-        tail = f.read()
-    durable.write_file_atomic(saved, tail)
-    digest = hashlib.sha256(tail).hexdigest()
-    fd = durable.open_fd(path, os.O_WRONLY)
-    try:
-        durable.truncate(fd, keep)
-        durable.fsync(fd)
-    finally:
-        durable.close(fd)
-    return Trim(rel, keep, size - keep, saved.relative_to(session).as_posix(), reason, digest)
+    cut = cut_tail(session, path, keep)
+    return Trim(cut.file, cut.kept_bytes, cut.cut_bytes, cut.saved_as, reason, cut.sha256)
 
 
 def _trim_torn_line(session: Path, path: Path) -> Trim | None:

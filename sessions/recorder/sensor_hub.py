@@ -19,6 +19,7 @@ from sensors.telemetry import TelemetryWriter
 
 from sessions.evidence.layout import ROUTE_NAME, TELEMETRY_NAME
 from sessions.recorder.checks import CheckResult
+from sessions.recorder.messages import PedalSpans, SensorOverlay
 from core.clock import NS_PER_S, SessionClock
 
 log = logging.getLogger(__name__)
@@ -203,11 +204,14 @@ class SensorHub:
             if only_changed:
                 state = state if state and state != self._last_state else None
                 intervals = intervals if intervals != self._last_spans else None
+            values = SensorOverlay(gps_fix=state["gps_fix"], speed_kmh=state["speed_kmh"]) if state else None
+            spans = None if intervals is None else PedalSpans(
+                brake=tuple(intervals.get("brake", ())), clutch=tuple(intervals.get("clutch", ())))
             for rt in self._streams:
-                if state:
-                    rt.cmd_q.put(("state", state))
-                if intervals is not None:
-                    rt.cmd_q.put(("pedals", intervals))
+                if values is not None:
+                    rt.cmd_q.put(values)
+                if spans is not None:
+                    rt.cmd_q.put(spans)
             if state:
                 self._last_state = state
             if intervals is not None:
