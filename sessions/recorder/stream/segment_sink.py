@@ -78,7 +78,10 @@ class SegmentSink:
             self._open(first_pts_s, stage)
 
     def stop(self, stage: int, paused: bool) -> None:
-        """At the stop: the sound up to the stop instant, then close the last segment."""
+        """At the stop: the sound up to the stop instant, then close the last segment. Refused
+        before the start."""
+        if self.fraglog is None:
+            raise RuntimeError(f"{self.spec.name}: segment sink not started")
         stop_ns = self.stop_line.at_ns
         if stop_ns is not None and self.audio is not None and not paused:
             deadline = time.monotonic() + AUDIO_TAIL_WAIT_S
