@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from sessions.evidence.layout import sessions_under
+
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ROOT / "hw-profiles"
 REPLAY = PROFILES / "replay.toml"
@@ -32,7 +34,8 @@ def run_examrec(*args: str, timeout: float = 180, **kw) -> subprocess.CompletedP
 
 
 def session_dirs(out: Path) -> list[Path]:
-    return sorted(p.parent for p in Path(out).glob("*/*/manifest.json"))
+    """The session folders recorded under ``out``."""
+    return sessions_under(out)
 
 
 def write_profile(path: Path, text: str) -> Path:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import durable
-
-RECOVERED_DIR = "recovered"
+from sessions.evidence.layout import RECOVERED_DIR, recovered_name
 
 
 @dataclass(frozen=True)
@@ -29,11 +28,6 @@ class CutTail:
     error: str | None = None
 
 
-def saved_tail_name(rel: str, keep: int) -> str:
-    """recovered/<file with / as __>.from-<offset>: where the bytes of ``rel`` from ``keep`` on go."""
-    return f"{RECOVERED_DIR}/{rel.replace('/', '__')}.from-{keep}"
-
-
 def cut_tail(session: Path, path: Path, keep: int, *, space_first: bool = False) -> CutTail:
     """Truncate ``path`` (inside ``session``) to ``keep`` bytes and keep the bytes cut in recovered/.
 
@@ -48,7 +42,7 @@ def cut_tail(session: Path, path: Path, keep: int, *, space_first: bool = False)
         f.seek(keep)
         tail = f.read()
     digest = hashlib.sha256(tail).hexdigest()
-    saved = saved_tail_name(rel, keep)
+    saved = recovered_name(rel, f"from-{keep}")
     if not space_first:
         _save(session, saved, tail)
         _truncate(path, keep)

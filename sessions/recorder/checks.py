@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from core import durable
 from sessions.evidence.summary import format_table
 from sessions.recorder.messages import CheckDone
 
@@ -71,7 +72,7 @@ def writable_check(out_root: Path) -> CheckResult:
         with open(probe, "wb") as f:
             f.write(b"ok")
             f.flush()
-            os.fsync(f.fileno())
+            durable.fsync(f.fileno())
         probe.unlink()
     except OSError as exc:
         return CheckResult("output folder", False, f"{out_root} is not writable: {exc.strerror}")

@@ -29,7 +29,11 @@ from core.clock import NS_PER_S, SessionClock, iso_utc
 from sessions.evidence.events import EventLog
 from sessions.recorder.sensor_hub import SensorHub
 from sessions.recorder.exam import ExamControl
-from sessions.evidence.manifest import segment_entry_hash, sha256_file, write_manifest
+from sessions.evidence.chain import GENESIS
+from sessions.evidence.layout import (EVENTS_NAME, RESERVE_NAME, ROUTE_NAME, TELEMETRY_NAME, chain_segments,
+                                      segment_entry, session_folder, write_manifest)
+from sessions.evidence.manifest import FORMAT, sha256_file
+from sessions.evidence.software import software_versions
 from core.profile import Profile
 from sessions.evidence.lock import hold_shared
 from sessions.evidence.signing import fingerprint, key_path_for, load_or_create_key, sign_manifest
@@ -43,10 +47,8 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0
 START_LEAD_NS = 500_000_000
-RESERVE_NAME = ".reserve"
 RESERVE_BYTES = 4 << 20
 STOP_TIMEOUT_S = 15.0
-GENESIS = "0" * 64
 
 
 @dataclass
@@ -119,14 +121,13 @@ class Recorder(ExamControl):
                                  self.gps_url, self.pedals_url)
         now = datetime.now(timezone.utc)
         self.session_id = new_session_id(now, self.profile.name)
-        day = now.astimezone().strftime("%Y-%m-%d")
-        self.session_dir = self.out_root / day / self.session_id
+        self.session_dir = session_folder(self.out_root, now.astimezone().date(), self.session_id)
         self.session_dir.mkdir(parents=True)
         for folder in (self.session_dir.parent.parent, self.session_dir.parent, self.session_dir):
             durable.fsync_dir(folder)  # the session's folder itself must survive a power cut
         self._lock_fd = hold_shared(self.session_dir)
         self._reserve_space()
-        self.events = EventLog(self.session_dir / "events.jsonl")
+        self.events = EventLog(self.session_dir / EVENTS_NAME)
         self.sensors.start_readers()
         for spec in self.profile.streams:
             job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime)
@@ -232,10 +233,11 @@ class Recorder(ExamControl):
         local = started.astimezone()
         off = local.strftime("%z")
         self.manifest = {
-            "format": "examrec-session/1",
+            "format": FORMAT,
             "session_id": self.session_id,
             "profile": self.profile.name,
             "profile_kind": self.profile.kind,
+            "software": software_versions(),
             "started_at": iso_utc(started),
             "ended_at": None,
             "state": "recording",
@@ -251,7 +253,7 @@ class Recorder(ExamControl):
             "notice": self.profile.notice,
             "clock_check": None,
             "photos": [],
-            "events": {"file": "events.jsonl", "lines": 0, "last_sha256": GENESIS},
+            "events": {"file": EVENTS_NAME, "lines": 0, "last_sha256": GENESIS},
         }
         self._write_manifest()
         self.state = "recording"
@@ -365,11 +367,8 @@ class Recorder(ExamControl):
                 case FragmentWritten():
                     rt.last_fragment = msg
                 case SegmentOpened():
-                    first = round(msg.first_pts_s, 6)
                     self._stream_entry(name)["segments"].append(
-                        {"file": msg.file, "sha256": None, "size": None, "frames": 0, "dropped": 0,
-                         "first_pts_s": first, "last_pts_s": first, "stage": msg.stage, "closed": False,
-                         "prev_sha256": GENESIS})
+                        segment_entry(msg.file, first_pts_s=msg.first_pts_s, stage=msg.stage))
                     self._write_manifest()
                 case SegmentDiscarded():
                     segs = self._stream_entry(name)["segments"]
@@ -482,10 +481,7 @@ class Recorder(ExamControl):
 
     def _chain_segments(self) -> None:
         for stream in self.manifest["streams"]:
-            prev = GENESIS
-            for seg in stream["segments"]:
-                seg["prev_sha256"] = prev
-                prev = segment_entry_hash(seg)
+            chain_segments(stream["segments"])
 
     def _write_manifest(self) -> None:
         if not self.manifest or self.session_dir is None:
@@ -520,7 +516,7 @@ class Recorder(ExamControl):
             self.sensors.stop()
             self.manifest["sensors"] = self.sensors.counters()
             self.manifest["sensor_gaps"] = self.sensors.gaps
-            for key, name in (("telemetry", "telemetry.jsonl"), ("route", "route.gpx")):
+            for key, name in (("telemetry", TELEMETRY_NAME), ("route", ROUTE_NAME)):
                 path = self.session_dir / name
                 if path.exists():
                     self.manifest[key] = {"file": name, "sha256": sha256_file(path)}

@@ -1,6 +1,13 @@
 """What makes the recorder an exam recorder: pre-exam checks, stages with pause and resume, live
 status and control, face stills, device-fault watch. Mixed into the session controller
-(sessions/recorder/controller.py), whose state it reads and changes under its lock."""
+(sessions/recorder/controller.py), whose state it reads and changes under its lock.
+
+DESIGN, the pause rule (UA II.3) lives in ``pause`` and ``resume``: a pause needs its reason and
+the vehicle's plate; every stream shows the banner (time, reason, plate) for the profile's
+``pause_banner_s``, and the stage's segments end at that instant, which is the stage's end in
+the manifest; resume is refused before that instant, needs the plate, starts the next stage's
+segments and shows its own banner for the same time. Both are events.
+"""
 from __future__ import annotations
 
 import logging
@@ -10,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sessions.evidence.layout import photo_name
 from sessions.recorder.checks import (CheckResult, audio_check, disk_check, failed_mandatory, overdue_now, power_checks,
                      stream_check, upload_check, writable_check)
 from core.clock import NS_PER_S, SessionClock, format_duration
@@ -218,7 +226,7 @@ class ExamControl:
         if name not in self.streams:
             raise IllegalTransition(f"no stream named {name!r}")
         self._photo_no = getattr(self, "_photo_no", 0) + 1
-        file = f"photos/{self._photo_no:03d}-{role or name}.jpg"
+        file = photo_name(self._photo_no, role or name)
         self.streams[name].cmd_q.put(TakePhoto(file, role))
         return {"file": file, "stream": name}
 

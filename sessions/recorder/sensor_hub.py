@@ -17,6 +17,7 @@ from sensors.factory import clock_limit_s, gps_reader, pedal_reader
 from sensors.gpx import GpxWriter
 from sensors.telemetry import TelemetryWriter
 
+from sessions.evidence.layout import ROUTE_NAME, TELEMETRY_NAME
 from sessions.recorder.checks import CheckResult
 from sessions.recorder.messages import PedalSpans, SensorOverlay
 from core.clock import NS_PER_S, SessionClock
@@ -71,11 +72,11 @@ class SensorHub:
         """The session started: write telemetry and the route, forward overlay state."""
         self.session_dir = Path(session_dir)
         self.clock = clock
-        self.telemetry = TelemetryWriter(self.session_dir / "telemetry.jsonl")
+        self.telemetry = TelemetryWriter(self.session_dir / TELEMETRY_NAME)
         if self.pedals is not None:
             self.pedals.set_clock(clock)
         if self.gps is not None:
-            self.gpx = GpxWriter(self.session_dir / "route.gpx", name=session_id, start_utc=started_utc, clock=clock)
+            self.gpx = GpxWriter(self.session_dir / ROUTE_NAME, name=session_id, start_utc=started_utc, clock=clock)
             # The fix the session starts with (the overlay shows it from the first frame on).
             last = self.gps.state().last_fix
             if last is not None:
