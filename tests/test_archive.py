@@ -441,3 +441,21 @@ def test_officers_manage_users_and_holidays(file_archive):
     r = a.cli("archive", "holidays", "--add", "2026-12-25", "--add", "2027-01-01")
     assert r.rc == 0 and r.out.split() == ["2026-12-25", "2027-01-01"]
     assert a.cli("archive", "holidays", "--add", "25.12.2026").rc == 2
+
+
+def test_copy_deadline_counts_the_centres_calendar(file_archive, tmp_path):
+    from sessions.archive.workdays import WorkCalendar, add_working_days, next_working_day
+    a = file_archive
+    s = a.session(started=datetime.now(UTC) - timedelta(days=1))
+    upload(a)
+    today = datetime.now(UTC).astimezone().date()
+    day_off = next_working_day(today)                                   # the centre closes the next working day
+    r = a.cli("archive", "holidays", "--country", "KZ", "--add", day_off.isoformat(), "--json")
+    assert r.rc == 0 and r.json()["country"] == "KZ" and r.json()["holidays"] == [day_off.isoformat()]
+    assert a.cli("archive", "holidays", "--add", day_off.isoformat(), user="boss").rc == 3   # the head only reads
+    r = a.cli("archive", "copy", s.name, "--to", tmp_path / "usb", "--applicant", "Коваль Олена",
+              "--id-document", "паспорт ВН1", "--requested", today.isoformat(), "--json")
+    assert r.rc == 0, r.err
+    want = add_working_days(today, 3, WorkCalendar.from_settings([day_off], country="KZ"))
+    assert r.json()["deadline"] == want.isoformat()
+    assert want > add_working_days(today, 3)                             # the day off moved it

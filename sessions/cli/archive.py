@@ -42,7 +42,7 @@ from sessions.archive.office import ArchiveContext, RecordsOffice, open_archive,
 from sessions.archive.printing import (DEFAULT_FORM, FORM_JOURNALS, FORMS, export_csv, html_to_pdf, render_form,
                                        verification_note)
 from sessions.archive.retention import RetentionPolicy
-from sessions.archive.workdays import HOLIDAY_COUNTRIES, parse_holidays
+from sessions.archive.workdays import HOLIDAY_COUNTRIES, parse_holidays, public_holidays
 
 # The SeaweedFS identities of hw-profiles/seaweedfs-iam.json that must never delete anything.
 DEFAULT_DENY_PRINCIPALS = ("arn:aws:iam::000000000000:user/examrec-recorder",
@@ -118,11 +118,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--json", action="store_true")
     u.set_defaults(func=cmd_user, name=None)
 
-    q = asub.add_parser("holidays", help="list, add or remove holidays")
-    q.add_argument("--add", action="append", default=[], metavar="YYYY-MM-DD")
-    q.add_argument("--remove", action="append", default=[], metavar="YYYY-MM-DD")
+    q = asub.add_parser("holidays", help="the centre's calendar: holidays and worked days (working-day deadlines)",
+                        description="List or change the centre's calendar: its own holidays, the weekend days or "
+                                    "holidays that are worked, and the country whose public holidays count.")
+    q.add_argument("--add", action="append", default=[], metavar="YYYY-MM-DD", help="a holiday (repeatable)")
+    q.add_argument("--remove", action="append", default=[], metavar="YYYY-MM-DD", help="no longer a holiday")
+    q.add_argument("--add-working-day", action="append", default=[], metavar="YYYY-MM-DD",
+                   help="a weekend day or holiday that is worked (repeatable)")
+    q.add_argument("--remove-working-day", action="append", default=[], metavar="YYYY-MM-DD")
+    q.add_argument("--country", choices=(*HOLIDAY_COUNTRIES, "none"),
+                   help="count this country's public holidays (from the holidays package); none: only the centre's")
+    q.add_argument("--year", type=int, help="list the days off of this year (default: this year)")
+    q.add_argument("--json", action="store_true")
     add_access_options(q)
     q.set_defaults(func=cmd_holidays)
+
+    q = asub.add_parser("settings", help="the centre's name, time zone and responsible person",
+                        description="Show or change the archive settings the forms use: the centre's name, its time "
+                                    "zone (times on the forms) and the responsible person they name.")
+    q.add_argument("--centre", metavar="NAME")
+    q.add_argument("--timezone", metavar="ZONE", help="IANA zone, e.g. Europe/Kyiv; 'system' for this machine's")
+    q.add_argument("--responsible", metavar="LOGIN", help="the officer the forms name as the responsible person")
+    q.add_argument("--json", action="store_true")
+    add_access_options(q)
+    q.set_defaults(func=cmd_settings)
 
     q = asub.add_parser("find", help="search stored sessions (name, id, dates, examiner, plate, centre)")
     q.add_argument("--name", help="candidate's name, any part, any case, with or without diacritics, in Cyrillic or "
@@ -395,17 +414,66 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 @handles_errors("archive holidays")
 def cmd_holidays(args: argparse.Namespace) -> int:
-    action = "settings" if (args.add or args.remove) else "find"
-    with _open(args, "archive holidays", action) as ctx:
+    changes = args.add or args.remove or args.add_working_day or args.remove_working_day or args.country
+    with _open(args, "archive holidays", "settings" if changes else "find") as ctx:
         settings = Settings.from_json(ctx.backend.read_settings(), ctx.url)
-        if args.add or args.remove:
-            cur = set(parse_holidays(settings.holidays)) | set(parse_holidays(args.add))
-            cur -= set(parse_holidays(args.remove))
-            settings.holidays = sorted(d.isoformat() for d in cur)
+        if changes:
+            hol = (set(parse_holidays(settings.holidays)) | set(parse_holidays(args.add))) - \
+                set(parse_holidays(args.remove))
+            work = (set(parse_holidays(settings.working_days)) | set(parse_holidays(args.add_working_day))) - \
+                set(parse_holidays(args.remove_working_day))
+            settings.holidays = sorted(d.isoformat() for d in hol)
+            settings.working_days = sorted(d.isoformat() for d in work)
+            if args.country:
+                settings.holiday_country = "" if args.country == "none" else args.country
             ctx.backend.write_settings(settings.to_json())
-            ctx.detail = f"add {args.add} remove {args.remove}"
+            ctx.detail = (f"holidays +{args.add} -{args.remove}, working days +{args.add_working_day} "
+                          f"-{args.remove_working_day}, country {settings.holiday_country or 'none'}")
+        year = args.year or utc_now().year
+        cal = settings.calendar()
+        public = sorted(public_holidays(cal.country, year) - cal.working_days) if cal.country else []
+        if args.json:
+            print_json({"country": cal.country, "holidays": settings.holidays, "working_days": settings.working_days,
+                        "public_holidays": {"year": year, "days": [d.isoformat() for d in public]}})
+            return exitcodes.OK
         for h in settings.holidays:
             print(h)
+        for w in settings.working_days:
+            print(f"{w} worked")
+        if cal.country:
+            print(f"{len(public)} public holiday(s) of {cal.country} in {year} that are days off"
+                  + (": " + ", ".join(d.isoformat() for d in public) if public else ""), file=sys.stderr)
+        return exitcodes.OK
+
+
+@handles_errors("archive settings")
+def cmd_settings(args: argparse.Namespace) -> int:
+    changes = args.centre is not None or args.timezone is not None or args.responsible is not None
+    with _open(args, "archive settings", "settings" if changes else "find") as ctx:
+        settings = Settings.from_json(ctx.backend.read_settings(), ctx.url)
+        if args.centre is not None:
+            settings.centre = " ".join(args.centre.split())
+        if args.timezone is not None:
+            settings.timezone = "" if args.timezone == "system" else check_zone(args.timezone)
+        if args.responsible is not None:
+            rec = settings.user(args.responsible)
+            if not rec or rec.get("role") != "officer":
+                raise UsageError(f"--responsible {args.responsible!r}: give the login of an officer "
+                                 "(see: examrec archive user list)")
+            settings.responsible = args.responsible
+        if changes:
+            ctx.backend.write_settings(settings.to_json())
+            ctx.detail = "changed"
+        person = settings.responsible_person() or {}
+        info = {"centre": settings.centre, "timezone": settings.timezone or "system",
+                "responsible": person.get("name"), "responsible_name": person.get("full_name"),
+                "holiday_country": settings.holiday_country or "none", "password_cost": settings.password_cost,
+                "journal_retention_years": settings.journal_retention_years}
+        if args.json:
+            print_json(info)
+        else:
+            for k, v in info.items():
+                print(f"{k:24} {v if v not in (None, '') else '-'}")
         return exitcodes.OK
 
 

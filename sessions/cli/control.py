@@ -64,7 +64,7 @@ def _ask(args: argparse.Namespace, payload: dict) -> tuple[int, dict]:
         answer = request(_socket(args), payload)
     except SeveralRecorders as exc:
         print(f"examrec: {exc}", file=sys.stderr)
-        return exitcodes.USAGE
+        return exitcodes.USAGE, {}
     except NoRecorder as exc:
         print(f"examrec: {exc}", file=sys.stderr)
         return exitcodes.UNREACHABLE, {}
