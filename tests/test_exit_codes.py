@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from archive_harness import archive, file_archive, run_cli, seaweed  # noqa: F401 - fixtures
 from sessions.recorder.control import ControlServer

@@ -157,7 +157,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     held.add_argument("--not-held", action="store_true")
     q.add_argument("--include-deleted", action="store_true", help="also sessions deleted by the sweep")
     q.add_argument("--limit", type=int, default=500)
-    q.add_argument("--json", action="store_true")
+    out = q.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true")
+    out.add_argument("--ids", action="store_true", help="only the session ids, one a line (for scripts)")
     add_access_options(q)
     q.set_defaults(func=cmd_find)
 
@@ -490,6 +492,9 @@ def cmd_find(args: argparse.Namespace) -> int:
         ctx.detail = f"{len(rows)} found"
         if args.json:
             print_json([r.to_json() for r in rows])
+        elif args.ids:
+            for r in rows:
+                print(r.session_id)
         else:
             if rows:
                 for line in find_table(rows, centre_zone(ctx.settings.timezone)):
