@@ -51,9 +51,14 @@ def printed(tmp_path_factory) -> dict[str, dict]:
                  "--at", ISSUED_AT).rc == 0
     assert a.cli("device", "issue", "SD-0004", "--item", "medium", "--person", "Шевченко Петро Іванович",
                  "--at", ISSUED_AT).rc == 0
+    # The car's recorder (the recorder account's inventory number) is issued too: its uploads and
+    # their deletion from it fill columns 7 and 8 of its row.
+    assert a.cli("device", "issue", "INV-REC-01", "--person", "Шевченко Петро Іванович", "--battery-checked",
+                 "--at", ISSUED_AT).rc == 0
     s = a.session(details=CANDIDATE, started=datetime.now(UTC) - timedelta(hours=2))
     old = a.session(details=OLD, started=datetime(2025, 1, 14, 8, 30, tzinfo=UTC))
     assert a.cli("upload", "--out", a.out, user="car7").rc == 0
+    assert a.cli("device", "return", "INV-REC-01", "--person", "Шевченко Петро Іванович").rc == 0
     assert a.cli("device", "return", "INV-0017", "--person", "Шевченко Петро Іванович", "--battery-checked",
                  "--faults", "тріщина кріплення", "--at", RETURNED_AT).rc == 0
     r = a.cli("archive", "journal", "correct", "devices", "1", "--reason", "помилка в прізвищі",
@@ -149,6 +154,10 @@ def test_annex3_rows_show_local_time_inventory_numbers_and_the_responsible_perso
     assert has(text, "Марія Бондар")                                         # the responsible person
     assert has(text, "Коваль Олена Петрівна") and has(text, "Бондаренко Ігор")   # uploaded, and deleted at retention end
     assert has(text, "Інформаційне сховище")
+    # One row per issue and return; the car recorder's row carries both uploads and their deletion.
+    note = printed["ua-annex3"]["note"]
+    (car_row,) = [ln for ln in note.splitlines() if "uploads #" in ln]
+    assert car_row.count("uploads #") == 4 and "devices #" in car_row, note     # 2 uploads, 2 deletions
     # The correction: the old value struck through, the new beside it, a signed remark.
     assert "<del>Шевченко Петро Іванович</del> Шевчено Петро Іванович" in html
     assert has(text, "помилка в прізвищі") and has(text, "Виправлено")

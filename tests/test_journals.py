@@ -210,7 +210,7 @@ def test_forms_carry_the_official_columns(file_archive, tmp_path):
     for col in ("Найменування, інвентарний номер технічного засобу контролю", "Дата, час видачі",
                 "Дата, час завантаження інформації в інформаційне сховище", "Дата, час видалення інформації"):
         assert col in a3
-    assert "INV-1" in a3 and "INV-REC-01" in a3 and "з технічного засобу контролю" in a3   # upload, device deletion
+    assert "INV-1" in a3 and "INV-REC-01" in a3 and "Відеореєстратор автомобіля № 7" in a3   # issue; upload
     kz = pages["kz-annex1"]
     for col in ("Инвентарный номер видеорегистратора", "Ф.И.О. пользователя видеорегистратора",
                 "Дата и время, роспись о получении", "Дата и время, роспись о сдаче", "Примечание"):

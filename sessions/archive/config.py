@@ -3,7 +3,7 @@
 Three things, kept apart on purpose:
 
 * the **archive URL**: ``file:///srv/examrec/archive`` (a local or mounted folder) or
-  ``s3://bucket`` (any S3-compatible store with Object Lock). Given by ``--to``/``--archive``, else
+  ``s3://bucket`` (any S3-compatible store with Object Lock). Given by ``--archive`` (``--to`` for init and upload, the old spelling), else
   $EXAMREC_ARCHIVE, else ``archive = ...`` in the connection file, else the profile's
   ``upload.archive``.
 * the **connection file** (TOML, on each machine; never inside the archive): the S3 endpoint and
@@ -65,7 +65,7 @@ def parse_url(text: str) -> ArchiveURL:
     """Parse ``file:///abs/path`` or ``s3://bucket``; anything else is a usage error that says
     what is accepted."""
     if not text or not text.strip():
-        raise UsageError("no archive given: use --to URL (file:///path or s3://bucket), set "
+        raise UsageError("no archive given: use --archive URL (file:///path or s3://bucket), set "
                          f"${ENV_ARCHIVE}, or put archive = \"...\" in the connection file")
     u = urlparse(text.strip())
     if u.scheme == "file":
@@ -235,6 +235,11 @@ class Settings:
         """The full name the forms print for a login (the login itself only when unknown)."""
         rec = self.user(login or "")
         return str((rec or {}).get("full_name") or login or "")
+
+    def device_name(self, inventory: str | None) -> str:
+        """The name of the recorder account that carries this inventory number ('' if none)."""
+        rec = next((u for u in self.users if inventory and u.get("inventory") == inventory), None)
+        return str((rec or {}).get("full_name") or "")
 
     def responsible_person(self) -> dict[str, Any] | None:
         """The responsible person named on the forms: the ``responsible`` login, else the first

@@ -288,14 +288,54 @@ def build_annex2(pr: Printer, views: dict[str, JournalView]) -> list[tuple[str, 
     return rows
 
 
+def _upload_lines(pr: Printer, uploads: list[tuple[Entry, Entry | None]]) -> tuple[Cell, Cell]:
+    """Columns 7 and 8 for the uploads of one device cycle: each upload's time and record, and
+    when it was deleted from the device."""
+    loaded: Cell = []
+    deleted: Cell = []
+    for e, gone in uploads:
+        rec = pr.record_of(e.effective.get("session_id"), e.effective.get("exam_date"))
+        loaded += cell(line(pr.when(e.record.get("t_utc"))), line(rec))
+        if gone is not None:
+            deleted += cell(line(pr.when(gone.record.get("t_utc"))), line(rec))
+    return loaded, deleted
+
+
 def build_annex3(pr: Printer, views: dict[str, JournalView]) -> list[tuple[str, list[Cell], list[str]]]:
-    rows = []
-    dev = views["devices"]
+    """One row per issue-and-return of a device, as the paper journal is kept: the examiner takes
+    it (columns 2-4), brings it back (5), the responsible person answers for it (6), uploads what
+    it recorded (7) and deletes that from the device (8). An upload from a device that was not
+    issued (a recorder fixed in a car) has a row of its own, and so has a deletion from the
+    storage at the end of retention."""
+    dev, up, dl = views["devices"], views["uploads"], views["deletions"]
     yes, no = YES_NO["uk"]
-    for issue, ret in _device_pairs(dev):
+    responsible = pr.settings.responsible_person() or {}
+    pairs = _device_pairs(dev)
+    removed = {e.effective.get("upload_entry"): e for e in up.facts() if e.type == "device-deleted"}
+    # Each upload belongs to the latest issue of its device's inventory number before it.
+    attached: dict[int, list[tuple[Entry, Entry | None]]] = {}
+    alone: list[Entry] = []
+    for e in up.facts():
+        if e.type != "upload":
+            continue
+        when = parse_utc(e.record.get("t_utc"))
+        best = None
+        for i, (issue, _ret) in enumerate(pairs):
+            if issue is None or str(issue.effective.get("inventory")) != str(e.effective.get("device")):
+                continue
+            at = parse_utc(issue.effective.get("at")) or parse_utc(issue.record.get("t_utc"))
+            if at and when and at <= when:
+                best = i
+        if best is None:
+            alone.append(e)
+        else:
+            attached.setdefault(best, []).append((e, removed.get(e.number)))
+    rows = []
+    for i, (issue, ret) in enumerate(pairs):
         base = issue or ret
         assert base is not None
-        item = ITEM_NAMES.get(str(base.effective.get("item") or "recorder"), ITEM_NAMES["recorder"])
+        item = pr.settings.device_name(str(base.effective.get("inventory"))) or \
+            ITEM_NAMES.get(str(base.effective.get("item") or "recorder"), ITEM_NAMES["recorder"])
         issued: Cell = []
         if issue is not None:
             ri = issue.effective
@@ -309,38 +349,37 @@ def build_annex3(pr: Printer, views: dict[str, JournalView]) -> list[tuple[str, 
                             line(f"заряд перевірено: {yes if rr.get('battery_checked') else no}"),
                             line("несправності: ", pr.value(ret, "faults")) if rr.get("faults") else
                             line("несправностей немає"))
+        uploads = attached.get(i, [])
+        loaded, deleted = _upload_lines(pr, uploads)
         notes = [line(pr.value(x, "note")) for x in (issue, ret) if x is not None and x.effective.get("note")]
+        notes += [line("запис перервано, збережено до останнього фрагмента") for e, _g in uploads
+                  if e.effective.get("interrupted")]
         rows.append((str(base.record.get("t_utc")), [
             cell(line(item), line("інв. № ", pr.value(base, "inventory"))),
             issued,
             cell(line(pr.value(issue, "person"))) if issue else [],
             returned,
             cell(line(pr.person(base.record.get("user")))),
-            [], [],
-            cell(*notes, *pr.remarks(issue, dev, "uk"), *pr.remarks(ret, dev, "uk")),
-        ], _src("devices", issue, ret)))
-    up = views["uploads"]
-    removed = {e.effective.get("upload_entry"): e for e in up.facts() if e.type == "device-deleted"}
-    responsible = pr.settings.responsible_person() or {}
-    for e in up.facts():
-        if e.type != "upload":
-            continue
+            loaded, deleted,
+            cell(*notes, *pr.remarks(issue, dev, "uk"), *pr.remarks(ret, dev, "uk"),
+                 *[r for e, _g in uploads for r in pr.remarks(e, up, "uk")]),
+        ], _src("devices", issue, ret) + [s for e, g in uploads for s in _src("uploads", e, g)]))
+    for e in alone:
         r = e.effective
         uploader = pr.settings.user(str(e.record.get("user") or "")) or {}
         device_name = str(uploader.get("full_name") or "") if uploader.get("role") == "recorder" else ""
         # A recorder account uploads by itself; the responsible person answers for it (UA V.1).
         who = uploader if uploader.get("role") in ("officer", "head") else responsible
         gone = removed.get(e.number)
+        loaded, deleted = _upload_lines(pr, [(e, gone)])
         rows.append((str(r.get("t_utc")), [
             cell(line(device_name or ITEM_NAMES["recorder"]), line("інв. № ", pr.value(e, "device"))),
             [], [], [],
             cell(line(str(who.get("full_name") or ""))),
-            cell(line(pr.when(e.record.get("t_utc"))), line(pr.record_of(r.get("session_id"), r.get("exam_date")))),
-            cell(line(pr.when(gone.record.get("t_utc"))), line("з технічного засобу контролю")) if gone else [],
+            loaded, deleted,
             cell(line("запис перервано, збережено до останнього фрагмента") if r.get("interrupted") else [],
                  *pr.remarks(e, up, "uk")),
         ], _src("uploads", e, gone)))
-    dl = views["deletions"]
     for e in dl.facts():
         r = e.effective
         rows.append((str(r.get("t_utc")), [

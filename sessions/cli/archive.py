@@ -1,9 +1,10 @@
 """`examrec archive ...`: the records office (ST-2..ST-11, AD-1..AD-4).
 
-    archive init --to URL --officer NAME      prepare an archive (S3: bucket with Object Lock)
-    archive user add|passwd|disable|list      people and roles
-    archive holidays [--add D] [--remove D]   the centre's holidays (working-day deadlines)
-    archive find [--name ...] [--json]        search stored sessions
+    archive init --archive URL --officer-login L --officer-name N   prepare an archive (S3: Object Lock)
+    archive user add|edit|passwd|disable|enable|list   people: login, full name, position, inventory
+    archive settings [--centre] [--timezone] [--responsible]   what the forms print
+    archive holidays [--add D] [--add-working-day D] [--country UA|KZ]   the centre's calendar
+    archive find [--name ...] [--json | --ids]     search stored sessions (Cyrillic or passport Latin)
     archive show SESSION                      one session: details, retention, holds, objects
     archive check [SESSION...] [--deep]       compare the storage with the receipts (tampering)
     archive reindex                           rebuild the catalog from the manifests
@@ -13,9 +14,12 @@
     archive copy SESSION --to DIR ...         issue a verified copy (annex 2 journal)
     archive journal list|print|export|correct NAME
 
-Every command authenticates (--user, $EXAMREC_PASSWORD or a prompt) and is journaled in the
-access journal. Exit codes: 0 ok, 1 problem found (tampering, broken journal), 2 usage,
-3 refused (role, password, lock, hold, 30-day rule), 6 archive unreachable.
+--archive URL names the archive in every command; --to DIR only a copy's folder. Every command
+authenticates (--user, $EXAMREC_PASSWORD or a prompt; new passwords from $EXAMREC_NEW_PASSWORD or
+a prompt) and is journaled in the access journal. Exit codes: 0 ok, 1 problem found (tampering,
+broken journal), 2 usage (bad option, unknown session, archive never initialised), 3 refused
+(role, password, existing login, hold already there, nothing to release, 30-day rule, lock),
+6 archive unreachable (endpoint down, archive folder not there).
 """
 from __future__ import annotations
 
