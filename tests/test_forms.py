@@ -190,3 +190,16 @@ def test_templates_escape_what_people_typed(tmp_path):
     apply_corrections([e])
     page = render_form({"devices": JournalView("devices", [e], [])}, "kz-annex1", Settings()).html
     assert "<script>alert" not in page and "&lt;script&gt;" in page and "&lt;b&gt;1&lt;/b&gt;" in page
+
+
+def test_without_a_zone_setting_forms_use_the_machines_zone(monkeypatch):
+    from sessions.archive.config import Settings
+    from sessions.archive.journals import Entry, JournalView, apply_corrections
+    from sessions.archive.printing import render_form
+    monkeypatch.setenv("TZ", "Asia/Almaty")                              # UTC+5 all year
+    e = Entry(1, {"entry": 1, "type": "issue", "t_utc": "2026-03-02T07:00:00Z", "user": "x", "inventory": "7",
+                  "person": "Ерлан Сәтбаев", "at": "2026-03-02T07:00:00Z", "battery_checked": True}, "0" * 64)
+    apply_corrections([e])
+    views = {"devices": JournalView("devices", [e], [])}
+    assert "02.03.2026 12:00" in render_form(views, "kz-annex1", Settings()).html
+    assert "02.03.2026 09:00" in render_form(views, "kz-annex1", Settings(timezone="Europe/Kyiv")).html
