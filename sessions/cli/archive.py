@@ -64,8 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="Prepare a new archive and its first responsible person (role officer). The "
                                     "new password comes from $EXAMREC_NEW_PASSWORD or is asked twice.")
     # --to is the old spelling, kept so scripts keep working; --to otherwise only names a copy's folder.
-    q.add_argument("--archive", "--to", dest="archive", metavar="URL", required=True,
-                   help="file:///path or s3://bucket")
+    q.add_argument("--archive", "--to", dest="archive", metavar="URL",
+                   help="file:///path or s3://bucket (default: $EXAMREC_ARCHIVE or the connection file's archive)")
     q.add_argument("--officer-login", metavar="LOGIN", help="the first officer's login (Latin letters, digits, "
                                                            "'.', '-', '_'); asked when missing")
     q.add_argument("--officer", dest="officer_login", metavar="LOGIN", help=argparse.SUPPRESS)
