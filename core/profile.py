@@ -156,6 +156,8 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
         "archive": Key((str,), default=None),
         "on_charge_only": Key((bool,), default=False),
         "holidays": Key((list,), default=[]),
+        "working_days": Key((list,), default=[]),
+        "holiday_country": Key((str,), default=""),
     },
 }
 

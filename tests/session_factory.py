@@ -56,8 +56,8 @@ from sessions.evidence.chain import ChainedLog
 from sessions.evidence.checkpoints import CheckpointLog, jcs_clock
 from core.clock import SessionClock, iso_utc
 from sessions.evidence.events import EventLog
-from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, ROUTE_NAME, TELEMETRY_NAME,
-                                      chain_segments, recovered_name, segment_entry, segment_name,
+from sessions.evidence.layout import (EVENTS_NAME, LOCK_NAME, ROUTE_NAME, TELEMETRY_NAME,
+                                      chain_segments, fragments_path, recovered_name, segment_entry, segment_name,
                                       write_manifest)
 from sessions.evidence.manifest import FORMAT, sha256_file
 from sessions.evidence.signing import sign_manifest
@@ -266,7 +266,7 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
         entries: list[dict[str, Any]] = []
         (root / name).mkdir()
         # fsync per record is the recorder's job on real media; here it would only slow tests.
-        log = ChainedLog(root / name / FRAGMENTS_NAME, fsync=False)
+        log = ChainedLog(fragments_path(root, name), fsync=False)
         for n in range(1, segments + 1):
             last = n == segments
             seg = write_segment(root, name, n, first_pts_s=float(n - 1), close=finished or not last,

@@ -442,6 +442,19 @@ def test_repaired_session_is_interrupted_but_untouched(tmp_path):
     assert "must be kept" in problems_of(verify_session(s), "changed-bytes")[0].detail
 
 
+def test_repair_removes_the_space_reserve_a_killed_recorder_leaves(tmp_path, monkeypatch):
+    from sessions.evidence.layout import RESERVE_NAME
+    from sessions.evidence.repair import repair_session
+
+    monkeypatch.setenv("EXAMREC_KEY", str(tmp_path / "key" / "device.key"))
+    s = make_session(tmp_path / "rec", interrupted=True)
+    (s / RESERVE_NAME).write_bytes(bytes(4096))          # what a recorder killed mid-exam leaves
+    assert verify_session(s).untouched                   # zeros only: never a sign of tampering
+    report = repair_session(s)
+    assert not (s / RESERVE_NAME).exists() and any(RESERVE_NAME in n for n in report.notes)
+    assert kinds(verify_session(s)) == ["interrupted"]
+
+
 def test_real_repair_of_a_power_cut_session_verifies_untouched(tmp_path, monkeypatch):
     """`examrec repair` (sessions/evidence/repair.py) on a power-cut session: verify then reports only
     "interrupted", with the trimmed bytes accounted for in recovered/."""

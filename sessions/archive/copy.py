@@ -212,7 +212,7 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
     row: SessionRow = office.session(req.session)
     exam_date = date.fromisoformat(row.exam_date)
     check_request(req, exam_date, today)
-    holidays = office.ctx.settings.holidays
+    holidays = office.ctx.settings.calendar()
     deadline = add_working_days(req.requested, COPY_WORKING_DAYS, holidays)
     receipt = office.receipt(row)
     dest = Path(req.dest)

@@ -144,7 +144,7 @@ class S3Backend:
             msg = err.get("Message") or code
             if code in ("NoSuchBucket",):
                 return NotInitialised(f"{where}: bucket {self.bucket!r} does not exist; "
-                                      f"run: examrec archive init --to {self.url}")
+                                      f"run: examrec archive init --archive {self.url}")
             if code in ("PreconditionFailed",) or status == 412:
                 return AlreadyExists(f"{what}: already stored")
             if code in CHECKSUM_ERRORS:
@@ -200,7 +200,7 @@ class S3Backend:
         if not enabled:
             raise Refused(f"bucket {self.bucket!r} exists without Object Lock: recordings in it could be deleted early. "
                           "Object Lock can only be switched on when a bucket is created: choose a new bucket name "
-                          "(examrec archive init --to s3://NEW-NAME)")
+                          "(examrec archive init --archive s3://NEW-NAME)")
         ver = self._call("read versioning", self.client.get_bucket_versioning, Bucket=self.bucket)
         if ver.get("Status") != "Enabled":
             self._call("enable versioning", self.client.put_bucket_versioning, Bucket=self.bucket,
@@ -228,7 +228,7 @@ class S3Backend:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "NoSuchBucket", "404"):
                 raise NotInitialised(f"archive {self.url} is not initialised (no {SETTINGS_KEY}); "
-                                     f"run: examrec archive init --to {self.url}") from None
+                                     f"run: examrec archive init --archive {self.url}") from None
             raise self._wrap(exc, "read the archive settings") from exc
         except ValueError as exc:
             raise IntegrityError(f"archive {self.url}: {SETTINGS_KEY} is not valid JSON: {exc}") from None

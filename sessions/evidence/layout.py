@@ -11,11 +11,10 @@ written, and the one way a segment entry is built and chained.
         <stream>/NNNN.mp4                     segment_name(), SEGMENT_RE
         <stream>/fragments.jsonl              FRAGMENTS_NAME, hash-chained
         .recording.lock  .reserve             LOCK_NAME, RESERVE_NAME (never archived)
-        .<name>.tmp                           temp_name(): an atomic write cut off before its rename
+        .manifest.json.tmp                    MANIFEST_TEMP_NAME: a manifest write cut off before its rename
 
 The format itself (what each file holds) is sessions/evidence/FORMAT.md. sensors/gpx.py rebuilds
-route.gpx from telemetry.jsonl with the same two names written out: it sits in a lower layer and
-cannot import this module.
+route.gpx from telemetry.jsonl: it sits in a lower layer and cannot import this module, so it names manifest.json and telemetry.jsonl itself.
 """
 from __future__ import annotations
 
@@ -40,13 +39,7 @@ RECOVERED_DIR = "recovered"
 CHECKPOINTS_NAME = "checkpoints.jsonl"
 LOCK_NAME = ".recording.lock"
 RESERVE_NAME = ".reserve"
-# core.durable.write_file_atomic writes ".<name>.tmp" beside the file and renames it: one left
-# behind means the writer died before the rename; it is never the file itself.
-TEMP_PREFIX = "."
-TEMP_SUFFIX = ".tmp"
-MANIFEST_TEMP_PREFIX = TEMP_PREFIX + MANIFEST_NAME + "."
-# Files of the recorder's own bookkeeping: in the folder while recording, never evidence.
-BOOKKEEPING_NAMES = (LOCK_NAME, RESERVE_NAME)
+MANIFEST_TEMP_NAME = durable.temp_name(MANIFEST_NAME)
 SEGMENT_SUFFIX = ".mp4"
 SEGMENT_RE = re.compile(r"^(?P<stream>[a-z0-9][a-z0-9_-]{0,31})/(?P<num>\d{4})\.mp4$")
 
@@ -62,16 +55,6 @@ class NoManifest(ManifestError, FileNotFoundError):
 
 # ---------------------------------------------------------------------------------------------
 # names
-
-
-def temp_name(name: str) -> str:
-    """The temp file core.durable.write_file_atomic uses for ``name`` in the same folder."""
-    return f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
-
-
-def is_temp_name(name: str) -> bool:
-    """True for an atomic write's temp file left behind by a writer that died before its rename."""
-    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
 def segment_name(stream: str, number: int) -> str:

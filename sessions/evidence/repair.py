@@ -23,8 +23,9 @@ from core import durable
 from sessions.evidence.chain import read_chain
 from core.clock import SessionClock, iso_utc, utc_now_iso
 from sessions.evidence.events import EventLog
-from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, RESERVE_NAME, ManifestError, NoManifest, chain_segments,
-                                      read_manifest, recovered_name, segment_entry, write_manifest)
+from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, RESERVE_NAME, ManifestError, NoManifest,
+                                      chain_segments, fragments_path, read_manifest, recovered_name,
+                                      segment_entry, write_manifest)
 from sessions.evidence.checkpoints import OPENING_FIELDS, CheckpointState, read_checkpoints
 from sessions.evidence.chain import GENESIS
 from sessions.evidence.lock import is_being_written
@@ -135,8 +136,14 @@ def repair_session(session_dir: Path) -> RepairReport:
         report.notes.append("finished cleanly: nothing to repair")
         return report
     checkpoints = read_checkpoints(session)
-    _refuse_laundering(session, manifest, checkpoints)
-    _drop_reserve(session)
+    _refuse_laundering(session, manifest, checkpoints)  # before anything is changed
+    reserve = session / RESERVE_NAME
+    if is_regular(reserve):
+        # The dead recorder's disk-space reserve: its bookkeeping, never evidence (verify would
+        # call it an unlisted file, and the session could not be uploaded).
+        reserve.unlink()
+        durable.fsync_dir(session)
+        report.notes.append(f"removed the recorder's space reserve {RESERVE_NAME}")
     trims: list[Trim] = []
     # The fragment records as they are, before unsynced lines are set aside below: a record whose
     # bytes match still proves them, so the segment keeps them (verify sees the bytes as kept by
@@ -210,7 +217,7 @@ def repair_session(session_dir: Path) -> RepairReport:
     report.last_pts_s = last_pts
     already = manifest.get("state") == "interrupted" and manifest.get("repaired")
     if already and not trims and not report.repaired:
-        report.notes.append("already repaired: nothing changed")
+        report.notes.append("already repaired: no file of the recording changed")
         return report
     report.repaired = True
     clock = SessionClock.from_json(manifest["clock"]) if manifest.get("clock") else None
@@ -260,15 +267,6 @@ def _refuse_laundering(session: Path, manifest: dict, checkpoints: CheckpointSta
             raise RepairRefused(f"{session}: {', '.join(changed)} differ from the opening record signed before the "
                                 f"first frame: changed after the start; repair does not sign it "
                                 f"(run `examrec verify {session}`)")
-
-
-def _drop_reserve(session: Path) -> None:
-    """The recorder's reserved disk space (zeros, fallocated at the start) has no place in a
-    session that is no longer recorded; a killed recorder could not release it."""
-    path = session / RESERVE_NAME
-    if is_regular(path):
-        path.unlink()
-        durable.fsync_dir(session)
 
 
 def _seal(manifest: dict, checkpoint_key: str | None) -> str | None:

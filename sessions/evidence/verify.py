@@ -26,9 +26,9 @@ from typing import Any, Iterable
 
 from sessions.evidence.chain import GENESIS, PREV_KEY, line_hash, read_chain
 from sessions.evidence.checkpoints import CHECKPOINTS_NAME, OPENING_FIELDS, read_checkpoints, segment_heads
-from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_PREFIX,
+from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_NAME,
                                       PHOTOS_DIR, RECOVERED_DIR, RESERVE_NAME, ROUTE_NAME, SEGMENT_RE, TELEMETRY_NAME,
-                                      TEMP_SUFFIX, ManifestError, read_manifest, segment_name, segment_number,
+                                      ManifestError, fragments_path, read_manifest, segment_name, segment_number,
                                       session_root)
 from sessions.evidence.manifest import FORMAT_V1, STATES, segment_entry_hash, sha256_hex
 from sessions.evidence.nofollow import SymlinkRefused, check_tree, open_read, sha256_file
@@ -477,7 +477,7 @@ class _Verifier:
     def load_fragments(self, stream: str) -> None:
         """Read and chain-check <stream>/fragments.jsonl; group its records by segment file."""
         rel = f"{stream}/{FRAGMENTS_NAME}"
-        path = self.root / stream / FRAGMENTS_NAME
+        path = fragments_path(self.root, stream)
         self.fragments[stream] = {}
         if not _is_regular(path):
             return
@@ -864,7 +864,7 @@ class _Verifier:
         dirs = set(self.stream_names) | {PHOTOS_DIR, RECOVERED_DIR}
         for entry in sorted(os.scandir(self.root), key=lambda d: d.name):
             name = entry.name
-            if name.startswith(MANIFEST_TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+            if name == MANIFEST_TEMP_NAME:
                 log.info("ignoring %s: a manifest write cut off before its rename", name)
                 continue
             if entry.is_dir(follow_symlinks=False):

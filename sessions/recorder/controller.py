@@ -32,7 +32,7 @@ from sessions.recorder.exam import ExamControl
 from sessions.evidence.chain import GENESIS
 from sessions.evidence.checkpoints import CheckpointLog, jcs_clock
 from sessions.evidence.layout import (EVENTS_NAME, RESERVE_NAME, ROUTE_NAME, TELEMETRY_NAME, chain_segments,
-                                      session_folder, write_manifest)
+                                      segment_entry, session_folder, write_manifest)
 from sessions.evidence.manifest import FORMAT, sha256_file
 from sessions.evidence.software import software_versions
 from core.profile import Profile
@@ -372,11 +372,8 @@ class Recorder(ExamControl):
                 case FragmentWritten():
                     rt.last_fragment = msg
                 case SegmentOpened():
-                    first = round(msg.first_pts_s, 6)
                     self._stream_entry(name)["segments"].append(
-                        {"file": msg.file, "sha256": None, "size": None, "frames": 0, "dropped": 0,
-                         "first_pts_s": first, "last_pts_s": first, "stage": msg.stage, "closed": False,
-                         "prev_sha256": GENESIS})
+                        segment_entry(msg.file, first_pts_s=msg.first_pts_s, stage=msg.stage))
                     self._write_manifest()
                 case SegmentDiscarded():
                     segs = self._stream_entry(name)["segments"]
