@@ -404,27 +404,42 @@ def test_a_recorders_s3_keys_write_only_its_own_uploads_and_the_office_journals_
     assert len(a.backend("officer").journal_read("uploads")) == 2
 
 
-def test_an_inbox_entry_no_recorder_signed_is_never_journaled(s3_archive, tmp_path):
-    """The recorder's keys can leave anything in its own inbox: an entry signed by no registered
-    recorder key, or for a journal a recorder may not write, is reported and never ingested."""
+def test_an_inbox_entry_no_recorder_signed_is_refused_or_shown_forged(s3_archive, tmp_path, caplog):
+    """The recorder's keys can leave anything in its own inbox. An entry changed after signing, or
+    for a journal a recorder may not write, is never ingested and is named at every command; one
+    signed by a key no recorder registered is journaled and marked FORGED, never shown as genuine."""
     from sessions.archive.journals import entry_signed_bytes
     from sessions.evidence.signing import public_key_hex
     a = s3_archive
     assert a.cli("archive", "find").rc == 0
     fresh = Ed25519PrivateKey.generate()
-    rec = {"journal": "uploads", "type": "upload", "t_utc": "2026-12-01T10:00:00.000000Z", "user": "car7",
-           "role": "recorder", "host": "x", "session_id": "20261201T100000Z-replay-ffffff",
-           "signer": public_key_hex(fresh)}
-    rec["signature"] = fresh.sign(entry_signed_bytes(rec)).hex()
-    holds = {**rec, "journal": "holds"}
+
+    def signed(**over) -> bytes:
+        rec = {"journal": "uploads", "type": "upload", "t_utc": "2026-12-01T10:00:00Z", "user": "car7",
+               "role": "recorder", "host": "x", "session_id": "20261201T100000Z-replay-ffffff",
+               "signer": public_key_hex(fresh), **over}
+        rec["signature"] = fresh.sign(entry_signed_bytes(rec)).hex()
+        return json.dumps(rec).encode()
+
+    changed = json.loads(signed())
+    changed["session_id"] = "20261201T100000Z-replay-eeeeee"
     client = a.server.client("recorder")
-    client.put_object(Bucket=a.bucket, Key="inbox/examrec-recorder/uploads/forged.json", Body=json.dumps(rec).encode())
-    client.put_object(Bucket=a.bucket, Key="inbox/examrec-recorder/holds/x.json", Body=json.dumps(holds).encode())
-    r = a.cli("archive", "find")
+    for name, body in (("uploads/fresh-key.json", signed()), ("uploads/changed.json", json.dumps(changed).encode()),
+                       ("holds/x.json", signed(journal="holds"))):
+        client.put_object(Bucket=a.bucket, Key=f"inbox/examrec-recorder/{name}", Body=body)
+    with caplog.at_level("WARNING"):                        # the CLI's warnings (stderr when run alone)
+        r = a.cli("archive", "find")
     assert r.rc == 0 and "Traceback" not in r.err
-    assert "inbox/examrec-recorder/uploads/forged.json: not ingested: FORGED: signed by an unregistered key" in r.err
-    assert "inbox/examrec-recorder/holds/x.json: not ingested: names journal 'holds'" in r.err
-    assert not a.backend("officer").journal_read("uploads")
+    assert "inbox/examrec-recorder/uploads/changed.json: not ingested: FORGED: its signature does not match" \
+        in caplog.text
+    assert "inbox/examrec-recorder/holds/x.json: not ingested: names journal 'holds'" in caplog.text
+    left = {o["Key"] for o in a.server.client("admin").list_objects_v2(Bucket=a.bucket, Prefix="inbox/")["Contents"]}
+    assert left == {"inbox/examrec-recorder/uploads/changed.json", "inbox/examrec-recorder/holds/x.json"}
+    listing = a.cli("archive", "journal", "list", "uploads")
+    assert listing.rc == 1, listing.out + listing.err
+    (forged,) = [line for line in listing.out.splitlines() if "[FORGED:" in line]
+    assert "20261201T100000Z-replay-ffffff" in forged
+    assert "the recorder's record it carries: signed by an unregistered key" in forged
 
 
 def test_a_malformed_journal_object_is_reported_never_a_traceback(s3_archive):

@@ -23,11 +23,12 @@ Who writes them. On S3 only the office's credentials may write under ``journals/
 credentials write its sessions and, for its journal entries (its uploads, its deletions of the
 local copy, its access), one signed object per fact in its own inbox
 (``inbox/<its access key id>/<journal>/<name>.json``, see hw-profiles/seaweedfs-iam.json). The
-next command an officer runs ingests them (``Journals.ingest_inbox``): each is checked (a
-signature by a key registered for a recorder, a known recorder account, a journal a recorder may
-write), appended as an entry signed by the office that carries the recorder's signed record
-verbatim under ``recorded``, then removed from the inbox. On a folder archive there are no
-per-role credentials to separate, so a recorder appends its entries itself as before.
+next command an officer or the head runs ingests them (``Journals.ingest_inbox``): each is checked
+(a signature that matches it, a known recorder account, a journal a recorder may write), appended
+as an entry signed by the office that carries the recorder's signed record verbatim under
+``recorded``, then removed from the inbox (officer). Whether the recorder's key is registered is
+judged at every reading, as for any entry: an unregistered one shows FORGED. On a folder archive
+there are no per-role credentials to separate, so a recorder appends its entries itself as before.
 """
 from __future__ import annotations
 
@@ -300,8 +301,7 @@ class Journals:
         return Entry(0, rec, line_hash(data))
 
     def ingest_inbox(self) -> tuple[int, list[str]]:
-        """Append the entries recorders left in their inboxes (an officer, or the head before a
-        check); returns how many were ingested and why any was refused. A refused object stays in
+        """Append the entries recorders left in their inboxes (an officer or the head); returns how many were ingested and why any was refused. A refused object stays in
         the inbox, reported at every officer command until somebody looks at it. Only an officer's
         credentials may remove an ingested object; the head's leave it for the officer's next
         command, which finds it already journaled and only removes it."""
@@ -322,7 +322,7 @@ class Journals:
         done = 0
         for name in RECORDER_JOURNALS:
             mine = sorted(((k, r) for k, r in accepted if r[PENDING_JOURNAL_KEY] == name),
-                          key=lambda kr: (str(kr[1].get("t_utc")), kr[0]))
+                          key=lambda kr: (str(kr[1].get("t_utc")), kr[1].get("type") != "upload", kr[0]))
             if not mine:
                 continue
             # An ingestion cut off between the append and the removal must not append twice.
@@ -361,7 +361,12 @@ class Journals:
         if not isinstance(rec.get("type"), str) or not rec.get("t_utc"):
             return rec, "has no type or time"
         why = _check_signature(rec, trusted, "recorder")
-        return rec, (f"FORGED: {why}" if why else None)
+        if why and not why.startswith("signed by"):
+            # Unsigned or changed after signing: nobody vouches even for the bytes.
+            return rec, f"FORGED: {why}"
+        # A valid signature by a key the key store does not (or not yet) list for a recorder is
+        # ingested like any entry, and every reading marks it FORGED, as on a folder archive.
+        return rec, None
 
     def read(self, name: str, anchor: tuple[int, str] | None = None) -> JournalView:
         """The whole journal, checked; ``anchor`` is a (number, hash) verified earlier."""

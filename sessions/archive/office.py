@@ -2,7 +2,9 @@
 
 ``open_archive`` reads the archive settings, authenticates the person, re-opens the storage with
 the credentials of their role, and returns an ``ArchiveContext`` whose ``close`` writes the access
-journal entry (ok, refused or failed) for the command, so every access is logged (ST-3).
+journal entry (ok, refused or failed) for the command, so every access is logged (ST-3). An
+officer's or the head's command first ingests what recorders left in their S3 inboxes into the
+journals (sessions/archive/journals.py).
 
 ``RecordsOffice`` works on stored sessions: find (via the catalog), hold and release (UA IV.2),
 sweep (retention, UA IV.2 / KZ 12), check (ST-11: a tampered, replaced or missing object is named),
@@ -119,8 +121,7 @@ def open_archive(url_text: str | None, *, user_name: str, command: str, action: 
         except Refused as exc:
             ctx.close(exc)
             raise
-    if user.role == "officer" or (user.role == "head" and command == "archive check"):
-        ingest_inbox(ctx)
+    ingest_inbox(ctx)
     return ctx
 
 
@@ -150,8 +151,8 @@ def _open_as_recorder(url: ArchiveURL, conn: ConnectionConfig, user_name: str, c
 
 
 def ingest_inbox(ctx: ArchiveContext) -> list[str]:
-    """An officer's command first appends what recorders left in their inboxes (S3) to the
-    journals, signed by the office; returns (and logs) why any object was not ingested. A failure
+    """An officer's or the head's command first appends what recorders left in their inboxes (S3)
+    to the journals, signed by the office; returns (and logs) why any object was not ingested. A failure
     here never stops the officer's command: the entries wait for the next one."""
     try:
         n, problems = ctx.journals.ingest_inbox()
