@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "sessions.cli.verify",
     "sessions.cli.key",
     "sessions.cli.export_gpx",
+    "sessions.cli.view",
     "sessions.cli.devices",
     "sessions.cli.upload",
     "sessions.cli.archive",
