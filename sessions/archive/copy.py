@@ -172,9 +172,11 @@ def check_request(req: CopyRequest, exam_date: date, today: date) -> None:
 
 
 def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = None,
-               progress: Callable[[int, int, int], None] | None = None) -> CopyResult:
+               progress: Callable[[int, int, int], None] | None = None,
+               add_page: Callable[[Path, Path], object] | None = None) -> CopyResult:
     """Write the copy and its kit to ``req.dest`` and journal it. ``progress(done, of, bytes)``
-    is called after each object."""
+    is called after each object. ``add_page(dest, session folder)`` adds the review page to the
+    kit (the web role provides it: sessions/web/review_kit.py; the archive cannot import it)."""
     now = office.now()
     today = today or now.astimezone().date()
     row: SessionRow = office.session(req.session)
@@ -242,6 +244,8 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
         authority_request=req.authority_request or "-", dest_name=dest.name, fingerprint=fingerprint_text,
         notice=("See PERSONAL-DATA-NOTICE.txt: this recording shows other people.\n" if notice else ""))
     (dest / "README.txt").write_text(readme, encoding="utf-8")
+    if add_page is not None:
+        add_page(dest, root)
     _fsync_tree(dest)
     return CopyResult(row.session_id, str(dest), len(sums), total, deadline, late, notice, entry.number, warnings)
 

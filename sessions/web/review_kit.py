@@ -134,3 +134,25 @@ def write_clip_zip(session_root: Path, start: float, end: float, workdir: Path) 
             if path.is_file():
                 z.write(path, f"{name}/{path.relative_to(kit).as_posix()}")
     return zip_path
+
+
+COPY_README_SECTION = """
+Watching the recording / Перегляд запису
+----------------------------------------
+Open review.html (beside this file) in any web browser: every camera in sync with the route,
+speed, pedals and the exam's events, with the verification result at the top. Nothing needs
+installing and nothing is sent anywhere; the page only reads the files of {session_id}/.
+
+Відкрийте review.html (поруч із цим файлом) у будь-якому веб-браузері: усі камери синхронно з
+маршрутом, швидкістю, педалями та подіями іспиту, результат перевірки вгорі. Нічого не потрібно
+встановлювати, сторінка лише читає файли з {session_id}/.
+"""
+
+
+def add_copy_page(dest: Path, session_root: Path) -> None:
+    """The review page in a copy kit, and a paragraph in its README.txt on how to open it."""
+    write_review_page(dest, session_root)
+    readme = Path(dest) / "README.txt"
+    if readme.is_file():
+        with readme.open("a", encoding="utf-8") as f:
+            f.write(COPY_README_SECTION.format(session_id=Path(session_root).name))

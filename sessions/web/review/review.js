@@ -370,7 +370,7 @@
     if (state.t >= D.duration_s - 1e-3) state.t = 0;
     state.playing = true;
     state.wall = performance.now();
-    $("play").textContent = "\u23F8";
+    $("play").textContent = "\u275A\u275A";
     // Cameras already on the playhead start together; follow() brings the others in.
     for (const c of cams) {
       if (c.place(state.t) && !c.pending && c.feed.has(state.t)) {
