@@ -6,7 +6,7 @@ browsers refuse on file:// pages). It holds:
 
 * the session: id, local clock (wall anchor and UTC offset), stages with each pause's reason;
 * every stream with its segments and, per segment, the byte ranges of the init part and of each
-  fragment with its first video timestamp and whether it holds a keyframe: the page appends
+  fragment with its first video timestamp and that of its keyframe (if any): the page appends
   exactly those bytes to a Media Source (served) so every camera plays on the session clock;
 * the gaps (a stream's fault, a stage pause) the page shows as gaps with their reason;
 * the events, the GPS speed and route, the pedal actuations;
@@ -82,7 +82,7 @@ def segment_index(path: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     info["init"] = [[init["offset"], skip[0]], [skip[1], init["end"]]]
     starts = [r["offset"] for r in frags]
     first: list[float | None] = [None] * len(frags)
-    key = [False] * len(frags)
+    key: list[float | None] = [None] * len(frags)
     codecs: list[str] = []
     try:
         with av.open(str(path)) as container:
@@ -99,12 +99,13 @@ def segment_index(path: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
                 t = float(packet.pts * packet.time_base)
                 if first[i] is None or t < first[i]:
                     first[i] = t
-                key[i] = key[i] or packet.is_keyframe
+                if packet.is_keyframe and (key[i] is None or t < key[i]):
+                    key[i] = t
     except (av.error.InvalidDataError, OSError) as exc:
         # A cut-off file: the frames before the cut are indexed, which is what plays.
         log.info("%s: indexed up to a damaged part (%s)", path, exc)
     info["codecs"] = ",".join(codecs) if codecs else None
-    info["fragments"] = [[r["offset"], r["end"], round(t, 6), k]
+    info["fragments"] = [[r["offset"], r["end"], round(t, 6), None if k is None else round(k, 6)]
                          for r, t, k in zip(frags, first, key) if t is not None]
     return info
 

@@ -87,7 +87,7 @@ def create_app(site: ReviewSite) -> Starlette:
         if end <= start:
             return PlainTextResponse("the clip's end must come after its start", status_code=400)
         tmp = Path(tempfile.mkdtemp(prefix="examrec-clip-"))
-        zip_path = write_clip_zip(site.root, start, end, tmp, verify=site.data["verify"])
+        zip_path = write_clip_zip(site.root, start, end, tmp)
         return FileResponse(zip_path, media_type="application/zip", filename=zip_path.name,
                             background=BackgroundTask(_remove_tree, tmp))
 

@@ -160,7 +160,9 @@
         if (seg.absent || !seg.fragments || !seg.fragments.length) return { run: out, hole: true };
         const fr = seg.fragments;
         let k = 0;
-        for (let j = 0; j < fr.length; j++) if (fr[j][2] <= s + 1e-6 && fr[j][3]) k = j;
+        // A fragment's frames before its keyframe need the fragment before: start where a
+        // keyframe at or before s is.
+        for (let j = 0; j < fr.length; j++) if (fr[j][3] !== null && fr[j][3] <= s + 1e-6) k = j;
         for (; k < fr.length; k++) {
           if (fr[k][2] > s + AHEAD_S) return { run: out, hole: false };
           out.push([seg, fr[k]]);
@@ -264,6 +266,7 @@
       this.feed = USE_MSE ? new MseFeed(stream, this.video) : new FileFeed(stream, this.video);
       this.seg = null;
       this.pending = false;
+      this.settling = false;
       // The frame on screen, not the decoder's clock, is what has to agree between cameras.
       this.shown = null;
       if ("requestVideoFrameCallback" in this.video) {
@@ -316,8 +319,10 @@
       for (let i = 0; i < 100 && v.readyState < 2; i++) await new Promise((resolve) => setTimeout(resolve, 20));
     }
     // Bring a playing camera back onto the playhead (after a gap, a segment change, a stall).
+    // It stays hidden ("pending") until its picture is within a frame of the playhead again.
     async resync(gen) {
       this.pending = true;
+      this.settling = false;
       this.box.classList.add("in-gap");
       try {
         await this.feed.ensure(state.t);
@@ -327,8 +332,9 @@
         if (gen !== state.gen || !state.playing) return;
         this.video.playbackRate = state.rate;
         await this.video.play().catch(() => {});
+        this.settling = true;
       } finally {
-        this.pending = false;
+        if (!this.settling) this.pending = false;
       }
     }
   }
@@ -405,10 +411,14 @@
     if (state.t >= D.duration_s) { state.t = D.duration_s; pauseAll(); render(); return; }
     for (const c of cams) {
       const had = c.seg;
-      if (!c.place(state.t)) { c.video.pause(); continue; }
-      if (c.pending) continue;
+      if (!c.place(state.t)) { c.video.pause(); c.pending = c.settling = false; continue; }
       const v = c.video;
       const drift = c.pictureTime(now) - state.t;
+      if (c.pending) {
+        if (!c.settling) continue;                      // its seek is still in flight
+        if (v.paused || Math.abs(drift) > HARD_SYNC_S) { c.resync(state.gen); continue; }
+        if (Math.abs(drift) < 0.02) c.pending = c.settling = false;   // shown from the next tick
+      }
       if (!c.feed.has(state.t) || (had !== c.seg && !USE_MSE) || v.paused || v.ended || Math.abs(drift) > HARD_SYNC_S) {
         c.resync(state.gen);
         continue;
