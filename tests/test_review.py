@@ -180,6 +180,35 @@ def grab(driver) -> dict[str, dict]:
     return out
 
 
+def frame_times(root: Path) -> dict[str, list[float]]:
+    """Every recorded video frame's time (session seconds) per stream, from the files: under load
+    the recorder may drop a frame, and then the frame of an instant is the one before."""
+    import av
+    out: dict[str, list[float]] = {}
+    for s in manifest(root)["streams"]:
+        times = []
+        for seg in s["segments"]:
+            with av.open(str(root / seg["file"])) as c:
+                times += [float(p.pts * p.time_base) for p in c.demux(c.streams.video[0]) if p.pts is not None]
+        out[s["name"]] = sorted(times)
+    return out
+
+
+def frame_span(times: list[float], tc_ms: int) -> tuple[float, float]:
+    """The instants at which a camera rightly shows the frame captured at ``tc_ms``."""
+    import bisect
+    i = bisect.bisect_left(times, tc_ms / 1000 - 0.002)
+    assert i < len(times) and abs(times[i] * 1000 - tc_ms) <= 2, f"no frame at {tc_ms} ms"
+    return times[i], times[i + 1] if i + 1 < len(times) else times[i] + 0.04
+
+
+def in_sync(shown: dict[str, int], frames: dict[str, list[float]]) -> float:
+    """How far apart (s) the instants the cameras' frames stand for are: 0 when one instant fits
+    all; a camera whose next frame was dropped stands for a longer span."""
+    spans = [frame_span(frames[name], tc) for name, tc in shown.items()]
+    return max(0.0, max(a for a, _ in spans) - min(b for _, b in spans))
+
+
 def expected_picture(m: dict, stream: dict, t: float) -> bool:
     frame = 1 / stream["fps"]
     return any(seg["first_pts_s"] - 1e-6 <= t < seg["last_pts_s"] + frame for seg in stream["segments"])
@@ -226,6 +255,7 @@ def test_every_camera_shows_the_instant_of_a_seek(session, served, browser):
     gap = road["gaps"][0]
     points += [m["streams"][0]["segments"][1]["first_pts_s"], (gap["start_pts_s"] + gap["end_pts_s"]) / 2 + 0.4,
                (m["stages"][0]["end_pts_s"] + m["stages"][1]["start_pts_s"]) / 2]
+    frames = frame_times(session)
     seen_fault_gap = seen_pause = 0
     for t in points:
         seek(d, t)
@@ -246,11 +276,12 @@ def test_every_camera_shows_the_instant_of_a_seek(session, served, browser):
                 continue
             assert "tc" in cam, (t, s["name"], "a picture was due")
             assert cam["tc"] is not None, (t, s["name"], "timecode unreadable")
-            # the frame of that instant: captured at or before t, less than a frame before it
-            assert t * 1000 - FRAME_MS < cam["tc"] <= t * 1000 + 1, (t, s["name"], cam)
+            # the frame of that instant: the last one captured at or before t
+            due = max(p for p in frames[s["name"]] if p <= t + 1e-4)
+            assert abs(cam["tc"] - due * 1000) <= 1, (t, s["name"], cam, due)
             values.append(cam["tc"])
-        if len(values) > 1:
-            assert max(values) - min(values) <= FRAME_MS, (t, shown)
+        if len(values) > 1:  # and so within one frame of each other
+            assert in_sync({n: c["tc"] for n, c in shown.items() if "tc" in c}, frames) < 1e-3, (t, shown)
     assert seen_fault_gap and seen_pause
     save_screenshot(d, "review-seek-fault-gap")
     assert not console_errors(d)
@@ -258,21 +289,23 @@ def test_every_camera_shows_the_instant_of_a_seek(session, served, browser):
 
 def test_cameras_stay_within_a_frame_while_playing(session, served, browser):
     d = open_page(browser, served["url"])
-    seek(d, 2.0)
+    m = manifest(session)
+    seek(d, max(0.3, m["stages"][0]["end_pts_s"] - 6.5))
     d.execute_async_script("window.review.play().then(() => arguments[0]())")
+    frames = frame_times(session)
     spreads, worst, t0 = [], None, time.monotonic()
     while time.monotonic() - t0 < 10:
         shown = grab(d)
-        values = [c["tc"] for c in shown.values() if c.get("tc") is not None]
+        values = {name: c["tc"] for name, c in shown.items() if c.get("tc") is not None}
         if len(values) > 1:
-            spreads.append(max(values) - min(values))
+            # at most one frame apart, in each camera's own frames (a dropped frame widens its span)
+            spreads.append(round(in_sync(values, frames) * 1000 + FRAME_MS))
             if spreads[-1] == max(spreads):
                 worst = (d.execute_script("return window.review.time()"), shown)
         time.sleep(0.2)
     played_to = d.execute_script("return window.review.time()")
     save_screenshot(d, "review-playing")
-    m = manifest(session)
-    # 10 s from 2 s crosses segment files, the fault gap and (skipped) the pause between stages
+    # 10 s from 6.5 s before the pause crosses segment files and (skipped) the pause between stages
     assert played_to > m["stages"][1]["start_pts_s"], played_to
     assert len(spreads) >= 25, spreads
     assert max(spreads) <= FRAME_MS, (spreads, worst)
@@ -393,10 +426,11 @@ def test_stills_of_every_camera_carry_the_time_in_their_names(session, served, t
     assert sorted(n.split("_")[1] for n in names) == sorted(s["name"] for s in m["streams"])
     from datetime import datetime, timedelta, timezone
     local = datetime.fromtimestamp(m["clock"]["wall_anchor_ns"] / 1e9, timezone.utc) + timedelta(seconds=t)
+    frames = frame_times(session)
     for name in names:
         assert name.startswith(session.name) and local.strftime("%Y-%m-%d_%H-%M-%S") in name
-        image = cv2.imread(str(tmp_path / name))
-        assert t * 1000 - FRAME_MS < read_timecode(image) <= t * 1000 + 1, name
+        due = max(p for p in frames[name.split("_")[1]] if p <= t + 1e-4)   # the frame of that instant
+        assert abs(read_timecode(cv2.imread(str(tmp_path / name))) - due * 1000) <= 1, name
 
 
 def test_clip_kit_holds_original_segments_and_opens_at_its_range(session, served, tmp_path):
@@ -425,7 +459,10 @@ def test_clip_kit_holds_original_segments_and_opens_at_its_range(session, served
         assert d.execute_script("return window.review.time()") == pytest.approx(start)
         assert d.find_element(By.ID, "verify").get_attribute("data-result") == "ok"
         shown = grab(d)
-        assert all(abs(c["tc"] - start * 1000) <= FRAME_MS for c in shown.values()), shown
+        frames = frame_times(session)
+        for name, cam in shown.items():
+            due = max(p for p in frames[name] if p <= start + 1e-4)
+            assert abs(cam["tc"] - due * 1000) <= 1, (name, shown)
         seek(d, 1.0)
         assert all("gap" in c for c in grab(d).values())  # left out of the clip: shown as gaps
     finally:
