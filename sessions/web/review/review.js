@@ -278,10 +278,11 @@
       }
     }
     // Where the picture is now (session seconds), extrapolated from the last frame shown.
+    // A picture that has not changed for longer than a frame is behind, whatever currentTime says.
     pictureTime(now) {
       const v = this.video;
-      if (v.paused || !this.shown || now - this.shown.at > 250) return v.currentTime;
-      return this.shown.media + Math.max(0, now - this.shown.at) / 1000 * v.playbackRate;
+      if (v.paused || !this.shown || this.shown.media > v.currentTime + 1) return v.currentTime;
+      return this.shown.media + Math.min(Math.max(0, now - this.shown.at) / 1000 * v.playbackRate, frameOf(this.stream));
     }
     // Show the picture or the gap at s; returns whether the camera has a picture there.
     place(s) {
@@ -333,6 +334,7 @@
         this.video.playbackRate = state.rate;
         await this.video.play().catch(() => {});
         this.settling = true;
+        this.settleSince = performance.now();
       } finally {
         if (!this.settling) this.pending = false;
       }
@@ -377,9 +379,12 @@
     state.playing = true;
     state.wall = performance.now();
     $("play").textContent = "\u275A\u275A";
-    // Cameras already on the playhead start together; follow() brings the others in.
+    // Cameras already on the playhead start together; follow() brings the others in. Each
+    // starts in its own time, so each is shown once it is within a frame of the playhead.
     for (const c of cams) {
       if (c.place(state.t) && !c.pending && c.feed.has(state.t)) {
+        c.pending = c.settling = true;
+        c.settleSince = performance.now();
         c.video.playbackRate = state.rate;
         c.video.play().catch(() => {});
       }
@@ -401,7 +406,7 @@
   }
 
   function follow(restart) {
-    const m = restart ? null : master();
+    let m = restart ? null : master();
     const now = performance.now();
     if (m) state.t = m.pictureTime(now);
     else if (state.seeking === 0) state.t += (now - state.wall) / 1000 * state.rate;
@@ -417,7 +422,12 @@
       if (c.pending) {
         if (!c.settling) continue;                      // its seek is still in flight
         if (v.paused || Math.abs(drift) > HARD_SYNC_S) { c.resync(state.gen); continue; }
-        if (Math.abs(drift) < 0.02) c.pending = c.settling = false;   // shown from the next tick
+        // Shown from the next tick; on a machine too busy to get that close, after a second.
+        if (Math.abs(drift) < 0.02 || now - c.settleSince > 1000) {
+          c.pending = c.settling = false;
+          // With no camera shown yet, the first one shown sets the playhead for the others.
+          if (!m) { m = c; state.t = c.pictureTime(now); v.playbackRate = state.rate; continue; }
+        }
       }
       if (!c.feed.has(state.t) || (had !== c.seg && !USE_MSE) || v.paused || v.ended || Math.abs(drift) > HARD_SYNC_S) {
         c.resync(state.gen);
