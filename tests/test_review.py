@@ -516,3 +516,22 @@ def test_copy_kit_page_plays_from_file_and_archive_view_serves_the_stored_sessio
     journal = archive.cli("archive", "journal", "list", "access", "--json", user="boss")
     assert any(e.get("command") == "archive view" and e.get("target") == session.name
                for e in journal.json()["entries"]), journal.out[-2000:]
+
+
+def test_route_over_the_offices_tiles_when_a_tile_url_is_given(session, browser):
+    proc, info = start_view("view", str(session), "--tiles", "http://127.0.0.1:9/osm/{z}/{x}/{y}.png")
+    try:
+        d = open_page(browser, info["url"])
+        tiles = d.execute_script("return [...document.querySelectorAll('#route image')].map(i => i.getAttribute('href'))")
+    finally:
+        stop(proc)
+    fixes = [t for t in lines(session / "telemetry.jsonl") if t["type"] == "gps" and "lat" in t]
+    lat, lon = fixes[0]["lat"], fixes[0]["lon"]
+    assert tiles
+    import math
+    for href in tiles:
+        z, x, y = map(int, href.removeprefix("http://127.0.0.1:9/osm/").removesuffix(".png").split("/"))
+        # each tile lies near the route (slippy-map numbering)
+        n = 2 ** z
+        assert abs(x - (lon + 180) / 360 * n) < 3
+        assert abs(y - (1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n) < 3
