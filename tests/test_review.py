@@ -364,7 +364,7 @@ def test_clicking_an_event_seeks_to_it_and_the_clock_shows_local_time(session, s
     m = manifest(session)
     sign = -1 if m["clock"]["utc_offset"].startswith("-") else 1
     hh, mm = map(int, m["clock"]["utc_offset"][1:].split(":"))
-    local = (datetime.fromtimestamp(m["clock"]["wall_anchor_ns"] / 1e9, timezone.utc)
+    local = (datetime.fromtimestamp(int(m["clock"]["wall_anchor_ns"]) / 1e9, timezone.utc)
              + timedelta(seconds=fault["pts_s"]) + sign * timedelta(hours=hh, minutes=mm))
     assert d.find_element(By.ID, "clock-local").text == local.strftime("%Y-%m-%d %H:%M:%S")
     assert d.find_element(By.ID, "clock-duration").text.endswith(
@@ -431,7 +431,7 @@ def test_stills_of_every_camera_carry_the_time_in_their_names(session, served, t
     m = manifest(session)
     assert sorted(n.split("_")[1] for n in names) == sorted(s["name"] for s in m["streams"])
     from datetime import datetime, timedelta, timezone
-    local = datetime.fromtimestamp(m["clock"]["wall_anchor_ns"] / 1e9, timezone.utc) + timedelta(seconds=t)
+    local = datetime.fromtimestamp(int(m["clock"]["wall_anchor_ns"]) / 1e9, timezone.utc) + timedelta(seconds=t)
     frames = frame_times(session)
     for name in names:
         assert name.startswith(session.name) and local.strftime("%Y-%m-%d_%H-%M-%S") in name

@@ -194,7 +194,8 @@ def build_review_data(root: Path, options: ReviewOptions, *, verify: dict[str, A
         "session_id": manifest.get("session_id") or root.name,
         "profile": manifest.get("profile"), "state": manifest.get("state"),
         "started_at": manifest.get("started_at"), "ended_at": manifest.get("ended_at"),
-        "wall_anchor_ms": (manifest.get("clock") or {}).get("wall_anchor_ns", 0) / 1e6,
+        # format 2 writes the stamps as decimal strings, format 1 as numbers
+        "wall_anchor_ms": int((manifest.get("clock") or {}).get("wall_anchor_ns", 0)) / 1e6,
         "utc_offset": (manifest.get("clock") or {}).get("utc_offset") or "+00:00",
         "details": manifest.get("details") or {},
         "duration_s": duration,
