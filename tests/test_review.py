@@ -409,6 +409,12 @@ def test_keys_step_frames_seek_and_play(session, served, browser):
     body.send_keys(" ")
     assert d.execute_script("return window.review.time()") > 3.5  # 4x
     assert d.execute_script("return window.review.setRate(0.1)") == 0.25
+    # the sound: off until asked for, then from the cameras that recorded it
+    audio = {s["name"] for s in manifest(session)["streams"] if s["audio"]}
+    muted = "return Object.fromEntries([...document.querySelectorAll('video')].map(v => [v.dataset.stream, v.muted]))"
+    assert all(d.execute_script(muted).values())
+    d.find_element(By.ID, "sound").click()
+    assert {name for name, m in d.execute_script(muted).items() if not m} == audio
 
 
 def test_stills_of_every_camera_carry_the_time_in_their_names(session, served, tmp_path):

@@ -21,7 +21,7 @@
   // ---------------------------------------------------------------- text (Ukrainian, English)
   const TEXT = {
     uk: {
-      events: "Події", speed: "Швидкість", still: "Кадр PNG", clip_from: "[ Від", clip_to: "До ]",
+      events: "Події", speed: "Швидкість", sound_on: "Звук", sound_off: "Без звуку", still: "Кадр PNG", clip_from: "[ Від", clip_to: "До ]",
       clip: "Експорт фрагмента", frame_back: "Кадр назад (,)", frame_forward: "Кадр уперед (.)",
       play_pause: "Пуск / пауза (пробіл)", lane_stages: "етапи", lane_speed: "км/год", lane_brake: "гальмо",
       lane_clutch: "зчеплення", lane_faults: "збої", lang: "English", duration: "тривалість",
@@ -40,7 +40,7 @@
       pedals: { brake: "гальмо", clutch: "зчеплення" },
     },
     en: {
-      events: "Events", speed: "Speed", still: "PNG still", clip_from: "[ From", clip_to: "To ]",
+      events: "Events", speed: "Speed", sound_on: "Sound", sound_off: "Mute", still: "PNG still", clip_from: "[ From", clip_to: "To ]",
       clip: "Export clip", frame_back: "Frame back (,)", frame_forward: "Frame forward (.)",
       play_pause: "Play / pause (space)", lane_stages: "stages", lane_speed: "km/h", lane_brake: "brake",
       lane_clutch: "clutch", lane_faults: "faults", lang: "Українська", duration: "duration",
@@ -676,6 +676,15 @@
     return state.rate;
   };
   $("play").addEventListener("click", toggle);
+  // Cameras start muted (browsers play muted media without a click); this click lets the sound in.
+  const setSound = (on) => {
+    cams.forEach((c) => { c.video.muted = !(on && c.stream.audio); });
+    $("sound").dataset.i18n = on ? "sound_off" : "sound_on";
+    $("sound").textContent = t($("sound").dataset.i18n);
+    return on;
+  };
+  $("sound").addEventListener("click", () => setSound($("sound").dataset.i18n === "sound_on"));
+  if (!D.streams.some((s) => s.audio)) $("sound").hidden = true;
   $("frame-back").addEventListener("click", () => step(-1));
   $("frame-forward").addEventListener("click", () => step(1));
   $("rate").addEventListener("change", (e) => setRate(e.target.value));
@@ -694,7 +703,7 @@
   // ---------------------------------------------------------------- start
   window.review = {
     seek, play, pause: () => { pauseAll(); return Promise.resolve(state.t); }, time: () => state.t,
-    setRate, stills, exportClip, clipRange, data: D,
+    setRate, setSound, stills, exportClip, clipRange, data: D,
   };
   drawTexts();
   drawTimeline();
