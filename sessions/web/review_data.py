@@ -57,14 +57,13 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _codec_string(stream: av.video.stream.VideoStream) -> str:
-    """RFC 6381 codec name (avc1.PPCCLL) from the avcC record, which Media Source needs."""
+def _codec_string(stream: av.video.stream.VideoStream) -> str | None:
+    """RFC 6381 codec name (avc1.PPCCLL) from the avcC record, which Media Source needs; None for
+    other codecs (the page then plays that camera's files directly)."""
     extra = stream.codec_context.extradata or b""
     if stream.codec_context.name == "h264" and len(extra) >= 4 and extra[0] == 1:
         return f"avc1.{extra[1]:02x}{extra[2]:02x}{extra[3]:02x}"
-    if stream.codec_context.name == "hevc":
-        return "hvc1.1.6.L93.B0"
-    return "avc1.42e01e"
+    return None
 
 
 def segment_index(path: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,9 +86,11 @@ def segment_index(path: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     try:
         with av.open(str(path)) as container:
             video = container.streams.video[0]
-            codecs.append(_codec_string(video))
-            if container.streams.audio:
-                codecs.append("mp4a.40.2")
+            video_codec = _codec_string(video)
+            if video_codec:
+                codecs.append(video_codec)
+                if container.streams.audio:
+                    codecs.append("mp4a.40.2")   # the recorder's audio is AAC-LC
             for packet in container.demux(video):
                 if packet.pts is None or packet.pos is None or packet.pos < 0:
                     continue

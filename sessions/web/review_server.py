@@ -13,6 +13,7 @@ Only GET and HEAD exist: nothing here can change the recording.
 from __future__ import annotations
 
 import logging
+import shutil
 import socket
 import tempfile
 import threading
@@ -101,7 +102,6 @@ def create_app(site: ReviewSite) -> Starlette:
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
     shutil.rmtree(path, ignore_errors=True)
 
 

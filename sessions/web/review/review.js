@@ -263,7 +263,10 @@
       box.querySelector(".name").textContent = stream.name;
       this.gapText = box.querySelector(".gap");
       box.addEventListener("click", () => box.classList.toggle("big"));
-      this.feed = USE_MSE ? new MseFeed(stream, this.video) : new FileFeed(stream, this.video);
+      const first = stream.segments.find((s) => s.codecs);
+      const mse = USE_MSE && first && MediaSource.isTypeSupported(`video/mp4; codecs="${first.codecs}"`);
+      this.feed = mse ? new MseFeed(stream, this.video) : new FileFeed(stream, this.video);
+      this.mse = !!mse;
       this.seg = null;
       this.pending = false;
       this.settling = false;
@@ -308,7 +311,7 @@
       for (let tries = 0; tries < 40; tries++) {
         // A file's duration grows while the browser reads it (file:// pages): seek as far as it
         // allows and again once it knows more.
-        const reach = USE_MSE ? target : Math.min(target, v.duration || target);
+        const reach = this.mse ? target : Math.min(target, v.duration || target);
         await new Promise((resolve) => {
           v.addEventListener("seeked", resolve, { once: true });
           v.currentTime = reach;
@@ -429,11 +432,11 @@
           if (!m) { m = c; state.t = c.pictureTime(now); v.playbackRate = state.rate; continue; }
         }
       }
-      if (!c.feed.has(state.t) || (had !== c.seg && !USE_MSE) || v.paused || v.ended || Math.abs(drift) > HARD_SYNC_S) {
+      if (!c.feed.has(state.t) || (had !== c.seg && !c.mse) || v.paused || v.ended || Math.abs(drift) > HARD_SYNC_S) {
         c.resync(state.gen);
         continue;
       }
-      if (USE_MSE) c.feed.ensure(state.t);
+      if (c.mse) c.feed.ensure(state.t);
       if (c === m) { v.playbackRate = state.rate; continue; }
       // Catch up within a few tenths of a second: 40 ms behind plays 16 % faster.
       v.playbackRate = state.rate * (1 - Math.max(-0.5, Math.min(0.5, 4 * drift)));
