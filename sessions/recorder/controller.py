@@ -232,6 +232,8 @@ class Recorder(ExamControl):
             "session_id": self.session_id,
             "profile": self.profile.name,
             "profile_kind": self.profile.kind,
+            # A replay profile records a demo: marked so nobody files it as an exam.
+            **({"demo": True} if self.profile.kind == "replay" else {}),
             "started_at": iso_utc(started),
             "ended_at": None,
             "state": "recording",
