@@ -101,6 +101,8 @@ class Recorder(ExamControl):
         self.state = "checking"
         self.checks = []
         self.stage = 1
+        self.thumbnails = False  # stream processes send small JPEGs (the console shows them)
+        self.notice_shown_on = "examiner terminal"
 
     # set-up --------------------------------------------------------------------------------
     def prepare(self) -> Path:
@@ -125,7 +127,8 @@ class Recorder(ExamControl):
         self.events = EventLog(self.session_dir / "events.jsonl")
         self.sensors.start_readers()
         for spec in self.profile.streams:
-            job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime)
+            job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime,
+                            thumbnails=self.thumbnails)
             rt = StreamRuntime(name=spec.name, job=job)
             self.streams[spec.name] = rt
             self._spawn(rt)
@@ -261,7 +264,7 @@ class Recorder(ExamControl):
         failed = self.failed_checks()
         if failed:
             self.events.emit("forced", capture_ns=self.clock.start_ns, failed=[c.to_json() for c in failed])
-        self.events.emit("notice", capture_ns=self.clock.start_ns, text=self.profile.notice, shown_on="examiner terminal")
+        self.events.emit("notice", capture_ns=self.clock.start_ns, text=self.profile.notice, shown_on=self.notice_shown_on)
         if self.sensors is not None and self.sensors.present:
             self.manifest["clock_check"] = self.sensors.clock_check
             self.sensors.log_clock_check()

@@ -34,6 +34,8 @@ from core.profile import Profile, StreamSpec
 log = logging.getLogger(__name__)
 
 STATS_INTERVAL_S = 0.5  # also the controller's sign of life for its watchdog
+THUMB_INTERVAL_S = 0.5  # the console's live picture: about 2 fps
+THUMB_WIDTH = 320
 REOPEN_BACKOFF_S = (0.5, 1, 2, 4, 5)
 
 
@@ -47,6 +49,7 @@ class StreamJob:
     realtime: bool = True
     stall_s: float = 1.5  # no frame for this long while the source says nothing: a fault
     first_segment: int = 0  # segments already written by an earlier process of this stream
+    thumbnails: bool = False  # send a small JPEG about twice a second (the examiner's console)
 
 
 @dataclass
@@ -104,6 +107,8 @@ class StreamProcess:
         self.pedal_intervals: dict[str, list] | None = None
         self.pending_banner_until_ns = 0
         self.exit_reason = "stop"
+        self.next_thumb = 0.0
+        self.audio_dbfs: float | None = None
 
     # messages ---------------------------------------------------------------------------
     def send(self, kind: str, **payload: Any) -> None:
@@ -204,6 +209,7 @@ class StreamProcess:
                 self.event("fault", device=f"audio of {self.spec.name}", what="audio", message=str(exc))
                 src.close()
                 continue
+            self.audio_dbfs = _dbfs(block.samples)  # the console's sound meter
             try:
                 self.audio_blocks.put(block, timeout=1)
             except queue.Full:
@@ -328,6 +334,16 @@ class StreamProcess:
                           sha256=hashlib.sha256(data).hexdigest())
             self.hasher.submit(write)
         self.photo_requests.clear()
+
+    def _send_thumbnail(self, image) -> None:
+        """A small JPEG of the frame just captured, for the console (a downscale and an encode of
+        a 320-pixel-wide picture: well under a millisecond each)."""
+        import cv2
+        h, w = image.shape[:2]
+        small = cv2.resize(image, (THUMB_WIDTH, max(2, h * THUMB_WIDTH // w)), interpolation=cv2.INTER_NEAREST)
+        ok, jpg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 70])
+        if ok:
+            self.send("thumbnail", jpeg=jpg.tobytes())
 
     # main loop ---------------------------------------------------------------------------
     def _write_audio_until(self, until_ns: int) -> None:
@@ -525,7 +541,7 @@ class StreamProcess:
                 "bytes": c.bytes + (self.writer.file.size if self.writer else 0),
                 "last_pts_s": c.last_pts_s, "fault": self.fault_open, "audio_fault": self.audio_fault_open,
                 "queue": self.frames.qsize(), "skipped": getattr(self.video, "skipped", 0), "stage": self.stage,
-                "paused": self.paused}
+                "paused": self.paused, "audio_dbfs": self.audio_dbfs}
 
     def _loop(self, parent: int, next_stats: float) -> None:
         assert self.clock is not None and self.overlay is not None
@@ -551,6 +567,9 @@ class StreamProcess:
                                message=f"no frame for {self.job.stall_s:.1f} s (stalled)")
                 continue
             self.last_frame_mono = time.monotonic()
+            if self.job.thumbnails and self.last_frame_mono >= self.next_thumb:
+                self.next_thumb = self.last_frame_mono + THUMB_INTERVAL_S
+                self._send_thumbnail(frame.image)
             self._poll_commands()  # what arrived while waiting (a pedal edge) applies to this frame
             if self.stop_ns is not None and frame.capture_ns >= self.stop_ns:
                 break
@@ -631,6 +650,13 @@ class StreamProcess:
         except OSError as exc:
             self.event("error", message=f"{len(tail)} bytes of an incomplete fragment of {rel} could not be "
                                         f"kept ({exc})", file=rel)
+
+
+def _dbfs(samples) -> float:
+    """Level of a block of 16-bit samples in dB full scale (-120 for silence)."""
+    x = samples.astype(np.float32)
+    rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+    return round(20 * np.log10(rms / 32768), 1) if rms > 0.33 else -120.0
 
 
 def run_stream(job: StreamJob, out_conn, cmd_q) -> None:
