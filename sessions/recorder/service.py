@@ -374,6 +374,15 @@ class RecorderService:
                                     for s in self.profile.streams]})
         if self._bytes_per_s and out.get("disk_free_gb") is not None:
             out["disk_hours"] = round(out["disk_free_gb"] * 1e9 / self._bytes_per_s / 3600, 1)
+        if rec is not None:
+            # A stream with a fault not yet recovered is lost to the examiner, whatever its
+            # process last reported (it may still be trying to reconnect).
+            # The fault's own words tell a stalled camera (connected, no pictures) from a lost one.
+            open_faults = {f.stream: ("STALLED" if "stall" in f.message else "LOST") for f in self.faults
+                           if f.stream and not f.recovered and f.session_id == rec.session_id}
+            for s in out["streams"]:
+                if s["stream"] in open_faults and s["state"] in ("LIVE", "PAUSED", "STALLED"):
+                    s["state"] = open_faults[s["stream"]]
         out["faults"] = [asdict(f) for f in self.faults if not f.acknowledged]
         out["last"] = asdict(self.last) if self.last else None
         out["refusal"] = self.refusal
