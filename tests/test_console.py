@@ -39,6 +39,8 @@ kind = "replay"
 control_socket = "{tmp}/ctl.sock"
 out = "{tmp}/out"
 signing_key = "{tmp}/device.key"
+gps = "replay:{ROOT}/bench/fixtures/exam-drive.nmea"
+pedals = "replay:{ROOT}/bench/fixtures/exam.pedal"
 [checks]
 sample_s = 1.0
 [exam]
@@ -157,6 +159,10 @@ def test_an_exam_from_the_console(tmp_path, camera):
         wait_for(driver, lambda d: all(int(img.get_attribute("data-loaded") or 0) >= 3
                                        for img in d.find_elements(By.CSS_SELECTOR, ".tile img")), 20, "thumbnails")
         assert CANDIDATE in driver.find_element(By.ID, "candidate").text
+        # the sensors: GPS speed (a real gpsd fed by gpsfake), sound level, the pedal lamps
+        wait_for(driver, lambda d: "km/h" in d.find_element(By.ID, "gps").text, 10, "GPS speed")
+        wait_for(driver, lambda d: d.find_element(By.ID, "sound-db").text.endswith("dB"), 5, "sound level")
+        assert driver.find_element(By.ID, "brake").text == "ГАЛЬМО"
         assert {t.get_attribute("class") for t in driver.find_elements(By.CSS_SELECTOR, ".tile")} == {"tile LIVE"}
 
         # Pause with a reason picked from the profile's list; resume during the 3 s countdown.
@@ -174,7 +180,7 @@ def test_an_exam_from_the_console(tmp_path, camera):
 
         driver.find_element(By.ID, "btn-photo").click()
         wait_for(driver, lambda d: "photos/" in d.find_element(By.ID, "toast").text, 5, "photo toast")
-        time.sleep(1.0)
+        wait_for(driver, lambda d: not d.find_element(By.ID, "toast").is_displayed(), 5, "toast gone")
 
         # The road camera dies: its tile turns red within 2 s, the alarm sounds, the fault is listed.
         alarms = int(driver.find_element(By.TAG_NAME, "body").get_attribute("data-alarms") or 0)
