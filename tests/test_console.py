@@ -141,6 +141,8 @@ def test_an_exam_from_the_console(tmp_path, camera):
         wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".tile")) == 2, what="two camera tiles")
         assert "idle" in state_of(driver)
         assert driver.find_element(By.ID, "state").text == "ОЧІКУВАННЯ"       # Ukrainian by the profile
+        # idle, the sensors are open already: the GPS speed shows before any exam
+        wait_for(driver, lambda d: "km/h" in d.find_element(By.ID, "gps").text, 20, "GPS while idle")
         shot(driver, "idle")
 
         # Start: a form with Cyrillic details; plate and centre come prefilled from the profile.

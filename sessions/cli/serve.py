@@ -99,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             for report in repair_interrupted(out_root):
                 print(f"examrec: repaired interrupted session {report.session} (last frame kept at "
                       f"{report.last_pts_s} s)", file=sys.stderr)
+        service.open_idle_sensors()
         device = args.button or (Path(profile.section("button")["device"]) if profile.section("button")["device"] else None)
         button = None
         if device is not None:
@@ -132,6 +133,7 @@ def _main_loop(service: RecorderService, web: "ConsoleServer | None", control: C
     notifier.status("stopping: closing the running exam" if service.recorder else "stopping")
     service.request_stop("signal")
     service.join(timeout=60)
+    service.close_idle_sensors()
     return exitcodes.OK
 
 

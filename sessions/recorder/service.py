@@ -27,12 +27,14 @@ from sessions.evidence.verify import NotASession, verify_session
 from sessions.recorder.checks import failed_mandatory, overdue_now, power_checks
 from sessions.recorder.controller import Recorder
 from sessions.recorder.exam import IllegalTransition
+from sessions.recorder.sensor_hub import SensorHub
 
 log = logging.getLogger(__name__)
 
 DETAIL_KEYS = ("candidate", "candidate_id", "examiner", "plate", "centre", "exam")
 EXAM_TYPES = ("theory", "practical")
 IDLE_REFRESH_S = 5.0
+IDLE_SENSOR_CHECK_S = 60.0   # GPS fix, clock offset and pedal heartbeat, re-checked while idle
 BUSY = ("starting", "recording", "paused", "stopping")
 
 
@@ -124,6 +126,53 @@ class RecorderService:
         self._changed = threading.Condition()
         self.version = 0                      # bumped on every change the console should show at once
         self.on_state: list[Callable[[str], None]] = []
+        self.idle_sensors: SensorHub | None = None
+        self.idle_checks: list[dict[str, Any]] = []
+        self._sensor_stop = threading.Event()
+        self._sensor_thread: threading.Thread | None = None
+
+    # sensors between exams -------------------------------------------------------------------
+    def open_idle_sensors(self) -> None:
+        """Keep the GPS and the pedal sensor open while idle: the console shows the fix, the
+        speed and the pedals, a fault is listed at once, and the clock offset and heartbeat are
+        re-checked every minute. They are handed over (closed) when an exam starts: the exam's
+        recorder opens them itself, and they reopen here after it."""
+        if self.idle_sensors is not None or not (self.profile.gps or self.profile.pedals or self.settings.gps_url
+                                                 or self.settings.pedals_url):
+            return
+        try:
+            hub = SensorHub(self.profile, self._idle_event, self.settings.gps_url, self.settings.pedals_url)
+            hub.start_readers()
+        except Exception as exc:  # a sensor that cannot open is a fault to show, not the end of the service
+            log.warning("sensors cannot be opened while idle: %s", exc)
+            self._add_fault({"type": "fault", "device": "sensors", "message": str(exc)})
+            return
+        self.idle_sensors = hub
+        self._sensor_stop = threading.Event()
+        self._sensor_thread = threading.Thread(target=self._check_idle_sensors, args=(hub, self._sensor_stop),
+                                               name="idle-sensors", daemon=True)
+        self._sensor_thread.start()
+
+    def close_idle_sensors(self) -> None:
+        hub, self.idle_sensors = self.idle_sensors, None
+        # The check thread is not waited for (it may be waiting for a fix): it ends on its own.
+        self._sensor_stop.set()
+        if hub is not None:
+            hub.stop()
+
+    def _check_idle_sensors(self, hub: SensorHub, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.idle_checks = [c.to_json() for c in hub.checks(wait_s=5.0)]
+            except Exception:  # a check that fails to run is retried; the readers keep their state
+                log.exception("idle sensor check")
+            self.bump()
+            stop.wait(IDLE_SENSOR_CHECK_S)
+
+    def _idle_event(self, type_: str, capture_ns: int | None = None, **fields: Any) -> None:
+        from core.clock import utc_now_iso
+        if type_ == "fault":
+            self._add_fault({"type": type_, "t_utc": utc_now_iso(), **fields})
 
     # details ---------------------------------------------------------------------------------
     def defaults(self) -> dict[str, str | None]:
@@ -198,6 +247,7 @@ class RecorderService:
             details = exam_details(given, self.defaults())
             self.refusal = None
             self._set_state("starting")
+            self.close_idle_sensors()
             started = threading.Event()
             self._worker = threading.Thread(target=self._run_exam, args=(details, force or self.settings.force, started),
                                             name="exam", daemon=True)
@@ -215,7 +265,7 @@ class RecorderService:
     def _run_exam(self, details: dict[str, str], force: bool, started: threading.Event) -> None:
         rec = Recorder(self.profile, self.out_root, details=details, realtime=self.settings.realtime, force=force,
                        gps_url=self.settings.gps_url, pedals_url=self.settings.pedals_url)
-        rec.thumbnails = True
+        rec.thumbnails = self.console_url is not None  # pictures only for a console to show them
         rec.notice_shown_on = "examiner's console"
         rec.listeners.append(self._on_stream_message)
         self.thumbnails.clear()
@@ -238,6 +288,7 @@ class RecorderService:
                 rec.abort({c.check: c.detail for c in failed})
                 self.recorder = None
                 self._set_state("idle")
+                self.open_idle_sensors()
                 started.set()
                 return
             rec.start()
@@ -252,6 +303,7 @@ class RecorderService:
                 self.refusal = {"error": f"the exam could not start: {exc}"}
                 self.recorder = None
                 self._set_state("idle")
+                self.open_idle_sensors()
                 started.set()
                 return
             code = 5
@@ -278,6 +330,7 @@ class RecorderService:
             if f.session_id == rec.session_id and not f.acknowledged:
                 f.acknowledged = True
         self._set_state("idle")
+        self.open_idle_sensors()
 
     def request_stop(self, reason: str) -> None:
         """Stop the running exam (SIGTERM to the service); the session is closed and signed."""
@@ -300,17 +353,20 @@ class RecorderService:
     def _on_event(self, record: dict[str, Any]) -> None:
         kind = record.get("type")
         if kind == "fault":
-            rec = self.recorder
-            self.faults.append(Fault(next(self._fault_ids), record.get("t_utc", ""),
-                                     str(record.get("device") or record.get("stream") or "device"),
-                                     str(record.get("message", "")), record.get("stream"),
-                                     rec.session_id if rec else ""))
-            self.bump()
+            self._add_fault(record)
         elif kind in ("recovered", "restarted"):
             for f in self.faults:
                 if f.stream is not None and f.stream == record.get("stream"):
                     f.recovered = True
             self.bump()
+
+    def _add_fault(self, record: dict[str, Any]) -> None:
+        rec = self.recorder
+        self.faults.append(Fault(next(self._fault_ids), record.get("t_utc", ""),
+                                 str(record.get("device") or record.get("stream") or "device"),
+                                 str(record.get("message") or record.get("reason") or ""), record.get("stream"),
+                                 rec.session_id if rec else ""))
+        self.bump()
 
     def acknowledge(self, fault_id: int, by: str) -> dict[str, Any]:
         """The examiner saw the fault: an event in the session; it leaves the list."""
@@ -362,16 +418,20 @@ class RecorderService:
             owner = self.profile.audio_stream
             if owner is not None and owner.name in rec.streams:
                 out["audio_dbfs"] = rec.streams[owner.name].stats.get("audio_dbfs")
-            if out.get("pedals"):
-                pressed = float(self.profile.section("pedal_settings")["threshold_percent"])
-                for pedal in ("brake", "clutch"):
-                    out["pedals"][f"{pedal}_on"] = (out["pedals"].get(pedal) or 0) >= pressed
         else:
+            hub = self.idle_sensors
+            if hub is not None:
+                out.update(hub.status())
+                out["sensor_checks"] = self.idle_checks
             out.update({"stage": 0, "session_id": "", "session": "", "elapsed": "00:00:00", "elapsed_s": 0.0,
                         "details": rec.details if rec else {},
                         "streams": [{"stream": s.name, "state": "STARTING" if self.state == "starting" else "IDLE",
                                      "fps": 0.0, "frames": 0, "dropped": 0, "health": "ok", "mb": 0.0}
                                     for s in self.profile.streams]})
+        if out.get("pedals"):
+            pressed = float(self.profile.section("pedal_settings")["threshold_percent"])
+            for pedal in ("brake", "clutch"):
+                out["pedals"][f"{pedal}_on"] = (out["pedals"].get(pedal) or 0) >= pressed
         if self._bytes_per_s and out.get("disk_free_gb") is not None:
             out["disk_hours"] = round(out["disk_free_gb"] * 1e9 / self._bytes_per_s / 3600, 1)
         if rec is not None:
