@@ -263,11 +263,11 @@ class RecorderService:
                 "checks": [c.to_json() for c in rec.checks]}
 
     def _run_exam(self, details: dict[str, str], force: bool, started: threading.Event) -> None:
-        rec = Recorder(self.profile, self.out_root, details=details, realtime=self.settings.realtime, force=force,
+        rec = Recorder(self.profile, self.out_root, details=details, realtime=self.settings.realtime,
                        gps_url=self.settings.gps_url, pedals_url=self.settings.pedals_url)
         rec.thumbnails = self.console_url is not None  # pictures only for a console to show them
         rec.notice_shown_on = "examiner's console"
-        rec.listeners.append(self._on_stream_message)
+        rec.on_thumbnail = self._on_thumbnail
         self.thumbnails.clear()
         try:
             rec.prepare()
@@ -277,8 +277,7 @@ class RecorderService:
             results = rec.run_checks()
             failed = failed_mandatory(results)
             # The checks measured each stream's bitrate: disk left is told in hours of recording.
-            rates = [r.get("bytes", 0) / max(0.1, r.get("seconds", 1)) for r in
-                     (rt.check for rt in rec.streams.values()) if r]
+            rates = [r.bytes / max(0.1, r.seconds) for r in (rt.check for rt in rec.streams.values()) if r]
             if rates:
                 self._bytes_per_s = sum(rates)
             if failed and not force:
@@ -346,9 +345,8 @@ class RecorderService:
             worker.join(timeout)
 
     # live state --------------------------------------------------------------------------------
-    def _on_stream_message(self, kind: str, name: str, payload: dict) -> None:
-        if kind == "thumbnail":
-            self.thumbnails[name] = (time.monotonic(), payload["jpeg"])
+    def _on_thumbnail(self, stream: str, jpeg: bytes) -> None:
+        self.thumbnails[stream] = (time.monotonic(), jpeg)
 
     def _on_event(self, record: dict[str, Any]) -> None:
         kind = record.get("type")
@@ -417,7 +415,8 @@ class RecorderService:
             out["started_at"] = rec.manifest.get("started_at")
             owner = self.profile.audio_stream
             if owner is not None and owner.name in rec.streams:
-                out["audio_dbfs"] = rec.streams[owner.name].stats.get("audio_dbfs")
+                stats = rec.streams[owner.name].stats
+                out["audio_dbfs"] = stats.audio_dbfs if stats is not None else None
         else:
             hub = self.idle_sensors
             if hub is not None:
