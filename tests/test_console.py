@@ -273,6 +273,8 @@ def test_the_console_beyond_localhost_needs_a_token_and_refuses_cross_site_reque
         auth = {"Authorization": "Bearer 4711"}
         code, body = _http(base + "/api/status", headers=auth)
         assert code == 200 and json.loads(body)["state"] == "idle"
+        st = run_examrec("status", "--socket", tmp_path / "ctl.sock", "--json")
+        assert json.loads(st.stdout)["console_url"] == served.url
         start = {"details": {"candidate": "Іван"}}
         assert _http(base + "/api/start", "POST", start, auth)[0] == 403      # no console header: a form post
         evil = {**auth, "X-Examrec-Console": "1", "Origin": "http://evil.example"}

@@ -125,9 +125,10 @@ def _main_loop(service: RecorderService, web: "ConsoleServer | None", control: C
     print(f"examrec: serving {service.profile.name}, idle; control socket {control.path}", file=sys.stderr, flush=True)
     interval = min(LOOP_S, notifier.watchdog_s / 2) if notifier.watchdog_s else LOOP_S
     while not stop.wait(interval):
-        # The watchdog is fed only while this loop runs and the console answers: a hang of
-        # either stops the pings and systemd restarts the service.
-        if web is None or web.alive():
+        # The watchdog is fed only while this loop runs, the console's thread lives and a
+        # recording exam's loop comes round: a hang of any stops the pings and systemd restarts
+        # the service (the interrupted session is repaired at the next start).
+        if (web is None or web.alive()) and service.loop_alive():
             notifier.watchdog()
     notifier.stopping()
     notifier.status("stopping: closing the running exam" if service.recorder else "stopping")

@@ -35,6 +35,7 @@ DETAIL_KEYS = ("candidate", "candidate_id", "examiner", "plate", "centre", "exam
 EXAM_TYPES = ("theory", "practical")
 IDLE_REFRESH_S = 5.0
 IDLE_SENSOR_CHECK_S = 60.0   # GPS fix, clock offset and pedal heartbeat, re-checked while idle
+HUNG_S = 30.0                # an exam's recording loop silent this long is hung (systemd's watchdog then restarts)
 BUSY = ("starting", "recording", "paused", "stopping")
 
 
@@ -127,6 +128,7 @@ class RecorderService:
         self.version = 0                      # bumped on every change the console should show at once
         self.on_state: list[Callable[[str], None]] = []
         self.idle_sensors: SensorHub | None = None
+        self._beat = time.monotonic()         # the exam's recording loop came round (once a second)
         self.idle_checks: list[dict[str, Any]] = []
         self._sensor_stop = threading.Event()
         self._sensor_thread: threading.Thread | None = None
@@ -291,9 +293,10 @@ class RecorderService:
                 started.set()
                 return
             rec.start()
+            self._beat = time.monotonic()
             self._set_state("recording")
             started.set()
-            code = rec.run(progress=lambda r: self._sync_state())
+            code = rec.run(progress=self._progress)
         except BaseException as exc:  # the service outlives a failed exam; what was recorded is kept
             log.exception("exam failed")
             if rec.streams:
@@ -307,6 +310,17 @@ class RecorderService:
                 return
             code = 5
         self._finish(rec, code)
+
+    def _progress(self, rec: Recorder) -> None:
+        self._beat = time.monotonic()
+        self._sync_state()
+
+    def loop_alive(self) -> bool:
+        """False when a recording exam's loop has not come round for HUNG_S: the service is hung
+        and the systemd watchdog must not be fed."""
+        if self.state in ("recording", "paused") and self.recorder is not None:
+            return time.monotonic() - self._beat < HUNG_S
+        return True
 
     def _finish(self, rec: Recorder, code: int) -> None:
         folder = rec.session_dir
