@@ -339,9 +339,6 @@ class RecorderService:
         self.last = ExamResult(rec.session_id, str(folder), state, duration, ok, detail, code)
         log.info("exam %s saved in %s (%s), verify: %s", rec.session_id, folder, state, detail)
         self.recorder = None
-        for f in self.faults:  # a fault of a closed session can no longer be acknowledged into it
-            if f.session_id == rec.session_id and not f.acknowledged:
-                f.acknowledged = True
         self._set_state("idle")
         self.open_idle_sensors()
 
@@ -391,6 +388,11 @@ class RecorderService:
             if rec is not None and rec.events is not None and rec.session_id == fault.session_id:
                 rec.events.emit("fault_acknowledged", device=fault.device, stream=fault.stream,
                                 fault_t_utc=fault.t_utc, message=fault.message, by=by)
+            else:
+                # Its session is closed and signed (or it happened while idle): nothing may be
+                # added to a signed session, so the acknowledgement goes to the service's log.
+                log.warning("fault acknowledged by %s after its session %s: %s %s: %s", by,
+                            fault.session_id or "(idle)", fault.t_utc, fault.device, fault.message)
         self.bump()
         return {"fault": fault_id, "acknowledged": True}
 
