@@ -42,6 +42,8 @@ def test_resume_during_the_banner_cancels_the_pause_and_the_plate_comes_from_the
     assert st["state"] == "recording" and {s["state"] for s in st["streams"]} == {"LIVE"}
     # A real pause now: every stream says PAUSED once it took effect.
     assert ctl(sock, "pause", "--reason", "обід").returncode == 0
+    during = json.loads(ctl(sock, "status", "--json").stdout)          # the banner shows, still recording
+    assert during["state"] == "paused" and {s["state"] for s in during["streams"]} == {"LIVE"}
     time.sleep(6.8)
     st = json.loads(ctl(sock, "status", "--json").stdout)
     assert st["state"] == "paused" and [s["state"] for s in st["streams"]] == ["PAUSED", "PAUSED"]

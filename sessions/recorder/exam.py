@@ -159,7 +159,8 @@ class ExamControl:
         if rt.stats is not None and rt.stats.fault:
             return "STALLED"
         if self.state == "paused":
-            return "PAUSED"
+            # During the pause's banner the stream still records: PAUSED once it has stopped.
+            return "PAUSED" if rt.stats is not None and rt.stats.paused else "LIVE"
         if self.state in ("recording", "stopping"):
             return "LIVE"
         return self.state.upper()
