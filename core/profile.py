@@ -145,6 +145,8 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
         "min_record_h": Key(NUM, default=2.0, check=_range(0, 100)),
         "sample_s": Key(NUM, default=2.0, check=_range(0.5, 30)),
         "mandatory": Key((list,), default=None),
+        "idle_every_s": Key(NUM, default=600, check=_range(0, 86400),
+                            help="`serve`: run the device checks this often while idle (0: only at each Start)"),
     },
     "photos": {
         "candidate": Key((str,), default=None),

@@ -307,7 +307,7 @@ def test_a_hardware_button_pauses_and_resumes(tmp_path):
                        'reason = "кнопка"\n', encoding="utf-8")
     served = Served(profile, "--no-console")
     sock = tmp_path / "ctl.sock"
-    fd = os.open(fifo, os.O_WRONLY)
+    fd = os.open(fifo, os.O_WRONLY)  # (the profile's idle device checks run every 10 min: not in this test)
     try:
         start = run_examrec("start", "--socket", sock, "--candidate", "Іванна Петренко", timeout=120)
         assert start.returncode == 0, start.stderr
@@ -332,3 +332,40 @@ def test_a_hardware_button_pauses_and_resumes(tmp_path):
     pauses = [e for e in events if e["type"] in ("pause", "resume")]
     assert [(e["type"], e.get("reason")) for e in pauses] == [("pause", "кнопка"), ("resume", None)]
     assert pauses[0]["plate"] == PLATE
+
+
+def test_idle_device_checks_measure_the_cameras_and_list_a_missing_one(tmp_path, camera):
+    """While idle the service runs the device checks every [checks] idle_every_s: each camera's
+    frame rate through the encoder shows, a camera that is gone is listed as a fault (its tile
+    red) before any exam, and cleared when a later run finds it back."""
+    profile = tmp_path / "console.toml"
+    profile.write_text(profile_text(tmp_path, camera.url).replace("sample_s = 1.0", "sample_s = 1.0\nidle_every_s = 2"),
+                       encoding="utf-8")
+    served = Served(profile, "--no-console")
+    sock = tmp_path / "ctl.sock"
+
+    def status() -> dict:
+        return json.loads(run_examrec("status", "--socket", sock, "--json").stdout)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (status().get("device_checks")):
+            time.sleep(0.5)
+        st = status()
+        assert st["state"] == "idle" and st["device_checks"], st
+        fps = {s["stream"]: s["fps"] for s in st["streams"]}
+        assert fps["cabin"] > 5 and fps["road"] > 3, fps                    # measured through the encoder
+        assert not [f for f in st["faults"] if f["stream"] == "road"]
+        camera.kill()
+        while time.monotonic() < deadline and not [f for f in status()["faults"] if f["stream"] == "road"]:
+            time.sleep(0.5)
+        st = status()
+        (fault,) = [f for f in st["faults"] if f["stream"] == "road"]
+        assert "camera road" in fault["device"] and fault["session_id"] == ""
+        assert {s["stream"]: s["state"] for s in st["streams"]}["road"] == "LOST"
+        camera.start()                                                       # plugged back in
+        while time.monotonic() < deadline and {s["stream"]: s["state"] for s in status()["streams"]}["road"] != "IDLE":
+            time.sleep(0.5)
+        assert {s["stream"]: s["state"] for s in status()["streams"]}["road"] == "IDLE"
+    finally:
+        served.stop()
+    assert not list((tmp_path / "out").glob("*/*/manifest.json"))          # nothing recorded while idle

@@ -107,6 +107,7 @@ kind = "replay"
 out = "{state}/recordings"
 [checks]
 sample_s = 1.0
+idle_every_s = 0
 [encoder]
 crf = 30
 [[streams]]

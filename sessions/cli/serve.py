@@ -82,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"examrec: not serving: {exc}", file=sys.stderr)
         return exitcodes.REFUSED
     web = None
+    idle_checks_stop = threading.Event()
     try:
         if not args.no_console:
             try:
@@ -100,6 +101,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 print(f"examrec: repaired interrupted session {report.session} (last frame kept at "
                       f"{report.last_pts_s} s)", file=sys.stderr)
         service.open_idle_sensors()
+        threading.Thread(target=service.check_devices_while_idle, args=(idle_checks_stop,), name="idle-checks",
+                         daemon=True).start()
         device = args.button or (Path(profile.section("button")["device"]) if profile.section("button")["device"] else None)
         button = None
         if device is not None:
@@ -107,6 +110,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                  key_code=profile.section("button")["key_code"]).start()
         return _main_loop(service, web, control)
     finally:
+        idle_checks_stop.set()
+        with service.busy():  # an idle device check in progress ends first (its devices close)
+            pass
         if web is not None:
             web.stop()
         control.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -119,7 +120,8 @@ class RecorderService:
         self.faults: list[Fault] = []
         self.thumbnails: dict[str, tuple[float, bytes]] = {}
         self._fault_ids = itertools.count(1)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()          # one Start, or one idle device check, at a time
+        self._faults_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._idle: dict[str, Any] = {}
         self._idle_at = 0.0
@@ -129,6 +131,9 @@ class RecorderService:
         self.on_state: list[Callable[[str], None]] = []
         self.idle_sensors: SensorHub | None = None
         self._beat = time.monotonic()         # the exam's recording loop came round (once a second)
+        self.device_checks: dict[str, Any] | None = None   # the last idle run of the device checks
+        self._idle_fps: dict[str, float] = {}
+        self._device_faults: dict[str, Fault] = {}
         self.idle_checks: list[dict[str, Any]] = []
         self._sensor_stop = threading.Event()
         self._sensor_thread: threading.Thread | None = None
@@ -154,6 +159,57 @@ class RecorderService:
         self._sensor_thread = threading.Thread(target=self._check_idle_sensors, args=(hub, self._sensor_stop),
                                                name="idle-sensors", daemon=True)
         self._sensor_thread.start()
+
+    def check_devices_while_idle(self, stop: threading.Event) -> None:
+        """Every [checks] idle_every_s while idle: open every camera and the microphone, run the
+        pre-exam checks (frames through the encoder, sound level, sensors, disk) into a scratch
+        folder, close them again. A camera that fails is listed as a fault (its tile red) until a
+        later run finds it working. Runs on its own thread until ``stop``."""
+        every = float(self.profile.section("checks")["idle_every_s"])
+        if every <= 0:
+            return
+        while not stop.wait(every if self.device_checks else 1.0):
+            with self._lock:  # a Start waits for a run in progress (a few seconds)
+                if self.state != "idle":
+                    continue
+                self.close_idle_sensors()
+                try:
+                    self._run_device_checks()
+                except Exception:  # a check that cannot run is retried at the next round
+                    log.exception("idle device check")
+                finally:
+                    self.open_idle_sensors()
+            self.bump()
+
+    def busy(self) -> threading.RLock:
+        """Held while an exam starts or an idle device check runs."""
+        return self._lock
+
+    def _run_device_checks(self) -> None:
+        from core.clock import utc_now_iso
+        with tempfile.TemporaryDirectory(prefix="examrec-idle-check-") as scratch:
+            rec = Recorder(self.profile, Path(scratch), realtime=self.settings.realtime,
+                           gps_url=self.settings.gps_url, pedals_url=self.settings.pedals_url)
+            try:
+                rec.prepare()
+                rec.out_root = self.out_root  # the disk and folder checks are about where sessions go
+                results = rec.run_checks()
+                fps = {name: round(rt.check.frames / rt.check.seconds, 1)
+                       for name, rt in rec.streams.items() if rt.check is not None and rt.check.seconds}
+            finally:
+                rec.abort({})
+        self._idle_fps = fps
+        self.device_checks = {"at": utc_now_iso(), "checks": [c.to_json() for c in results]}
+        for spec in self.profile.streams:
+            result = next((c for c in results if c.check == f"camera {spec.name}"), None)
+            open_fault = self._device_faults.get(spec.name)
+            if result is not None and not result.ok and open_fault is None:
+                self._add_fault({"t_utc": utc_now_iso(), "device": f"camera {spec.name}", "stream": spec.name,
+                                 "message": result.detail})
+                self._device_faults[spec.name] = self.faults[-1]
+            elif result is not None and result.ok and open_fault is not None:
+                open_fault.recovered = True
+                del self._device_faults[spec.name]
 
     def close_idle_sensors(self) -> None:
         hub, self.idle_sensors = self.idle_sensors, None
@@ -379,7 +435,7 @@ class RecorderService:
 
     def acknowledge(self, fault_id: int, by: str) -> dict[str, Any]:
         """The examiner saw the fault: an event in the session; it leaves the list."""
-        with self._lock:
+        with self._faults_lock:  # not the start lock: an idle device check must not delay it
             fault = next((f for f in self.faults if f.id == fault_id and not f.acknowledged), None)
             if fault is None:
                 raise IllegalTransition(f"no unacknowledged fault number {fault_id}")
@@ -440,9 +496,13 @@ class RecorderService:
                 out["sensor_checks"] = self.idle_checks
             out.update({"stage": 0, "session_id": "", "session": "", "elapsed": "00:00:00", "elapsed_s": 0.0,
                         "details": rec.details if rec else {},
-                        "streams": [{"stream": s.name, "state": "STARTING" if self.state == "starting" else "IDLE",
-                                     "fps": 0.0, "frames": 0, "dropped": 0, "health": "ok", "mb": 0.0}
+                        "streams": [{"stream": s.name,
+                                     "state": "STARTING" if self.state == "starting" else
+                                     ("LOST" if s.name in self._device_faults else "IDLE"),
+                                     "fps": self._idle_fps.get(s.name, 0.0), "frames": 0, "dropped": 0,
+                                     "health": "FAULT" if s.name in self._device_faults else "ok", "mb": 0.0}
                                     for s in self.profile.streams]})
+            out["device_checks"] = self.device_checks
         if out.get("pedals"):
             pressed = float(self.profile.section("pedal_settings")["threshold_percent"])
             for pedal in ("brake", "clutch"):

@@ -91,7 +91,8 @@ function render(st) {
     const bad = s.state === "STALLED" || s.state === "LOST" || s.health !== "ok" || faultsByStream[s.stream];
     el.className = `tile ${s.state}` + (bad ? " fault" : "");
     el.querySelector(".st").textContent = t(s.state);
-    el.querySelector(".drops").textContent = s.dropped ? `${s.dropped} ${t("dropped")}` : "";
+    el.querySelector(".drops").textContent = s.dropped ? `${s.dropped} ${t("dropped")}` :
+      (s.fps ? `${s.fps} fps` : "");   // idle: the rate the last device check measured
     el.querySelector(".msg").textContent = faultsByStream[s.stream] ? faultsByStream[s.stream].message : "";
   }
 
