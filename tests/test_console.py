@@ -38,7 +38,6 @@ name = "console"
 kind = "replay"
 control_socket = "{tmp}/ctl.sock"
 out = "{tmp}/out"
-signing_key = "{tmp}/device.key"
 gps = "replay:{ROOT}/bench/fixtures/exam-drive.nmea"
 pedals = "replay:{ROOT}/bench/fixtures/exam.pedal"
 [checks]

@@ -8,6 +8,7 @@ the vehicle's plate; every stream shows the banner (time, reason, plate) for the
 the manifest; a resume before that instant cancels the pause (the stage goes on uncut, the
 resume event says ``cancelled_pause``); after it, a resume starts the next stage's segments and
 shows its own banner for the same time. The plate defaults to the exam's. Both are events.
+Each stream applies the rule by its frames' capture stamps in sessions/recorder/stream/stage_gate.py.
 """
 from __future__ import annotations
 
