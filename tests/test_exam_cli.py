@@ -9,10 +9,8 @@ import os
 import pty
 import re
 import select
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 from archive_harness import file_archive  # noqa: F401 - fixture
 from conftest import ROOT, run_examrec

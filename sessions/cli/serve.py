@@ -82,6 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"examrec: not serving: {exc}", file=sys.stderr)
         return exitcodes.REFUSED
     web = None
+    button: InputButton | None = None
     idle_checks_stop = threading.Event()
     try:
         if not args.no_console:
@@ -104,12 +105,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         threading.Thread(target=service.check_devices_while_idle, args=(idle_checks_stop,), name="idle-checks",
                          daemon=True).start()
         device = args.button or (Path(profile.section("button")["device"]) if profile.section("button")["device"] else None)
-        button = None
         if device is not None:
             button = InputButton(device, lambda code: log.info("button: %s", service.dispatch({"cmd": "toggle"})),
                                  key_code=profile.section("button")["key_code"]).start()
         return _main_loop(service, web, control)
     finally:
+        if button is not None:
+            button.stop()
         idle_checks_stop.set()
         with service.busy():  # an idle device check in progress ends first (its devices close)
             pass
