@@ -14,6 +14,8 @@ from sessions.evidence.software import version_text
 # Modules that add commands, in the order they appear in `examrec --help`.
 COMMAND_MODULES = (
     "sessions.cli.record",
+    "sessions.cli.serve",
+    "sessions.cli.start",
     "sessions.cli.check",
     "sessions.cli.control",
     "sessions.cli.repair",
