@@ -301,10 +301,11 @@ class Journals:
         return Entry(0, rec, line_hash(data))
 
     def ingest_inbox(self) -> tuple[int, list[str]]:
-        """Append the entries recorders left in their inboxes (an officer or the head); returns how many were ingested and why any was refused. A refused object stays in
-        the inbox, reported at every officer command until somebody looks at it. Only an officer's
-        credentials may remove an ingested object; the head's leave it for the officer's next
-        command, which finds it already journaled and only removes it."""
+        """Append the entries recorders left in their inboxes (an officer or the head); returns how
+        many were ingested and why any was refused. A refused object stays in the inbox, reported
+        at every such command until somebody looks at it. Only an officer's credentials may remove
+        an ingested object; the head's leave it for the officer's next command, which finds it
+        already journaled and only removes it."""
         if self.user is None or self.user.role not in ("officer", "head") or not hasattr(self.backend, "inbox_list"):
             return 0, []
         waiting = self.backend.inbox_list()  # type: ignore[attr-defined]
