@@ -540,9 +540,11 @@ class StreamProcess:
                 next_stats = now + STATS_INTERVAL_S
                 self.send("stats", **self._stats())
             try:
-                frame = self.frames.get(timeout=0.05)
+                frame = self.frames.get(timeout=self.writer.wait_s(0.05) if self.writer else 0.05)
             except queue.Empty:
                 frame = None
+                if self.writer is not None and self.writer.flush_if_due():
+                    continue  # a fragment whose oldest frame reached fragment_ms: written now
                 if self.stop_ns is not None and time.monotonic_ns() >= self.stop_ns + NS_PER_S // 2:
                     break  # the source delivers nothing more: don't wait for it
                 if not self.fault_open and time.monotonic() - self.last_frame_mono > self.job.stall_s:
