@@ -21,40 +21,38 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTOR = 512
 
 
+# The rates the profiles use (hw-profiles/*.toml): every one is killed and cut, and its loss
+# measured against the same bounds.
+STREAM_FPS = {"cabin": 25.0, "road": 30.0, "pedal": 25.0, "room": 15.0, "screen": 10.0}
+
+
 def crash_profile(tmp: Path, segment_s: int = 2) -> Path:
-    """Three light streams (one with audio), short segments so kills land on rotations too."""
+    """Light streams at every rate the profiles use (one with audio), short segments so kills
+    land on rotations too. The control socket sits in ``tmp``: crash runs of several checkouts
+    on one machine must not find each other's recorder."""
+    streams = "".join(f'''
+[[streams]]
+name = "{name}"
+source = "{'clip:' + str(ROOT / 'bench/fixtures/pedal-cam.mp4') if name == 'pedal' else 'pattern:'}"
+width = 320
+height = 240
+fps = {fps:g}
+{('audio = "wav:' + str(ROOT / 'bench/fixtures/cabin.wav') + '"') if name == 'cabin' else ''}
+''' for name, fps in STREAM_FPS.items())
     text = f'''
 name = "crash"
 kind = "replay"
 segment_s = {segment_s}
 fragment_ms = 120
 fsync_interval_ms = 500
+control_socket = "{tmp / 'crash.sock'}"
 [checks]
 sample_s = 1.0
 [encoder]
 preset = "ultrafast"
 crf = 28
 gop = 25
-[[streams]]
-name = "cabin"
-source = "pattern:"
-width = 320
-height = 240
-fps = 25
-audio = "wav:{ROOT}/bench/fixtures/cabin.wav"
-[[streams]]
-name = "road"
-source = "pattern:"
-width = 320
-height = 240
-fps = 25
-[[streams]]
-name = "pedal"
-source = "clip:{ROOT}/bench/fixtures/pedal-cam.mp4"
-width = 320
-height = 240
-fps = 25
-'''
+{streams}'''
     path = tmp / "crash.toml"
     path.write_text(text)
     return path

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from muxer.repair import media_span, scan_segment
+from muxer.repair import index_segment, media_span, scan_segment
 
 from core import durable
 from sessions.evidence.chain import read_chain
@@ -150,8 +150,8 @@ def repair_session(session_dir: Path) -> RepairReport:
         for path in sorted(folder.glob("*.mp4")):
             rel = path.relative_to(session).as_posix()
             old = previous.get(rel, {})
-            if old.get("closed") and old.get("sha256") and old.get("size") == path.stat().st_size \
-                    and _sha256(path) == old["sha256"]:
+            if (old.get("closed") or old.get("index")) and old.get("sha256") \
+                    and old.get("size") == path.stat().st_size and _sha256(path) == old["sha256"]:
                 entry = dict(old)
             else:
                 scan = scan_segment(path, records.get(rel))
@@ -169,15 +169,21 @@ def repair_session(session_dir: Path) -> RepairReport:
                     continue
                 if scan.valid_end < scan.size:
                     trims.append(_save_tail(session, path, scan.valid_end, scan.reason))
-                span = media_span(path)
+                span = media_span(path)  # the fragments' own times, before any index
                 if span.frames == 0:
                     trims.append(_move_aside(session, path, "no playable frame"))
                     continue
+                # Close it as the recorder would have: an index after the fragments (FORMAT.md).
+                index, how = index_segment(path)
                 entry = {"file": rel, "sha256": _sha256(path), "size": path.stat().st_size, "frames": span.frames,
                          "dropped": old.get("dropped", 0), "first_pts_s": round(span.first_pts_s, 6),
                          "last_pts_s": round(span.last_pts_s, 6), "stage": old.get("stage", 1),
                          "closed": scan.finalised, "prev_sha256": GENESIS}
-                if not scan.finalised:
+                if index is not None:
+                    entry["closed"], entry["index"] = False, index.to_json()
+                elif how.startswith("left"):
+                    report.notes.append(f"{rel}: {how}")
+                if not scan.finalised or index is not None:
                     entry["interrupted"] = True
                 if span.audio_first_pts_s is not None:
                     entry["audio_first_pts_s"] = round(span.audio_first_pts_s, 6)

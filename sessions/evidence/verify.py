@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from muxer.repair import index_problem
 from sessions.evidence.chain import GENESIS, PREV_KEY, line_hash, read_chain
 from sessions.evidence.manifest import (MANIFEST_NAME, STATES, TEMP_PREFIX, TEMP_SUFFIX, ManifestError, read_manifest,
                        segment_entry_hash, sha256_file)
@@ -359,6 +360,8 @@ class _Verifier:
         self.open_segments = 0
         # `repaired.files` entries by file: what `examrec repair` trimmed or moved to recovered/
         self.repaired_files: dict[str, list[dict[str, Any]]] = {}
+        # Segments `examrec repair` closed with an index: file -> (index offset, index size)
+        self.indexed: dict[str, tuple[int, int]] = {}
 
     # -- helpers
     def add(self, file: str, kind: str, detail: str) -> None:
@@ -596,11 +599,25 @@ class _Verifier:
             for g in res.gaps:
                 self.add(rel, CHANGED_BYTES, f"{f}: {g}")
             return
+        if "index" in e:
+            self.check_index(f, e["index"])
         if closed:
             self.add(MANIFEST_NAME, BAD_MANIFEST, f"{f} is marked closed but has no sha256")
         elif self.finished:
             self.add(MANIFEST_NAME, BAD_MANIFEST, f"{f} is not closed in a finished session")
         self.report_open(f, res, recs, whole_ok=whole_ok)
+
+    def check_index(self, f: str, index: Any) -> None:
+        """A segment `examrec repair` closed ends with an index (a moov) computed from the
+        fragments before it (FORMAT.md): rebuild it from them and compare byte for byte."""
+        if not (isinstance(index, dict) and isinstance(index.get("offset"), int) and isinstance(index.get("size"), int)
+                and index["offset"] > 0 and index["size"] > 0):
+            self.add(MANIFEST_NAME, BAD_MANIFEST, f"{f}: index {index!r} is not {{offset, size}}")
+            return
+        self.indexed[f] = (index["offset"], index["size"])
+        problem = index_problem(self.root / f, index["offset"], index["size"])
+        if problem:
+            self.add(f, CHANGED_BYTES, f"the index repair appended at byte {index['offset']}: {problem}")
 
     def report_changed(self, f: str, res: _FragResult, recs: list[_Rec], size: Any) -> None:
         """A segment whose SHA-256 differs from the manifest: say where, using the fragment records."""
@@ -643,6 +660,9 @@ class _Verifier:
         reps = self.repaired_files.get(f, [])
         if res.stop:
             notes.append(f"unverified from byte {res.verified_end}: {res.stop}")
+        elif f in self.indexed and res.size == res.verified_end + self.indexed[f][1] \
+                and self.indexed[f][0] == res.verified_end:
+            notes.append(f"then the index repair appended ({self.indexed[f][1]} bytes), as its fragments give it")
         elif res.size > res.verified_end:
             notes.append(f"{res.size - res.verified_end} bytes after it are not in fragments.jsonl"
                          + (" (kept by repair)" if reps else " (torn last fragment)"))
@@ -678,8 +698,12 @@ class _Verifier:
             # A segment stays as repair left it (a log gets the "repaired" event after).
             kept = [r["kept_bytes"] for r in reps if isinstance(r.get("kept_bytes"), int)]
             target = self.root / f
-            if SEGMENT_RE.match(f) and kept and _is_regular(target) and target.stat().st_size != min(kept):
-                self.add(f, CHANGED_BYTES, f"{target.stat().st_size} bytes, repair kept {min(kept)}")
+            # (plus the index it appended after them, checked by check_index)
+            index = self.indexed.get(f)
+            size = min(kept) + index[1] if kept and index and index[0] == min(kept) else min(kept) if kept else None
+            if SEGMENT_RE.match(f) and kept and _is_regular(target) and target.stat().st_size != size:
+                self.add(f, CHANGED_BYTES, f"{target.stat().st_size} bytes, repair kept {min(kept)}"
+                         + (f" and appended an index of {index[1]}" if index and size != min(kept) else ""))
 
     # -- events, photos, telemetry
     def check_events(self) -> None:
