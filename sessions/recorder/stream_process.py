@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import logging
+import multiprocessing
 import os
 import queue
 import shutil
@@ -362,7 +363,9 @@ class StreamProcess:
         ok, why = self.open_sources()
         self.send("ready", ok=ok, message=why, pid=os.getpid())
         # Wait for the session clock (and give up if the controller dies meanwhile).
-        parent = os.getppid()
+        # The controller that spawned us (not whoever is our parent by now: a process restarted
+        # moments before the controller died starts up an orphan, and would record forever).
+        parent = multiprocessing.parent_process().pid if multiprocessing.parent_process() else os.getppid()
         while True:
             try:
                 cmd = self.cmd_q.get(timeout=0.5)
