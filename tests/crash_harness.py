@@ -143,6 +143,16 @@ def _state(pid: int) -> str:
     return ""
 
 
+def frame_times(session: Path, stream: str) -> list[float]:
+    """PTS of every frame of ``stream`` in the session, sorted (PyAV, decoding)."""
+    import av
+    times = []
+    for path in sorted((session / stream).glob("*.mp4")):
+        with av.open(str(path)) as c:
+            times += [float(f.pts * f.time_base) for f in c.decode(video=0)]
+    return sorted(times)
+
+
 def kept_until(session: Path, stream: str, before_pts: float, fps: float) -> float | None:
     """End (last PTS + one frame) of the frames of ``stream`` kept before ``before_pts``, decoding
     every segment file (PyAV); raises if a file does not decode cleanly."""

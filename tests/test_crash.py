@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from crash_harness import (ROOT, STREAM_FPS, chromium_durations, crash_profile, ffprobe_duration, ffprobe_ok,
-                           gstreamer_duration, kept_until, mediainfo_duration, only_index_added, read_trace,
-                           rebuild_after_cut, session_processes, start_recorder, wait_for_exit, wait_started)
+                           frame_times, gstreamer_duration, kept_until, mediainfo_duration, only_index_added,
+                           read_trace, rebuild_after_cut, session_processes, start_recorder, wait_for_exit,
+                           wait_started)
 from core.clock import parse_iso
 from sessions.evidence.repair import repair_session
 
@@ -200,6 +201,9 @@ def run_cuts(tmp: Path, total: int, seed: int) -> list[dict]:
     # Cut while the session records (not during the pre-exam checks' scratch recordings).
     media_ops = [o.t for o in ops if o.path.endswith(".mp4") and o.path.startswith(str(session))]
     first, last = min(media_ops), max(o.t for o in ops)
+    # What each stream captured (the complete recording): a cut after the stop, while the files
+    # are closed, loses nothing that was never captured.
+    captured = {name: frame_times(session, name) for name in STREAMS}
     rows = []
     for i in range(total):
         cut = rng.randrange(first, last + 1)
@@ -227,7 +231,9 @@ def run_cuts(tmp: Path, total: int, seed: int) -> list[dict]:
         row["playable"] = sum(ffprobe_ok(f) for f in files)  # every file, at every cut
         for name in STREAMS:
             end = kept_until(s, name, cut_pts, STREAM_FPS[name])
-            row["loss_s"][name] = round(max(0.0, cut_pts - (end or 0.0)), 4)
+            before = [t for t in captured[name] if t < cut_pts]
+            existed = min(cut_pts, before[-1] + 1 / STREAM_FPS[name]) if before else 0.0
+            row["loss_s"][name] = round(max(0.0, existed - (end or 0.0)), 4)
         rows.append(row)
         shutil.rmtree(dst)
     return rows
