@@ -26,19 +26,19 @@ page, its absence can cost a complaint.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
+from core import durable
 from sessions.archive.catalog import SessionRow
 from sessions.archive.errors import IntegrityError, Refused, UsageError
 from sessions.archive.office import RecordsOffice
 from sessions.archive.workdays import add_working_days
+from sessions.evidence.layout import NoManifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,10 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
-    manifest = json.loads((root / "manifest.json").read_bytes()) if (root / "manifest.json").exists() else {}
+    try:
+        manifest = read_manifest(root)
+    except NoManifest:
+        manifest = {}
     warnings: list[str] = []
     fingerprint_text = "(the manifest is not signed: the session was cut off and not repaired)"
     pub_hex = (manifest.get("signature") or {}).get("public_key")
@@ -242,7 +245,7 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
         authority_request=req.authority_request or "-", dest_name=dest.name, fingerprint=fingerprint_text,
         notice=("See PERSONAL-DATA-NOTICE.txt: this recording shows other people.\n" if notice else ""))
     (dest / "README.txt").write_text(readme, encoding="utf-8")
-    _fsync_tree(dest)
+    durable.fsync_tree(dest)  # a copy on a USB stick must be on the stick when the clerk pulls it out
     return CopyResult(row.session_id, str(dest), len(sums), total, deadline, late, notice, entry.number, warnings)
 
 
@@ -250,20 +253,6 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _fsync_tree(root: Path) -> None:
-    """A copy on a USB stick must be on the stick when the clerk pulls it out."""
-    for dirpath, _dirs, files in os.walk(root):
-        for fn in files:
-            fd = os.open(os.path.join(dirpath, fn), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def parse_date(text: str, option: str) -> date:

@@ -1,28 +1,13 @@
 """Read a session folder's manifest and summarise it for people (tables) and programs (JSON)."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from sessions.evidence.chain import iter_records
+from sessions.evidence.layout import EVENTS_NAME, read_manifest, session_root
 from core.clock import parse_iso
-
-
-class NotASession(Exception):
-    """The path is not a session folder (no readable manifest.json)."""
-
-
-def load_manifest(session: Path) -> dict[str, Any]:
-    path = Path(session) / "manifest.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NotASession(f"{session}: no manifest.json here; give the session folder "
-                          f"(<out>/<YYYY-MM-DD>/<session-id>)") from None
-    except ValueError as exc:
-        raise NotASession(f"{path}: not valid JSON ({exc}); run `examrec repair {session}`") from None
 
 
 def stream_rows(manifest: dict[str, Any], session: Path) -> list[dict[str, Any]]:
@@ -56,10 +41,11 @@ def duration_s(manifest: dict[str, Any]) -> float | None:
 
 
 def summary(session: Path) -> dict[str, Any]:
-    """Everything `examrec info` shows, as one JSON-able dict."""
-    session = Path(session)
-    m = load_manifest(session)
-    events_path = session / "events.jsonl"
+    """Everything `examrec info` shows, as one JSON-able dict; layout.ManifestError when the
+    path holds no usable manifest."""
+    session = session_root(session)
+    m = read_manifest(session)
+    events_path = session / EVENTS_NAME
     counts: Counter[str] = Counter()
     faults = []
     if events_path.exists():
