@@ -344,7 +344,6 @@ class IndexPlan:
     end: int
     moov: bytes
     samples: dict[int, int]        # samples indexed, per track ID
-    last_end_s: float              # where the last sample of the longest track ends (session timeline)
 
 
 def build_index(data: bytes, end: int | None = None) -> IndexPlan:
@@ -388,9 +387,8 @@ def build_index(data: bytes, end: int | None = None) -> IndexPlan:
     others = [data[b.start:b.end] for b in boxes(data, moov.body, moov.end) if b.type not in (b"mvhd", b"trak", b"mvex")]
     mvhd_bytes = _timed_header(data, mvhd, 16, movie_end)[:-4] + struct.pack(">I", max(tracks) + 1)  # next_track_ID
     moov_bytes = box_bytes(b"moov", mvhd_bytes + b"".join(traks) + b"".join(others))
-    last_end = max((s.samples[-1].dts + s.samples[-1].duration) / s.timescale for s in tracks.values() if s.samples)
     return IndexPlan(placeholder.start, struct.pack(">I4s", end - placeholder.start, b"mdat"), end, moov_bytes,
-                     {t.track_id: len(t.samples) for t in tracks.values()}, last_end)
+                     {t.track_id: len(t.samples) for t in tracks.values()})
 
 
 def reopened(data: bytes, header_at: int) -> bytes:

@@ -213,7 +213,6 @@ class IndexResult:
     offset: int          # where the index (a regular moov) starts: the end of the last fragment
     size: int            # its length; the file ends right after it
     header_at: int       # the 8 bytes turned from a free header into the mdat header
-    samples: dict[int, int]
 
     def to_json(self) -> dict:
         return {"offset": self.offset, "size": self.size}
@@ -237,14 +236,13 @@ def append_index(path: Path) -> IndexResult:
         durable.fsync(fd)
     finally:
         durable.close(fd)
-    return IndexResult(plan.end, len(plan.moov), plan.header_at, plan.samples)
+    return IndexResult(plan.end, len(plan.moov), plan.header_at)
 
 
 def index_problem(path: Path, offset: int, size: int) -> str | None:
     """Is the end of ``path`` exactly the index :func:`append_index` computes from its first
     ``offset`` bytes? None when it is, else what differs (the index is a function of the
     fragments before it, so any change to it, or to them, shows here)."""
-    from muxer.mp4_index import NotIndexable, boxes, build_index, reopened
     data = Path(path).read_bytes()
     if len(data) != offset + size:
         return f"the file has {len(data)} bytes; fragments up to {offset} and an index of {size} make {offset + size}"
@@ -273,7 +271,7 @@ def index_segment(path: Path) -> tuple[IndexResult | None, str]:
     top = boxes(data)
     if len(top) >= 2 and top[-1].type == b"moov" and top[-2].type == b"mdat" and top[-1].end == len(data):
         if index_problem(path, top[-1].start, top[-1].size) is None:
-            return IndexResult(top[-1].start, top[-1].size, top[-2].start, {}), "indexed by an earlier repair"
+            return IndexResult(top[-1].start, top[-1].size, top[-2].start), "indexed by an earlier repair"
         return None, "closed by the recorder"
     try:
         return append_index(path), "index appended"
