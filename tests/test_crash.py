@@ -27,6 +27,7 @@ from crash_harness import (ROOT, STREAM_FPS, chromium_durations, crash_profile, 
                            wait_started)
 from core.clock import parse_iso
 from sessions.evidence.repair import repair_session
+from sessions.evidence.verify import verify_session
 
 KILL_BOUND_S = 0.25
 CUT_BOUND_S = 1.0
@@ -79,6 +80,8 @@ def _kill_run(tmp: Path, rng: random.Random, stream_kills: int, final: str) -> l
     _wait_unlocked(session)
     report = repair_session(session)
     assert report.state == "interrupted", report
+    checked = verify_session(session)   # killed: untouched up to its last signed checkpoint
+    assert checked.untouched and checked.checkpoint is not None, [p for p in checked.problems if p.kind != "interrupted"]
     files = sorted(session.glob("*/*.mp4"))
     playable = sum(ffprobe_ok(f) for f in files)
     down = _restart_gaps(session)
@@ -192,9 +195,12 @@ def traced_session(tmp: Path, seconds: float = 6.0) -> tuple[Path, Path, list]:
     return out, trace, read_trace(trace)
 
 
+CUT_RECORDING_S = 6.0
+
+
 def run_cuts(tmp: Path, total: int, seed: int) -> list[dict]:
     from core.clock import SessionClock
-    out, _, ops = traced_session(tmp)
+    out, _, ops = traced_session(tmp, seconds=CUT_RECORDING_S)
     (session,) = [p.parent for p in out.glob("*/*/manifest.json")]
     clock = SessionClock.from_json(json.loads((session / "manifest.json").read_text())["clock"])
     rng = random.Random(seed)
@@ -219,6 +225,8 @@ def run_cuts(tmp: Path, total: int, seed: int) -> list[dict]:
         s = sessions[0]
         before = {p: p.read_bytes() for p in s.glob("*/*.mp4")}
         repair_session(s)
+        checked = verify_session(s)    # cut: untouched up to its last signed checkpoint
+        assert checked.untouched, (cut_pts, [p for p in checked.problems if p.kind != "interrupted"])
         entries = {seg["file"]: seg for st in json.loads((s / "manifest.json").read_text())["streams"]
                    for seg in st["segments"]}
         for p, old in before.items():  # never older data: repair only cuts, and closes with an index
