@@ -439,7 +439,7 @@ def _killed_and_repaired(tmp: Path, seconds: float) -> Path:
     proc.communicate(timeout=30)
     assert not wait_for_exit(list(pids.values()))
     report = repair_session(session)
-    assert report.state == "interrupted" and not report.notes, report
+    assert report.state == "interrupted" and not [n for n in report.notes if "left fragmented" in n], report
     return session
 
 

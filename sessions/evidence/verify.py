@@ -259,6 +259,7 @@ class _FragResult:
     # log can reach the disk before the bytes it describes (an interruption, unless a signed
     # checkpoint vouched for them).
     beyond_end: list[_Rec] = field(default_factory=list)
+    fragments_end: int = 0         # where the fragments end (the size, or where repair's index begins)
 
 
 def _parse_records(raw: Iterable[tuple[int, dict[str, Any]]]) -> tuple[list[_Rec], list[str]]:
@@ -321,20 +322,23 @@ def _fragment_name(rec: _Rec) -> str:
     return "init" if rec.kind == "init" else f"fragment {rec.index if rec.index is not None else '?'}"
 
 
-def verify_fragments(path: Path, recs: list[_Rec]) -> _FragResult:
+def verify_fragments(path: Path, recs: list[_Rec], fragments_end: int | None = None) -> _FragResult:
     """Check a segment file against its fragments.jsonl records, in record order.
 
     The proven prefix runs from byte 0 through contiguous records whose bytes match; it stops at
     the first gap, overlap or changed record. Later records are still checked so every changed
-    fragment is named.
+    fragment is named. ``fragments_end``: where the fragments of a segment repair closed end (its
+    index follows, checked on its own): a record past it names bytes the interruption took.
     """
     res = _FragResult(total=len(recs))
     plain = [r for r in recs if r.skip is None]
     res.whole_sha256, res.size, digests = hash_ranges(path, [(r.offset, r.end) for r in plain])
+    limit = res.size if fragments_end is None else min(res.size, fragments_end)
+    res.fragments_end = limit
     why: dict[int, str | None] = {}
     for r, d in zip(plain, digests):
-        why[id(r)] = None if d == r.sha256 else (
-            "changed" if d is not None else f"is missing: the file ends at byte {res.size}")
+        why[id(r)] = None if d == r.sha256 and r.end <= limit else (
+            "changed" if d is not None and r.end <= limit else f"is missing: the file ends at byte {limit}")
     for r in recs:
         if r.skip is not None:
             why[id(r)] = _check_skipping(path, r, res.size)
@@ -355,7 +359,7 @@ def verify_fragments(path: Path, recs: list[_Rec]) -> _FragResult:
             res.gaps.append(f"bytes {covered}-{r.offset} before {name} (line {r.line}) have no record")
         reason = why[id(r)]
         if reason is not None and reason.startswith("is missing") and (not proving or r.offset == res.verified_end) \
-                and r.end > res.size:
+                and r.end > limit:
             res.beyond_end.append(r)
         elif reason is not None:
             res.changed.append(f"{name} (bytes {r.offset}-{r.end}) {reason}")
@@ -621,7 +625,9 @@ class _Verifier:
         if not _is_regular(path):
             self.add(f, CHANGED_BYTES, "not a regular file (a link or a folder); the recorder writes files")
             return
-        res = verify_fragments(path, recs)
+        index = e.get("index")
+        index_at = index.get("offset") if isinstance(index, dict) and isinstance(index.get("offset"), int) else None
+        res = verify_fragments(path, recs, index_at)
         want, size, closed = e.get("sha256"), e.get("size"), e.get("closed") is True
         whole_ok = False
         if isinstance(want, str):
@@ -713,7 +719,7 @@ class _Verifier:
                            if r.line > int((((self.checkpoint or {}).get("fragments") or {}).get(f.split("/")[0])
                                             or {}).get("lines") or 0)]
         if unsigned_beyond:
-            notes.append(f"{len(unsigned_beyond)} fragment record(s) after byte {res.size} name bytes the "
+            notes.append(f"{len(unsigned_beyond)} fragment record(s) after byte {res.fragments_end} name bytes the "
                          "interruption took (the record reached the disk before them)")
         if res.stop:
             notes.append(f"unverified from byte {res.verified_end}: {res.stop}")
