@@ -254,3 +254,38 @@ def test_cut_tail_on_a_full_disk_cuts_first_and_reports_a_tail_it_could_not_keep
     with pytest.raises(OSError):
         cut_tail(session2, path2, 4000)
     assert path2.read_bytes() == data2 and os.path.getsize(path2) == len(data2)
+
+
+def test_a_segment_discarded_before_its_first_frame_gives_its_number_back(tmp_path):
+    """A segment opened ahead of a first frame that never came (a pause or stop first) is no
+    segment: its file goes, and the next segment takes its number, so the stream's numbering has
+    no gap (verify reports a gap as a missing segment)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from capture.base import Frame
+    from sessions.recorder.stream.job import StopLine
+    from sessions.recorder.stream.segment_sink import SegmentSink
+
+    profile = load_profile(replay_variant(tmp_path))
+    spec = next(s for s in profile.streams if not s.audio)
+    session = tmp_path / "session"
+    session.mkdir()
+    job = StreamJob(spec=spec, profile=profile, session_dir=str(session))
+    now = SessionClock.start_now()
+    sent: list = []
+    with ThreadPoolExecutor(1) as background:
+        sink = SegmentSink(job, now, StopLine(), None, send=sent.append, event=lambda *a, **k: None,
+                           background=background, dropped_total=lambda: 0)
+        sink.start(0.0, stage=1)
+        sink.pause(now.start_ns, stage=1)                 # paused before any frame
+        image = np.zeros((spec.height, spec.width, 3), np.uint8)
+        sink.write(Frame(image, now.start_ns + NS_PER_S), 1.0, stage=2)
+        sink.stop(stage=2, paused=False)
+        sink.close_log()
+    opened = [m.file for m in sent if isinstance(m, messages.SegmentOpened)]
+    discarded = [m.file for m in sent if isinstance(m, messages.SegmentDiscarded)]
+    first = f"{spec.name}/0001.mp4"
+    assert opened == [first, first] and discarded == [first]
+    assert sorted(p.name for p in (session / spec.name).glob("*.mp4")) == ["0001.mp4"]

@@ -174,6 +174,9 @@ class SegmentSink:
             # it, e.g. audio written before the first video frame, the file is evidence and stays.)
             w.abandon()
             w.path.unlink(missing_ok=True)
+            # Its number is free again: the next segment takes it, so the numbering has no gap
+            # for verify to report as a missing segment.
+            self.segment_no -= 1
             self._send(SegmentDiscarded(self.spec.name, w.rel))
             return
         try:
