@@ -187,7 +187,7 @@ class StreamProcess:
             self._shutdown_sources()
             self.background.shutdown(wait=True)
             self.segments.close_log()
-            self.send(self._stats())
+            self._report_progress()
             self.send(Done(self.name, self.exit_reason))
 
     def _record(self, parent: int, clock: SessionClock, overlay: Overlay, segments: SegmentSink) -> None:
@@ -205,7 +205,7 @@ class StreamProcess:
             now = time.monotonic()
             if now >= next_stats:
                 next_stats = now + STATS_INTERVAL_S
-                self.send(self._stats())
+                self._report_progress()
             try:
                 frame = frames.get(timeout=FRAME_WAIT_S)
             except queue.Empty:
@@ -252,6 +252,13 @@ class StreamProcess:
         was too late for them (a replay source skips those slots, as a camera's driver would)."""
         v = self.video
         return 0 if v is None else v.dropped + v.skipped
+
+    def _report_progress(self) -> None:
+        """The counters, and the newest fragment that reached the disk since the last report."""
+        self.send(self._stats())
+        fragment = self.segments.newest_fragment() if self.segments is not None else None
+        if fragment is not None:
+            self.send(fragment)
 
     def _stats(self) -> Stats:
         v, a = self.video, self.audio

@@ -62,6 +62,7 @@ class SegmentSink:
         self.closed_bytes = 0      # bytes of the segments already closed
         self._dropped_at_open = 0
         self._last_fragment_end = 0
+        self._newest_fragment: tuple[str, int, int, str, str] | None = None
         self.fraglog: ChainedLog | None = None
         self._lock = threading.Lock()
 
@@ -211,6 +212,11 @@ class SegmentSink:
         self._background.submit(work)
 
     # fragment log ----------------------------------------------------------------------------
+    def newest_fragment(self) -> FragmentWritten | None:
+        """The newest fragment logged since the last call, if any."""
+        newest, self._newest_fragment = self._newest_fragment, None
+        return None if newest is None else FragmentWritten(self.spec.name, *newest)
+
     def _on_fragment(self, rec: FragmentRecord) -> None:
         self._last_fragment_end = rec.end
         w, rel = self.writer, self._rel  # the last fragment is written while its segment closes
@@ -221,8 +227,9 @@ class SegmentSink:
         if w is not None and w.last_pts_s is not None:
             entry["last_pts_s"] = round(w.last_pts_s, 6)
         assert self.fraglog is not None
-        log_sha256 = self.fraglog.append(entry)
-        self._send(FragmentWritten(self.spec.name, rel, rec.index, rec.end, rec.sha256, log_sha256))
+        # Reported with the stats (twice a second), not once a fragment: a message per fragment
+        # would cost every stream a pipe write and the controller a wake-up eight times a second.
+        self._newest_fragment = (rel, rec.index, rec.end, rec.sha256, self.fraglog.append(entry))
 
     def _on_sync(self) -> None:
         if self.fraglog is not None:
