@@ -169,9 +169,10 @@ class SegmentSink:
             return
         self.writer = None
         w.dropped = self._dropped_total() - self._dropped_at_open
-        if w.frames == 0:
+        if w.frames == 0 and self._last_fragment_end == 0:
             # Opened ahead of a first frame that never came (stopped or paused first): it holds
-            # no media at all, so it is not a segment.
+            # no media at all, so it is not a segment. (Once fragments.jsonl records a fragment of
+            # it, e.g. audio written before the first video frame, the file is evidence and stays.)
             w.abandon()
             w.path.unlink(missing_ok=True)
             self._send(SegmentDiscarded(self.spec.name, w.rel))
