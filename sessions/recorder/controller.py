@@ -131,7 +131,8 @@ class Recorder(ExamControl):
         self.events = EventLog(self.session_dir / EVENTS_NAME)
         self.sensors.start_readers()
         for spec in self.profile.streams:
-            job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime)
+            job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime,
+                            controller_pid=os.getpid())
             rt = StreamRuntime(name=spec.name, job=job)
             self.streams[spec.name] = rt
             self._spawn(rt)

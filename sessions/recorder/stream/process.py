@@ -158,11 +158,13 @@ class StreamProcess:
         cv2.setNumThreads(1)  # one thread per stream: parallelism comes from the stream processes
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller decides when to stop
         signal.signal(signal.SIGTERM, lambda *_: self.stop_line.now(time.monotonic_ns()))
+        # Known before anything slow: a controller that dies while this process starts up (and
+        # before its start command left its queue) must still end it, not leave it waiting.
+        parent = self.job.controller_pid or os.getppid()
         from sessions.evidence.lock import hold_shared
         self._lock_fd = hold_shared(self.session_dir)  # released by the kernel whenever this process ends
         ok, why = self.open_sources()
         self.send(Ready(self.name, ok, why, os.getpid()))
-        parent = os.getppid()
         if not self._wait_for_start(parent):
             return
         clock = self.clock

@@ -110,8 +110,14 @@ class SegmentSink:
         """Record one frame (a new segment first when it crosses the boundary) and the sound up
         to its capture instant."""
         if self.writer is not None and pts_s >= self.segment_end_pts_s:
-            self.take_audio_until(frame.capture_ns)
-            self.close(stage)
+            if self.writer.frames == 0 and self._last_fragment_end == 0:
+                # Opened ahead of a first frame that came after its boundary (a restarted stream
+                # process): it becomes that frame's segment rather than an empty one, announced
+                # (and checkpointed) and then deleted.
+                self.segment_end_pts_s = self._boundary_after(pts_s)
+            else:
+                self.take_audio_until(frame.capture_ns)
+                self.close(stage)
         if self.writer is None:
             self._open(pts_s, stage)
         self.writer.write_video(frame.image, frame.capture_ns)
@@ -156,11 +162,16 @@ class SegmentSink:
         rel = self._rel = segment_name(self.spec.name, self.segment_no)
         self.writer = SegmentWriter(self.session_dir / rel, rel, self.settings, self.clock,
                                     on_fragment=self._on_fragment, on_sync=self._on_sync)
-        seg_s = self.spec.segment_s
-        self.segment_end_pts_s = (int(pts_s // seg_s) + 1) * seg_s
+        self.segment_end_pts_s = self._boundary_after(pts_s)
         self._dropped_at_open = self._dropped_total()
         self._last_fragment_end = 0
         self._send(SegmentOpened(self.spec.name, rel, pts_s, stage))
+
+    def _boundary_after(self, pts_s: float) -> float:
+        # Segment boundaries sit at multiples of segment_s on the session timeline, so the
+        # segments of all streams line up.
+        seg_s = self.spec.segment_s
+        return (int(pts_s // seg_s) + 1) * seg_s
 
     def close(self, stage: int) -> None:
         """Finalise the open segment (if any) into a regular MP4 and report it."""
