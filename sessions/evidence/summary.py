@@ -60,4 +60,5 @@ def summary(session: Path) -> dict[str, Any]:
         "events": dict(counts), "faults": faults, "repaired": m.get("repaired"),
         "sensors": m.get("sensors"), "clock_check": m.get("clock_check"),
         "signed": "signature" in m,
+        "demo": bool(m.get("demo")),
     }
