@@ -22,7 +22,7 @@ import pytest
 
 from archive_harness import seaweed  # noqa: F401 - fixture
 from conftest import replay_variant
-from session_factory import make_session
+from session_factory import factory_key, make_session
 from sessions.archive.config import load_connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +110,20 @@ def run_chapter(kind: str, tmp: Path, replace: dict[str, str], env_extra: dict[s
                           "plate": "АА 1234 ВВ", "centre": "ТСЦ 8041", "exam": "theory"})
     work = tmp / "work"
     work.mkdir()
+    # The recorder's public key as its installer exported it (`examrec key --export`): the key
+    # that signed the sessions above.
+    from cryptography.hazmat.primitives import serialization
+
+    from sessions.evidence.signing import public_key_pem
+    (work / "device-17.pub").write_text(public_key_pem(factory_key()))
+    # ...and that key itself, where the recorder keeps it (the chapter's /var/lib/examrec).
+    recorder_dir = tmp / "recorder-var"
+    recorder_dir.mkdir(mode=0o700)
+    key_file = recorder_dir / "device.key"
+    key_file.write_bytes(factory_key().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))
+    key_file.chmod(0o600)
+    replace = {**replace, "/var/lib/examrec": str(recorder_dir)}
     bindir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXAMREC_", "AWS_"))}
     env.update({"PATH": f"{bindir}:{env.get('PATH', '/usr/bin:/bin')}", "EXAMREC_PROFILE": str(profile),

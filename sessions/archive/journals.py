@@ -75,8 +75,9 @@ def entry_signed_bytes(record: dict[str, Any]) -> bytes:
 def authenticate_entry(record: dict[str, Any], trusted: dict[str, Any]) -> str | None:
     """None when the entry is signed by a registered key that may sign for its role, else why not.
 
-    A recorder's entries (role ``recorder``) need a key registered for ``recorder``; every other
-    role's need one registered for ``office``. An entry of nobody (a refused login) may carry either.
+    A recorder's entries (role ``recorder``) need a key registered for ``recorder`` or for
+    ``office``; every other role's need one registered for ``office``. An entry of nobody (a
+    refused login) may carry either.
     """
     why = _check_signature(record, trusted, "recorder" if str(record.get("role") or "") == "recorder"
                            and INGESTED_BY_KEY not in record else "office")
@@ -108,7 +109,10 @@ def _check_signature(record: dict[str, Any], trusted: dict[str, Any], kind: str)
     if known is None:
         return f"signed by an unregistered key {fingerprint(signer)}"
     role = str(record.get("role") or "")
-    if (role or kind == "recorder") and not known.may_sign(kind):
+    # The office writes the journals: its key vouches for an entry about anyone (a recorder
+    # login's refused attempt at an office computer, too). A recorder's key vouches only for
+    # a recorder's own entries.
+    if (role or kind == "recorder") and not known.may_sign(kind) and not known.may_sign("office"):
         return (f"signed by {known.name} ({fingerprint(signer)}), registered to sign for "
                 f"{', '.join(known.kinds)}, not for role {role}")
     return None
