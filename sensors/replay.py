@@ -120,25 +120,47 @@ class GpsReplay:
         self.close()
 
 
+CHUNKS_HEADER = "# Chunks-per-epoch:"
+
+
+def chunks_per_epoch(nmea: Path) -> int:
+    """How many gpsfake chunks (text between Delay-Cookie delimiters) make one receiver epoch,
+    from the log's ``# Chunks-per-epoch: N`` header line (1 without one)."""
+    with open(nmea, "rb") as fh:
+        for raw in fh:
+            if not raw.startswith(b"#"):
+                break
+            line = raw.decode("ascii", errors="replace").strip()
+            if line.startswith(CHUNKS_HEADER):
+                try:
+                    return max(1, min(100, int(line[len(CHUNKS_HEADER):].strip())))
+                except ValueError:
+                    raise ReplayError(f"{nmea}: {line!r}: the chunk count must be a whole number") from None
+    return 1
+
+
 def start_gps_replay(nmea: Path | str, port: int | None = None, cycle_s: float = 1.0,
                      timeout_s: float = 20.0) -> GpsReplay:
     """Start gpsfake on ``nmea`` and wait until its gpsd answers on 127.0.0.1:``port``.
 
-    ``cycle_s`` is gpsfake's ``-c``: the pause after each chunk of the log (one epoch for our
-    fixtures, which carry a Delay-Cookie), so 1.0 plays in real time and 0.2 five times faster.
+    ``cycle_s`` is the time one receiver epoch takes: 1.0 plays in real time and 0.2 five times
+    faster. gpsfake's ``-c`` (the pause after each chunk of the log) is that divided by the
+    log's chunks per epoch (our fixtures send GGA and RMC half a second apart, see
+    bench/make_nmea_fixture.py).
     """
     nmea = Path(nmea).resolve()
     if not nmea.is_file():
         raise ReplayError(f"NMEA log {nmea} not found (the profile's gps = \"replay:...\" is relative to the profile)")
     gpsfake = _require("gpsfake", "gpsd-clients")
     _require("gpsd", "gpsd")
+    pause_s = cycle_s / chunks_per_epoch(nmea)
     port = port or free_port()
     folder = Path(tempfile.mkdtemp(prefix="examrec-gpsfake-"))
     logfile = open(folder / "gpsfake.log", "wb")
     env = dict(os.environ, TMPDIR=str(folder))  # gpsfake puts its control socket in TMPDIR
     env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
     try:
-        proc = subprocess.Popen([gpsfake, "-q", "-P", str(port), "-n", "-c", f"{cycle_s:g}", str(nmea)],
+        proc = subprocess.Popen([gpsfake, "-q", "-P", str(port), "-n", "-c", f"{pause_s:g}", str(nmea)],
                                 stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True, preexec_fn=_dies_with_parent(signal.SIGINT))
     finally:

@@ -112,7 +112,7 @@ class Recorder(ExamControl):
         self.key_fingerprint = fingerprint(self.key)
         # Sensors first: a bad GPS or pedal URL is a profile error, found before anything is written.
         self.sensors = SensorHub(self.profile, lambda *a, **k: self.events.emit(*a, **k) if self.events else None,
-                                 self.gps_url, self.pedals_url)
+                                 self.gps_url, self.pedals_url, end_ns=lambda: self.stop_ns)
         now = datetime.now(timezone.utc)
         self.session_id = new_session_id(now, self.profile.name)
         day = now.astimezone().strftime("%Y-%m-%d")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from sensors.clockcheck import check_clock
 from sensors.factory import clock_limit_s, gps_reader, pedal_reader
+from sensors.gps import GpsTimeGuard
 from sensors.gpx import GpxWriter
 from sensors.telemetry import TelemetryWriter
 
@@ -31,8 +33,11 @@ class SensorHub:
     """Owns the readers of one session; ``emit`` is the session's EventLog.emit."""
 
     def __init__(self, profile, emit: Callable[..., Any], gps_url: str | None = None,
-                 pedals_url: str | None = None):
+                 pedals_url: str | None = None, end_ns: Callable[[], int | None] = lambda: None):
         self.profile = profile
+        # The session's end (CLOCK_MONOTONIC) once known: nothing captured after it is kept.
+        self._end_ns = end_ns
+        self._time_guard = GpsTimeGuard()
         self.session_dir: Path | None = None
         self._emit = emit
         self.clock: SessionClock | None = None
@@ -98,17 +103,34 @@ class SensorHub:
                 w.close()
 
     # callbacks (the readers' dispatcher threads) -------------------------------------------
+    def _after_end(self, capture_ns: int) -> bool:
+        end = self._end_ns()
+        return end is not None and capture_ns >= end
+
     def _on_fix(self, fix) -> None:
         if self.clock is None or self.telemetry is None:
             return  # before the session: only the checks look at the GPS
-        self.telemetry.write(fix.to_record(self.clock))
-        if self.gpx is not None:
+        if self._after_end(fix.capture_ns):
+            return  # the session has ended: its files hold nothing after ended_at
+        record = fix.to_record(self.clock)
+        on_time = self._time_guard.accept(fix)
+        if not on_time:
+            # Kept in telemetry (it is what gpsd said) but flagged, and never the route's latest point.
+            record["time_outlier"] = True
+            log.warning("gps: report dated %s does not fit the session's timeline; flagged, left out of the route",
+                        fix.time_utc)
+        self.telemetry.write(record)
+        if self.gpx is not None and on_time:
+            if fix.speed_source == "gpsd" and self.gps is not None and self.gps.receiver_sends_speed():
+                # gpsd's estimate from a receiver that sends its own speed: the point without it
+                # (the receiver's report of the same epoch replaces it when it comes).
+                fix = replace(fix, speed_mps=None, track_deg=None, speed_source=None)
             self.gpx.add(fix)
         if self._streams:
             self._push(self.overlay_state(), pedals=False)  # a new speed from the next frame on
 
     def _on_sample(self, sample) -> None:
-        if self.clock is not None and self.telemetry is not None:
+        if self.clock is not None and self.telemetry is not None and not self._after_end(sample.capture_ns):
             self.telemetry.write(sample.to_record(self.clock))
             # An edge goes to the streams at once (not at the next tick): the frames captured
             # from now on are drawn with it.
@@ -171,7 +193,7 @@ class SensorHub:
         if self.gps is not None:
             st = self.gps.state()
             state["gps_fix"] = bool(st.fix and st.last_fix is not None)
-            state["speed_kmh"] = st.last_fix.speed_kmh if state["gps_fix"] else None
+            state["speed_kmh"] = st.speed_kmh  # the receiver's own speed (see sensors.gps)
         return state
 
     def pedal_intervals(self) -> dict[str, list[tuple[int, int | None]]] | None:
