@@ -159,15 +159,22 @@ def test_a_killed_recorder_leaves_no_gpsd_or_socat_behind(tmp_path):
     from conftest import replay_variant
     profile = replay_variant(tmp_path)
     out = tmp_path / "out"
-    proc = subprocess.Popen([*EXAMREC, "record", "--profile", str(profile), "--duration", "60", "--out", str(out)],
+    proc = subprocess.Popen([*EXAMREC, "record", "--profile", str(profile), "--duration", "60", "--out", str(out), "--force"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_start(out, proc)
-        helpers = {pid: cmd for pid, cmd in _children(proc.pid).items() if "gpsfake" in cmd or "socat" in cmd}
-        assert len(helpers) == 2, _children(proc.pid)
-        gpsfake = next(pid for pid, cmd in helpers.items() if "gpsfake" in cmd)
-        gpsd = set(_children(gpsfake))
-        assert gpsd, "gpsfake runs gpsd"
+        # recorder -> guard -> gpsfake -> gpsd, and recorder -> guard -> socat
+        descendants: dict[int, str] = {}
+        todo = [proc.pid]
+        while todo:
+            kids = _children(todo.pop())
+            descendants.update(kids)
+            todo += list(kids)
+        names = [cmd.split()[0].rsplit("/", 1)[-1] for cmd in descendants.values()]
+        assert "gpsd" in names and "socat" in names, descendants
+        assert any("gpsfake" in cmd and "owner_guard" not in cmd for cmd in descendants.values()), descendants
+        helpers = {pid: cmd for pid, cmd in descendants.items() if "gpsfake" in cmd or "socat" in cmd or "gpsd" in cmd}
+        gpsd: set[int] = set()
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 10
