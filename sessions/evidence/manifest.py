@@ -103,7 +103,7 @@ def read_manifest(session: str | os.PathLike[str]) -> dict[str, Any]:
     raw = path.read_bytes()
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise ManifestError(f"{path}: not valid UTF-8 JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: not a JSON object")

@@ -63,8 +63,10 @@ def needs_repair(session_dir: Path) -> bool:
     """A session whose recorder is gone without a clean stop."""
     try:
         m = json.loads((Path(session_dir) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False  # no manifest: the session never started (it is written before any frame)
+    if not isinstance(m, dict):
+        return False
     return m.get("state") in LIVE_STATES and not is_being_written(session_dir)
 
 
@@ -126,9 +128,13 @@ def repair_session(session_dir: Path) -> RepairReport:
         manifest = json.loads((session / "manifest.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RepairRefused(f"{session}: no manifest.json: not an examrec session folder") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested beyond any real manifest
         raise RepairRefused(f"{session}: manifest.json is not JSON ({exc}); it is replaced atomically, so "
                             f"this file was changed by something else") from None
+    except OSError as exc:
+        raise RepairRefused(f"{session}: manifest.json cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(manifest, dict):
+        raise RepairRefused(f"{session}: manifest.json is not a JSON object: not an examrec session")
     report = RepairReport(session=str(session), repaired=False, state=manifest.get("state", "?"))
     if manifest.get("state") == "finished":
         report.notes.append("finished cleanly: nothing to repair")

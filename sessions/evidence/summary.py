@@ -16,13 +16,21 @@ class NotASession(Exception):
 
 def load_manifest(session: Path) -> dict[str, Any]:
     path = Path(session) / "manifest.json"
+    if not Path(session).is_dir():
+        raise NotASession(f"{session}: not a folder; give the session folder (<out>/<YYYY-MM-DD>/<session-id>)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise NotASession(f"{session}: no manifest.json here; give the session folder "
                           f"(<out>/<YYYY-MM-DD>/<session-id>)") from None
-    except ValueError as exc:
-        raise NotASession(f"{path}: not valid JSON ({exc}); run `examrec repair {session}`") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than any manifest
+        raise NotASession(f"{path}: not valid JSON ({str(exc)[:200]}); run `examrec repair {session}`") from None
+    except OSError as exc:
+        raise NotASession(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("session_id"), str):
+        raise NotASession(f"{path}: not an examrec session manifest (no session_id); check the folder, "
+                          f"or run `examrec verify {session}`")
+    return manifest
 
 
 def stream_rows(manifest: dict[str, Any], session: Path) -> list[dict[str, Any]]:
@@ -56,9 +64,18 @@ def duration_s(manifest: dict[str, Any]) -> float | None:
 
 
 def summary(session: Path) -> dict[str, Any]:
-    """Everything `examrec info` shows, as one JSON-able dict."""
+    """Everything `examrec info` shows, as one JSON-able dict. Raises NotASession (one line) for a
+    folder that is no session and for a manifest too damaged to summarise."""
     session = Path(session)
     m = load_manifest(session)
+    try:
+        return _summary(session, m)
+    except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:
+        raise NotASession(f"{session / 'manifest.json'}: damaged, cannot be summarised ({type(exc).__name__}: "
+                          f"{str(exc)[:120]}); check it with `examrec verify {session}`") from None
+
+
+def _summary(session: Path, m: dict[str, Any]) -> dict[str, Any]:
     events_path = session / "events.jsonl"
     counts: Counter[str] = Counter()
     faults = []

@@ -175,8 +175,16 @@ class Recorder(ExamControl):
             log.warning("session %s refused before the start: %s", self.session_id, problems)
         for rt in self.streams.values():
             rt.cmd_q.put(("abort",))
+        deadline = time.monotonic() + 5
         for rt in self.streams.values():
-            rt.process.join(timeout=5)
+            rt.process.join(timeout=max(0.1, deadline - time.monotonic()))
+        for rt in self.streams.values():  # one still opening a device: not a reason to stay
+            if rt.process.is_alive():
+                rt.process.terminate()
+                rt.process.join(timeout=2)
+            if rt.process.is_alive():
+                rt.process.kill()
+                rt.process.join(timeout=2)
         if self.sensors is not None:
             self.sensors.stop()
         if self.events is not None:

@@ -356,7 +356,7 @@ class StreamProcess:
         import cv2
         cv2.setNumThreads(1)  # one thread per stream: parallelism comes from the stream processes
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller decides when to stop
-        signal.signal(signal.SIGTERM, lambda *_: self._request_stop())
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         from sessions.evidence.lock import hold_shared
         self._lock_fd = hold_shared(self.session_dir)  # released by the kernel whenever this process ends
         ok, why = self.open_sources()
@@ -501,6 +501,13 @@ class StreamProcess:
         if self.video is not None and hasattr(self.video, "_pacer"):
             self.video._pacer = None
         self.send("check_result", **result)
+
+    def _on_sigterm(self, *_: object) -> None:
+        """SIGTERM while recording ends the segment cleanly; before that (opening devices, waiting
+        for the start, checking) there is nothing to finalise, so the process ends at once."""
+        if self.clock is None:
+            raise SystemExit(0)
+        self._request_stop()
 
     def _request_stop(self) -> None:
         self.stop_ns = min(self.stop_ns or time.monotonic_ns(), time.monotonic_ns())
