@@ -25,6 +25,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+from sessions.evidence.layout import EVENTS_NAME
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 STREAMS = [("cam1", 1920, 1080, 25), ("cam2", 1920, 1080, 25), ("cam3", 1920, 1080, 25), ("cam4", 1920, 1080, 25),
@@ -108,7 +110,7 @@ def run_ours(seconds: float, tmp: Path) -> dict:
     def sample() -> None:
         nonlocal peak, at_start
         while not stop.is_set():
-            if at_start is None and any('"type":"start"' in p.read_text() for p in (tmp / "out").glob("*/*/events.jsonl")):
+            if at_start is None and any('"type":"start"' in p.read_text() for p in (tmp / "out").glob(f"*/*/{EVENTS_NAME}")):
                 at_start = tree_cpu_s(proc.pid)
             peak = max(peak, tree_rss_kb(proc.pid))
             time.sleep(0.05 if at_start is None else 0.5)

@@ -74,15 +74,28 @@ def close(fd: int) -> None:
     _fd_paths.pop(fd, None)
 
 
-def fsync_dir(path: Path | str) -> None:
-    """Make directory entries (a new file, a rename) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync_path(path: Path | str, flags: int, op: str) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
     if _TRACE_DIR:
-        _record("fsync_dir", os.path.abspath(path))
+        _record(op, os.path.abspath(path))
+
+
+def fsync_dir(path: Path | str) -> None:
+    """Make directory entries (a new file, a rename) durable."""
+    _fsync_path(path, os.O_RDONLY | os.O_DIRECTORY, "fsync_dir")
+
+
+def fsync_tree(root: Path | str) -> None:
+    """Make every file and folder under ``root`` durable (a copy written with ordinary file
+    objects that must be on the medium before it is unplugged)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            _fsync_path(os.path.join(dirpath, name), os.O_RDONLY, "fsync")
+        fsync_dir(dirpath)
 
 
 def replace(src: Path | str, dst: Path | str) -> None:

@@ -6,6 +6,11 @@ writes sequentially: ftyp, the fragmented moov, then moof+mdat pairs as each fra
 (``flush_packets``); closing appends a regular moov and rewrites one 8-byte box header near the
 start (``hybrid_fragmented``). We parse top-level box headers on the fly, so we know when a
 fragment is complete without reading anything back.
+
+DESIGN, the loss bound lives here: ``_box_ended`` fsyncs at a fragment boundary once
+``fsync_interval_ns`` has passed since the last fsync (``sync``), so a power cut loses at most
+that interval plus the fragment being written (profile ``fsync_interval_ms`` + ``fragment_ms``);
+tests/test_crash.py holds kills and cuts to KILL_BOUND_S and CUT_BOUND_S.
 """
 from __future__ import annotations
 
@@ -48,11 +53,10 @@ class FragmentFile(io.RawIOBase):
 
     def __init__(self, path: Path, fsync_interval_ns: int = NS_PER_S // 2,
                  on_fragment: Callable[[FragmentRecord], None] | None = None,
-                 on_sync: Callable[[], None] | None = None,
-                 opener: Callable[[Path], int] | None = None):
+                 on_sync: Callable[[], None] | None = None):
         super().__init__()
         self.path = Path(path)
-        self._fd = opener(self.path) if opener else durable.open_fd(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._fd = durable.open_fd(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         fsync_dir(self.path.parent)
         self.fsync_interval_ns = fsync_interval_ns
         self.on_fragment = on_fragment
@@ -95,15 +99,17 @@ class FragmentFile(io.RawIOBase):
 
     def write(self, data) -> int:
         data = bytes(data)
+        written = 0
         try:
-            written = durable.pwrite(self._fd, data, self._pos)
             while written < len(data):  # short writes happen near a full disk
-                n = durable.pwrite(self._fd, data[written:], self._pos + written)
+                n = self._pwrite(data[written:], self._pos + written)
                 if n == 0:
                     raise OSError(28, "No space left on device")
                 written += n
         except OSError as exc:
             self.error = exc
+            # What did reach the file counts in its size; nothing parses it (the muxer stops here).
+            self._end = max(self._end, self._pos + written)
             raise
         if self._pos == self._end:  # sequential: part of the box stream (the close's rewrite is not)
             self._end += len(data)
@@ -115,6 +121,11 @@ class FragmentFile(io.RawIOBase):
 
     def flush(self) -> None:
         pass  # every write goes straight to the OS (pwrite); durability is fsync's job
+
+    def _pwrite(self, data: bytes, offset: int) -> int:
+        """The one place bytes leave for the disk; returns how many the OS took (a subclass
+        that injects faults, a full disk or short writes, overrides it)."""
+        return durable.pwrite(self._fd, data, offset)
 
     def close(self) -> None:
         if not self.closed:
@@ -148,12 +159,13 @@ class FragmentFile(io.RawIOBase):
         while i < n:
             pos = at + i
             if self._box_size is None:
-                need = 8 - len(self._hdr)
-                self._hdr += data[i:i + need]
-                i += min(need, n - i)
-                if len(self._hdr) < 8:
-                    return
-                size, typ = struct.unpack(">I4s", self._hdr)
+                if len(self._hdr) < 8:  # (a 64-bit size may still be arriving after the 8 bytes)
+                    need = 8 - len(self._hdr)
+                    self._hdr += data[i:i + need]
+                    i += min(need, n - i)
+                    if len(self._hdr) < 8:
+                        return
+                size, typ = struct.unpack(">I4s", self._hdr[:8])
                 if size == 1:  # 64-bit size follows; rare for our fragments, handled for safety
                     if len(self._hdr) < 16:
                         need = 16 - len(self._hdr)

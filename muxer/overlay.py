@@ -6,7 +6,7 @@ rendered only when its text changes (once a second for the clock) and blitted on
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -33,7 +33,6 @@ class OverlayState:
     clutch: bool | None = None
     stage: int | None = None
     banner: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def overlay_lines(spec: OverlaySpec, stream_name: str, clock: SessionClock, capture_ns: int,

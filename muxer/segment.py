@@ -115,12 +115,13 @@ class SegmentWriter:
 
     def __init__(self, path: Path, rel: str, settings: SegmentSettings, clock: SessionClock,
                  on_fragment: Callable[[FragmentRecord], None] | None = None,
-                 on_sync: Callable[[], None] | None = None):
+                 on_sync: Callable[[], None] | None = None,
+                 file_type: type[FragmentFile] = FragmentFile):
         self.path = Path(path)
         self.rel = rel
         self.settings = settings
         self.clock = clock
-        self.file = FragmentFile(self.path, settings.fsync_interval_ms * 1_000_000, on_fragment, on_sync)
+        self.file = file_type(self.path, settings.fsync_interval_ms * 1_000_000, on_fragment, on_sync)
         self.container = av.open(self.file, "w", format="mp4",
                                  options=container_options(settings.fragment_ms, settings.audio))
         vs = self.container.add_stream("libx264", rate=Fraction(settings.fps).limit_denominator(1001))

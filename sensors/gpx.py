@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable
 from xml.sax.saxutils import escape
 
+from core import durable
 from core.clock import NS_PER_S, SessionClock
 
 from sensors.gps import GpsFix, iso_to_ns
@@ -154,14 +155,14 @@ class GpxWriter:
         self._last_point_len = 0
         head = header(name, desc, start_utc).encode()
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            self._fd = durable.open_fd(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             raise GpxError(f"{self.path} already exists; a session's route is written once "
                            f"(rebuild it with `examrec export-gpx`)") from None
-        os.write(self._fd, head + TAIL_NO_SEG.encode())
+        self._pwrite(head + TAIL_NO_SEG.encode(), 0)
         self._end = len(head)  # where the closing tags start
-        os.fsync(self._fd)
-        _fsync_dir(self.path.parent)
+        durable.fsync(self._fd)
+        durable.fsync_dir(self.path.parent)
 
     @property
     def points(self) -> int:
@@ -191,7 +192,7 @@ class GpxWriter:
                 pad = b"" if len(data) >= old else b" " * (old - len(data))
                 at = self._last_point_at
                 self._end = at + len(data) + len(pad)
-                os.pwrite(self._fd, data + pad + TAIL_OPEN_SEG.encode(), at)
+                self._pwrite(data + pad + TAIL_OPEN_SEG.encode(), at)
                 self._last_point_len = len(data) + len(pad)
             else:
                 prefix = ""
@@ -201,22 +202,27 @@ class GpxWriter:
                 data = (prefix + point).encode()
                 self._last_point_at = self._end + len(prefix)
                 self._last_point_len = len(point.encode())
-                os.pwrite(self._fd, data + TAIL_OPEN_SEG.encode(), self._end)
+                self._pwrite(data + TAIL_OPEN_SEG.encode(), self._end)
                 self._end += len(data)
             self._maybe_sync(fix.capture_ns)
             return True
 
+    def _pwrite(self, data: bytes, offset: int) -> None:
+        written = 0
+        while written < len(data):  # a short write (a signal, a nearly full disk) continues
+            written += durable.pwrite(self._fd, data[written:], offset + written)
+
     def _maybe_sync(self, now_ns: int) -> None:
         if now_ns - self._last_sync_ns >= self._fsync_ns:
-            os.fsync(self._fd)
+            durable.fsync(self._fd)
             self._last_sync_ns = now_ns
 
     def close(self) -> None:
         """Force the file to the disk and close it; safe to call twice."""
         with self._lock:
             if self._fd >= 0:
-                os.fsync(self._fd)
-                os.close(self._fd)
+                durable.fsync(self._fd)
+                durable.close(self._fd)
                 self._fd = -1
 
 
@@ -282,8 +288,7 @@ def repair_gpx(path: Path | str) -> GpxSummary:
                            f"telemetry.jsonl with `examrec export-gpx`")
         keep = data[:src_end + len(b"</src>\n")]
         tail = TAIL_NO_SEG
-    tmp = p.with_name(p.name + ".repair")
-    _atomic_write(p, keep + tail.encode(), tmp)
+    durable.write_file_atomic(p, keep + tail.encode())
     summary = read_gpx(p)
     summary.repaired = True
     summary.notes.append(f"cut {len(data) - len(keep)} torn bytes after the last complete point ({problem})")
@@ -352,7 +357,7 @@ def export_gpx(session_dir: Path | str, out: Path | str | None = None, force: bo
             summary.action = "kept"
             summary.notes.append("route.gpx is intact and stays as recorded; use --out FILE to export a copy")
             return summary
-    _atomic_write(target, text.encode(), target.with_name(target.name + ".tmp"))
+    durable.write_file_atomic(target, text.encode())
     summary = read_gpx(target)
     summary.skipped = track.skipped
     summary.action = "written"
@@ -372,23 +377,6 @@ def _session_info(sdir: Path) -> tuple[str, str | None, SessionClock | None]:
         except (KeyError, TypeError, ValueError):
             clock = None
     return str(manifest.get("session_id") or sdir.name), manifest.get("started_at"), clock
-
-
-def _atomic_write(target: Path, data: bytes, tmp: Path) -> None:
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def gpx_time_order(path: Path | str) -> list[datetime]:

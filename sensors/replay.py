@@ -165,7 +165,7 @@ def start_gps_replay(nmea: Path | str, port: int | None = None, cycle_s: float =
             replay.close()
             raise ReplayError(f"gpsfake on {nmea.name} exited with status {proc.returncode} before gpsd "
                               f"answered on port {port}: {text.strip()}")
-        if _gpsd_answers(port):
+        if gpsd_answers(port):
             log.info("gps replay: gpsd on 127.0.0.1:%d playing %s", port, nmea.name)
             return replay
         if time.monotonic() > deadline:
@@ -174,10 +174,11 @@ def start_gps_replay(nmea: Path | str, port: int | None = None, cycle_s: float =
         time.sleep(0.1)
 
 
-def _gpsd_answers(port: int) -> bool:
+def gpsd_answers(port: int, timeout_s: float = 1.0) -> bool:
+    """True when a gpsd on 127.0.0.1:``port`` greets a new client with its VERSION line."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
-            s.settimeout(1.0)
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+            s.settimeout(timeout_s)
             return s.recv(256).startswith(b'{"class":"VERSION"')
     except OSError:
         return False

@@ -10,7 +10,8 @@ Record types (every line has ``type``, ``capture_ns`` (CLOCK_MONOTONIC) and ``pt
 
 The file is not hash-chained (the manifest carries its SHA-256 when the session closes); it is
 appended line by line and fsynced about once a second, so a crash loses at most the last second
-and may leave one torn last line, which readers skip.
+and may leave one torn last line, which readers skip. Every write goes through core.durable, so
+the power-cut tests see it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from core import durable
+
 log = logging.getLogger(__name__)
 
 
@@ -30,7 +33,10 @@ class TelemetryWriter:
 
     def __init__(self, path: Path | str, fsync_interval_s: float = 1.0):
         self.path = Path(path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        created = not self.path.exists()
+        self._fd = durable.open_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if created:
+            durable.fsync_dir(self.path.parent)  # the file's name must survive a power cut too
         self._lock = threading.Lock()
         self._interval = fsync_interval_s
         self._last_sync = time.monotonic()
@@ -42,19 +48,19 @@ class TelemetryWriter:
         with self._lock:
             if self._fd < 0:
                 raise ValueError(f"{self.path}: telemetry writer is closed")
-            os.write(self._fd, data)
+            durable.append(self._fd, data)
             self.lines += 1
             now = time.monotonic()
             if now - self._last_sync >= self._interval:
-                os.fsync(self._fd)
+                durable.fsync(self._fd)
                 self._last_sync = now
 
     def close(self) -> None:
         """fsync and close; safe to call twice."""
         with self._lock:
             if self._fd >= 0:
-                os.fsync(self._fd)
-                os.close(self._fd)
+                durable.fsync(self._fd)
+                durable.close(self._fd)
                 self._fd = -1
 
 

@@ -5,9 +5,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from sessions.evidence.layout import sessions_under
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ROOT / "hw-profiles"
@@ -18,6 +21,10 @@ EXAMREC = [sys.executable, "-m", "sessions.cli"]
 # /etc/examrec/profile.toml); commands that are not given --profile use it.
 os.environ.setdefault("EXAMREC_PROFILE", str(REPLAY))
 
+# Each test run has its own runtime directory (control sockets live there), so two test runs, or a
+# test run beside a recorder in service, never find each other's recorder.
+os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="examrec-test-run-")
+
 
 def run_examrec(*args: str, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
     """Run the examrec CLI in a subprocess (the way people and scripts run it)."""
@@ -27,7 +34,8 @@ def run_examrec(*args: str, timeout: float = 180, **kw) -> subprocess.CompletedP
 
 
 def session_dirs(out: Path) -> list[Path]:
-    return sorted(p.parent for p in Path(out).glob("*/*/manifest.json"))
+    """The session folders recorded under ``out``."""
+    return sessions_under(out)
 
 
 def write_profile(path: Path, text: str) -> Path:

@@ -84,12 +84,6 @@ def timecode_bgr(counter: int, mono_ms: int, width: int, height: int):
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -458,6 +452,7 @@ class RtspCamera:
                  password: str | None = None):
         self.width, self.height, self.fps = width, height, fps
         self.user, self.password = user, password
+        from sensors.replay import free_port  # here: this file also runs as a script under the system Python
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -555,6 +550,7 @@ def _rtsp_server_main(args: argparse.Namespace) -> None:
 # gpsd (Debian's, with no receiver: it still answers with its VERSION line)
 @contextlib.contextmanager
 def gpsd(tmp: Path) -> Iterator[int]:
+    from sensors.replay import free_port
     port = free_port()
     proc = subprocess.Popen(["gpsd", "-N", "-n", "-S", str(port), "-F", str(tmp / "gpsd.sock")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -10,7 +10,6 @@ import os
 import pty
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
+
+from sensors.replay import free_port, gpsd_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "bench" / "fixtures"
@@ -107,7 +108,7 @@ class LiveGps:
         self.tmp = Path(tmp)
         self.offset_s = offset_s
         self.valid = True
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"gpsd://127.0.0.1:{self.port}"
         self._stop = threading.Event()
         self._proc: subprocess.Popen | None = None
@@ -129,7 +130,7 @@ class LiveGps:
                 [gpsd, "-N", "-n", "-b", "-S", str(self.port), "-F", str(self.tmp / "gpsd.sock"), name],
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + 15
-        while not _answers(self.port):
+        while not gpsd_answers(self.port, timeout_s=0.5):
             assert self._proc.poll() is None, (self.tmp / "gpsd.log").read_text()
             assert time.monotonic() < deadline, "gpsd did not answer within 15 s"
             time.sleep(0.05)
@@ -165,21 +166,6 @@ class LiveGps:
             with contextlib.suppress(OSError):
                 os.close(fd)
         subprocess.run(["ipcrm", "-M", f"0x4770{self.port:04X}"], capture_output=True, check=False)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.settimeout(0.5)
-            return s.recv(64).startswith(b'{"class":"VERSION"')
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------------------------------------

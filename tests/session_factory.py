@@ -9,7 +9,7 @@ Everything is the real thing, only small: fragmented MP4 written by PyAV (libx26
 160x120, 15 fps, 1 s segments, 200 ms fragments, hybrid_fragmented like the recorder), a
 fragments.jsonl per stream whose records come from the file's top-level boxes as they reached the
 disk, a hash-chained events.jsonl written by sessions.evidence.events.EventLog, a JPEG photo, telemetry and
-a GPX route, and a manifest written by sessions.evidence.manifest.write_manifest and signed by
+a GPX route, and a manifest written by sessions.evidence.layout.write_manifest and signed by
 sessions.evidence.signing.sign_manifest. A session takes ~0.1-0.3 s.
 
 What each flag leaves on disk:
@@ -55,9 +55,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sessions.evidence.chain import ChainedLog
 from core.clock import SessionClock, iso_utc
 from sessions.evidence.events import EventLog
-from sessions.evidence.manifest import FORMAT, append_segment, sha256_file, write_manifest
-from sessions.evidence.lock import LOCK_NAME
+from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, ROUTE_NAME, TELEMETRY_NAME,
+                                      chain_segments, recovered_name, segment_entry, segment_name,
+                                      write_manifest)
+from sessions.evidence.manifest import FORMAT, sha256_file
 from sessions.evidence.signing import sign_manifest
+from sessions.evidence.software import software_versions
 
 # A fixed key so every run signs with the same identity (tests compare against it).
 FACTORY_KEY_SEED = bytes(range(32))
@@ -151,7 +154,7 @@ def write_segment(session_dir: Path, stream: str, number: int, *, first_pts_s: f
     flushed before closing (the last fragment and the closing moov never written, the hybrid
     header still ``free``); ``torn`` then adds the first part of the next fragment after them.
     """
-    rel = f"{stream}/{number:04d}.mp4"
+    rel = segment_name(stream, number)
     path = session_dir / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     tracker = _FragmentTracker(path, rel)
@@ -211,7 +214,7 @@ def _gpx(fixes: list[dict[str, Any]]) -> str:
 def _events_summary(path: Path) -> dict[str, Any]:
     lines = path.read_bytes().split(b"\n")[:-1]
     last = hashlib.sha256(lines[-1]).hexdigest() if lines else "0" * 64
-    return {"file": "events.jsonl", "lines": len(lines), "last_sha256": last}
+    return {"file": EVENTS_NAME, "lines": len(lines), "last_sha256": last}
 
 
 def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] = ("cabin", "road-front"),
@@ -240,7 +243,7 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
     def at(pts_s: float) -> int:
         return clock.capture_ns(pts_s)
 
-    events = EventLog(root / "events.jsonl", clock)
+    events = EventLog(root / EVENTS_NAME, clock)
     events.emit("start", at(0.0), session_id=session_id, profile=PROFILE)
     events.emit("notice", at(0.0), text="Attention! Audio and video recording is in progress")
     events.emit("checks", at(0.0), ok=True, devices=list(streams))
@@ -253,8 +256,8 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
 
     fixes = [{"type": "gps", "pts_s": round(0.5 * i, 3), "t_utc": iso_utc(clock.wall_utc(at(0.5 * i))),
               "lat": 50.45 + i * 1e-4, "lon": 30.52 + i * 1e-4, "speed_kmh": 20.0 + i} for i in range(4)]
-    (root / "telemetry.jsonl").write_text("".join(json.dumps(f) + "\n" for f in fixes))
-    (root / "route.gpx").write_text(_gpx(fixes))
+    (root / TELEMETRY_NAME).write_text("".join(json.dumps(f) + "\n" for f in fixes))
+    (root / ROUTE_NAME).write_text(_gpx(fixes))
 
     manifest_streams: list[dict[str, Any]] = []
     open_files: dict[str, SegmentResult] = {}
@@ -262,7 +265,7 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
         entries: list[dict[str, Any]] = []
         (root / name).mkdir()
         # fsync per record is the recorder's job on real media; here it would only slow tests.
-        log = ChainedLog(root / name / "fragments.jsonl", fsync=False)
+        log = ChainedLog(root / name / FRAGMENTS_NAME, fsync=False)
         for n in range(1, segments + 1):
             last = n == segments
             seg = write_segment(root, name, n, first_pts_s=float(n - 1), close=finished or not last,
@@ -270,16 +273,15 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
             for rec in seg.records:
                 log.append(rec)
             # As the recorder keeps it: an open entry knows its start only.
-            entry = {"file": seg.file, "sha256": None, "size": None, "frames": 0, "dropped": 0,
-                     "first_pts_s": seg.first_pts_s, "last_pts_s": seg.first_pts_s, "stage": 1,
-                     "closed": False}
+            entry = segment_entry(seg.file, first_pts_s=seg.first_pts_s, stage=1)
             if seg.closed:
                 entry.update(sha256=sha256_file(root / seg.file), size=(root / seg.file).stat().st_size,
                              frames=seg.frames, last_pts_s=seg.last_pts_s, closed=True)
                 events.emit("segment", at(seg.last_pts_s), file=seg.file, sha256=entry["sha256"])
             else:
                 open_files[seg.file] = seg
-            append_segment(entries, entry)
+            entries.append(entry)
+        chain_segments(entries)
         log.close()
         manifest_streams.append({"name": name, "width": WIDTH, "height": HEIGHT, "fps": float(FPS),
                                  "audio": False, "source": "pattern:", "segments": entries, "gaps": []})
@@ -290,6 +292,7 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
     ended = iso_utc(clock.wall_utc(at(duration))) if finished else None
     manifest: dict[str, Any] = {
         "format": FORMAT, "session_id": session_id, "profile": PROFILE, "profile_kind": "replay",
+        "software": software_versions(),
         "started_at": iso_utc(started), "ended_at": ended,
         "state": "finished" if finished else ("interrupted" if interrupted else "recording"),
         "clock": {**clock.to_json(), "utc_offset": "+00:00"},
@@ -300,15 +303,15 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
         "stages": [{"stage": 1, "start_pts_s": 0.0, "end_pts_s": duration if finished else None}],
         "checks": [{"device": s, "ok": True} for s in streams], "clock_check": None,
         "photos": [{"file": "photos/candidate-0001.jpg", "sha256": sha256_file(photo), "role": "candidate"}],
-        "events": _events_summary(root / "events.jsonl"),
-        "telemetry": {"file": "telemetry.jsonl", "sha256": sha256_file(root / "telemetry.jsonl") if finished else None},
+        "events": _events_summary(root / EVENTS_NAME),
+        "telemetry": {"file": TELEMETRY_NAME, "sha256": sha256_file(root / TELEMETRY_NAME) if finished else None},
     }
     if not finished:
         # The recorder wrote its manifest, then went on logging until the cut.
         events.emit("pedal", at(duration - 0.2), pedal="brake", state="up")
     events.close()
     if interrupted:
-        with open(root / "events.jsonl", "ab") as f:
+        with open(root / EVENTS_NAME, "ab") as f:
             f.write(b'{"type":"pedal","t_utc":"2026-')  # the line being written when power went
     if repaired:
         _repair(root, manifest, open_files, clock, at(duration))
@@ -328,7 +331,7 @@ def _repair(root: Path, manifest: dict[str, Any], open_files: dict[str, SegmentR
     def trim(rel: str, keep: int, reason: str) -> None:
         path = root / rel
         tail = path.read_bytes()[keep:]
-        out = root / "recovered" / f"{rel.replace('/', '__')}.from-{keep}"
+        out = root / recovered_name(rel, f"from-{keep}")
         out.parent.mkdir(exist_ok=True)
         out.write_bytes(tail)
         with open(path, "r+b") as f:
@@ -337,12 +340,12 @@ def _repair(root: Path, manifest: dict[str, Any], open_files: dict[str, SegmentR
                       "saved_as": out.relative_to(root).as_posix(), "reason": reason,
                       "saved_sha256": hashlib.sha256(tail).hexdigest()})
 
-    events_data = (root / "events.jsonl").read_bytes()
-    trim("events.jsonl", events_data.rindex(b"\n") + 1, "torn last line")
+    events_data = (root / EVENTS_NAME).read_bytes()
+    trim(EVENTS_NAME, events_data.rindex(b"\n") + 1, "torn last line")
     for rel, seg in open_files.items():
         trim(rel, seg.records[-1]["end"], "torn last fragment")
     last_pts = max(seg.records[-1]["last_pts_s"] for seg in open_files.values())
-    log = EventLog(root / "events.jsonl", clock)
+    log = EventLog(root / EVENTS_NAME, clock)
     log.emit("repaired", now_ns, last_pts_s=last_pts, trimmed=[f["file"] for f in files],
              previous_state=manifest["state"])
     log.close()
@@ -352,8 +355,8 @@ def _repair(root: Path, manifest: dict[str, Any], open_files: dict[str, SegmentR
                 # Only the last entry of a stream is open, so no later entry's chain link changes.
                 e.update(sha256=sha256_file(root / e["file"]), size=(root / e["file"]).stat().st_size,
                          interrupted=True)
-    manifest["events"] = _events_summary(root / "events.jsonl")
-    manifest["telemetry"]["sha256"] = sha256_file(root / "telemetry.jsonl")
+    manifest["events"] = _events_summary(root / EVENTS_NAME)
+    manifest["telemetry"]["sha256"] = sha256_file(root / TELEMETRY_NAME)
     manifest["repaired"] = {"at": iso_utc(clock.wall_utc(now_ns) + timedelta(seconds=1)), "last_pts_s": last_pts,
                             "trimmed_bytes": sum(f["trimmed_bytes"] for f in files), "files": files,
                             "previous_state": manifest["state"]}

@@ -108,6 +108,15 @@ def test_manifest_hashes_match_files(recorded_session):
         assert seg["size"] == path.stat().st_size
 
 
+def test_manifest_names_the_software_that_recorded_it(recorded_session):
+    import av
+    proc = run_examrec("--version")
+    software = manifest(recorded_session)["software"]
+    assert proc.stdout.strip() == (f"examrec {software['examrec']} (PyAV {software['pyav']}, "
+                                   f"FFmpeg {software['ffmpeg']})")
+    assert software["pyav"] == av.__version__ and software["ffmpeg"] == av.ffmpeg_version_info
+
+
 def test_fragment_log_hashes_match_bytes(recorded_session):
     from sessions.evidence.chain import read_chain
     for stream in manifest(recorded_session)["streams"]:

@@ -16,8 +16,8 @@ from sessions.cli import app as cli
 from sessions.evidence import manifest, signing
 from sessions.evidence.chain import GENESIS
 from core.profile import load_profile
-from sessions.evidence.manifest import (ManifestError, append_segment, canonical_json, read_manifest, segment_entry_hash,
-                               sha256_file, write_manifest)
+from sessions.evidence.layout import ManifestError, chain_segments, read_manifest, segment_entry, write_manifest
+from sessions.evidence.manifest import canonical_json, segment_entry_hash, sha256_file
 from sessions.evidence.signing import (KeyFileError, check_signature, default_key_path, fingerprint, load_or_create_key,
                               load_public_key, public_key_hex, public_key_pem, sign_manifest)
 
@@ -172,14 +172,20 @@ def test_canonical_json_form():
         canonical_json({"x": float("nan")})
 
 
-def test_append_segment_chains_entries():
-    segs: list[dict] = []
-    first = append_segment(segs, {"file": "cabin/0001.mp4", "sha256": "a" * 64})
-    second = append_segment(segs, {"file": "cabin/0002.mp4", "sha256": None})
+def test_chain_segments_chains_entries():
+    first = segment_entry("cabin/0001.mp4", first_pts_s=0.0, last_pts_s=2.9333333333, stage=1, sha256="a" * 64,
+                          size=10, frames=45, closed=True)
+    second = segment_entry("cabin/0002.mp4", first_pts_s=3.0, stage=1, audio_span=(3.0, 3.0))
+    segs = [first, second]
+    chain_segments(segs)
     assert first["prev_sha256"] == GENESIS
     assert second["prev_sha256"] == segment_entry_hash(first)
-    assert segs == [first, second]
     assert segment_entry_hash(first) == manifest.sha256_hex(canonical_json(first))
+    assert first["last_pts_s"] == 2.933333 and second["last_pts_s"] == 3.0 and not second["closed"]
+    first["frames"] = 46   # a later change to an entry breaks the link to it until chained again
+    assert second["prev_sha256"] != segment_entry_hash(first)
+    chain_segments(segs)
+    assert second["prev_sha256"] == segment_entry_hash(first)
 
 
 def test_write_manifest_is_atomic_and_readable(tmp_path):

@@ -8,7 +8,8 @@ from datetime import date, datetime, timezone
 from archive_harness import file_archive, run_cli  # noqa: F401 - fixtures
 from conftest import replay_variant
 from session_factory import make_session
-from sessions.archive.upload import (Progress, UploadState, on_charger, out_dir_of, overdue_sessions,
+from sessions.evidence.layout import out_root_of
+from sessions.archive.upload import (Progress, UploadState, on_charger, overdue_sessions,
                                      upload_due)
 
 UTC = timezone.utc
@@ -27,7 +28,7 @@ def test_overdue_sessions_count_weekends_holidays_and_finished_uploads(tmp_path)
     friday = make_session(out, started=FRIDAY)
     monday = make_session(out, started=datetime(2026, 1, 5, 9, 0, tzinfo=UTC))
     journaled = make_session(out, started=FRIDAY)
-    st = UploadState(out_dir_of(journaled), journaled.name)   # uploaded and journaled, deletion cut off
+    st = UploadState(out_root_of(journaled), journaled.name)   # uploaded and journaled, deletion cut off
     st.append({"step": "plan", "upload_id": "u1", "archive": "file:///x"})
     st.append({"step": "journaled", "upload_id": "u1", "entry": 7})
     st.close()

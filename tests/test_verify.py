@@ -17,7 +17,7 @@ from session_factory import factory_key, make_session
 from sessions.cli import app as cli
 from sessions.evidence import verify
 from sessions.evidence.chain import GENESIS, encode_record, line_hash
-from sessions.evidence.manifest import read_manifest, write_manifest
+from sessions.evidence.layout import read_manifest, write_manifest
 from sessions.evidence.signing import load_or_create_key, public_key_pem, sign_manifest
 from sessions.evidence.verify import verify_session
 
@@ -269,6 +269,18 @@ def test_unreadable_manifest_is_bad_manifest(session):
     report = verify_session(session)
     assert ("manifest.json", "bad-manifest") in [(p.file, p.kind) for p in report.problems]
     assert not report.ok
+
+
+def test_the_software_versions_are_signed_and_optional(session):
+    import av
+    software = read_manifest(session)["software"]
+    assert software["pyav"] == av.__version__ and software["ffmpeg"] == av.ffmpeg_version_info
+    edit_manifest(session, lambda m: m["software"].update(ffmpeg="0.0"))      # changed without the key
+    assert [(p.file, p.kind) for p in verify_session(session).problems] == [("manifest.json", "bad-signature")]
+    edit_manifest(session, lambda m: m.pop("software"), resign=True)          # a manifest from before it
+    assert verify_session(session).ok
+    edit_manifest(session, lambda m: m.update(software={"examrec": 1}), resign=True)
+    assert [(p.file, p.kind) for p in verify_session(session).problems] == [("manifest.json", "bad-manifest")]
 
 
 # --- public key --------------------------------------------------------------------------------

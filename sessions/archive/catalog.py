@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from sessions.archive.textnorm import fold, fold_plate, tokens
+from sessions.evidence.chain import GENESIS
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ class Catalog:
 
     def sync_state(self, journal: str) -> tuple[int, str]:
         row = self.db.execute("SELECT entry, hash FROM sync WHERE journal=?", (journal,)).fetchone()
-        return (int(row["entry"]), str(row["hash"])) if row else (0, "0" * 64)
+        return (int(row["entry"]), str(row["hash"])) if row else (0, GENESIS)
 
     def set_sync_state(self, journal: str, entry: int, hash_: str) -> None:
         with self.db:

@@ -26,8 +26,8 @@ page, its absence can cost a complaint.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -36,12 +36,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
+from core import durable
 from sessions.archive.catalog import SessionRow
-import errno
-
 from sessions.archive.errors import IntegrityError, MediumFull, Refused, UsageError
 from sessions.archive.office import RecordsOffice
 from sessions.archive.workdays import add_working_days
+from sessions.evidence.layout import NoManifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,10 @@ def _undo(dest: Path, root: Path, made_dest: bool) -> None:
 def _finish_copy(office: RecordsOffice, req: CopyRequest, row: SessionRow, receipt: dict[str, Any], dest: Path,
                  root: Path, sums: list[str], total: int, deadline: date, today: date, now: Any) -> CopyResult:
     """The verification kit beside the copied session, and the journal entry."""
-    manifest = json.loads((root / "manifest.json").read_bytes()) if (root / "manifest.json").exists() else {}
+    try:
+        manifest = read_manifest(root)
+    except NoManifest:
+        manifest = {}
     warnings: list[str] = []
     fingerprint_text = "(the manifest is not signed: the session was cut off and not repaired)"
     pub_hex = (manifest.get("signature") or {}).get("public_key")
@@ -308,7 +311,7 @@ def _finish_copy(office: RecordsOffice, req: CopyRequest, row: SessionRow, recei
         authority_request=req.authority_request or "-", dest_name=dest.name, fingerprint=fingerprint_text,
         notice=("See PERSONAL-DATA-NOTICE.txt: this recording shows other people.\n" if notice else ""))
     (dest / "README.txt").write_text(readme, encoding="utf-8")
-    _fsync_tree(dest)
+    durable.fsync_tree(dest)  # a copy on a USB stick must be on the stick when the clerk pulls it out
     return CopyResult(row.session_id, str(dest), len(sums), total, deadline, late, notice, entry.number, warnings)
 
 
@@ -316,20 +319,6 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _fsync_tree(root: Path) -> None:
-    """A copy on a USB stick must be on the stick when the clerk pulls it out."""
-    for dirpath, _dirs, files in os.walk(root):
-        for fn in files:
-            fd = os.open(os.path.join(dirpath, fn), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def parse_date(text: str, option: str) -> date:

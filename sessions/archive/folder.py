@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterator
 
+from core import durable
 from sessions.evidence.chain import GENESIS, line_hash
 from sessions.archive.backend import BodyFilter, JournalLine, PutResult, StoredObject
 from sessions.archive.config import SETTINGS_KEY, ArchiveURL
@@ -36,14 +37,6 @@ LOCKS_DIR = ".locks"
 TMP_PREFIX = ".put-"
 READ_ONLY = 0o444
 _CHUNK = 1 << 20
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _parse_dt(text: str | None) -> datetime | None:
@@ -113,11 +106,11 @@ class FolderBackend:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
             os.write(fd, data)
-            os.fsync(fd)
+            durable.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, p)
-        _fsync_dir(p.parent)
+        durable.fsync_dir(p.parent)
 
     # --- locks -----------------------------------------------------------------------------------
 
@@ -171,7 +164,7 @@ class FolderBackend:
                     n += len(b)
                     out.write(b)
                 out.flush()
-                os.fsync(out.fileno())
+                durable.fsync(out.fileno())
         finally:
             src.close()
         if h.hexdigest() != sha256 or n != size:
@@ -185,7 +178,7 @@ class FolderBackend:
             raise AlreadyExists(f"{key} is already stored") from None
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(dest.parent)
+        durable.fsync_dir(dest.parent)
         # Read back what is now on the disk: the stored file, not our buffer.
         got = self._hash_file(dest)
         if got != sha256:
@@ -248,7 +241,7 @@ class FolderBackend:
                 h.update(b)
                 out.write(b)
             out.flush()
-            os.fsync(out.fileno())
+            durable.fsync(out.fileno())
         return h.hexdigest()
 
     def set_legal_hold(self, key: str, on: bool) -> None:
@@ -307,7 +300,7 @@ class FolderBackend:
                 os.chmod(path, 0o644)
                 with open(path, "r+b") as f:
                     f.truncate(cut)
-                    os.fsync(f.fileno())
+                    durable.fsync(f.fileno())
                 data = data[:cut]
                 log.warning("journal %s: torn last line moved to %s", name, torn)
             lines = data.split(b"\n")[:-1] if data else []
@@ -319,11 +312,11 @@ class FolderBackend:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, line)
-                os.fsync(fd)
+                durable.fsync(fd)
             finally:
                 os.close(fd)
                 os.chmod(path, READ_ONLY)
-            _fsync_dir(path.parent)
+            durable.fsync_dir(path.parent)
         return entry, line
 
     def journal_read(self, name: str, after: int = 0) -> list[JournalLine]:

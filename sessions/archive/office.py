@@ -26,6 +26,7 @@ from sessions.archive.errors import ArchiveError, IntegrityError, Refused, Usage
 from sessions.archive.journals import JournalView, Journals
 from sessions.archive.retention import DELETE, Decision, RetentionFacts, RetentionPolicy
 from sessions.archive.workdays import parse_offset
+from sessions.evidence.layout import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -247,9 +248,9 @@ class RecordsOffice:
             if prefix + RECEIPT_NAME in keys:
                 receipt = read_json_object(self.backend, prefix + RECEIPT_NAME)
                 manifest = None
-                if prefix + "manifest.json" in keys:
+                if prefix + MANIFEST_NAME in keys:
                     try:
-                        manifest = read_json_object(self.backend, prefix + "manifest.json")
+                        manifest = read_json_object(self.backend, prefix + MANIFEST_NAME)
                     except IntegrityError as exc:
                         problems.append(str(exc))
                 cat.upsert_receipt(receipt, manifest, holds=holds.get(sid, []))
@@ -380,7 +381,7 @@ class RecordsOffice:
             if st.retain_until and st.retain_until > datetime.now(timezone.utc):
                 return SweepItem(row.session_id, row.exam_date, "refused",
                                  f"the storage locks {o.key} until {st.retain_until.isoformat()}")
-        ordered = sorted(objs, key=lambda o: (o.key.endswith(RECEIPT_NAME), o.key.endswith("/manifest.json"), o.key))
+        ordered = sorted(objs, key=lambda o: (o.key.endswith(RECEIPT_NAME), o.key.endswith("/" + MANIFEST_NAME), o.key))
         try:
             for o in ordered:
                 self.backend.delete(o.key)

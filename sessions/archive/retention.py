@@ -12,6 +12,9 @@ so the storage itself refuses an earlier deletion.
 
 The sweep is stateless like Frigate's cleanup: every decision is computed from the facts stored
 with the session (exam date, months, hold) and the time given, so running it twice is harmless.
+
+DESIGN, the retention rule lives in ``RetentionPolicy.decide`` (keep or delete, and why; a hold
+always keeps) and ``months_for`` (the period per profile kind, never below the legal minimum).
 """
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from core import durable
 from sessions.archive.backend import BodyFilter, JournalLine, PutResult, StoredObject
 from sessions.archive.config import SETTINGS_KEY, ArchiveURL, ConnectionConfig
 from sessions.archive.errors import (AlreadyExists, ArchiveError, AuthError, ChecksumMismatch, IntegrityError, NotInitialised,
@@ -364,7 +365,7 @@ class S3Backend:
                     h.update(chunk)
                     out.write(chunk)
                 out.flush()
-                os.fsync(out.fileno())
+                durable.fsync(out.fileno())
         except Exception as exc:  # noqa: BLE001
             from botocore.exceptions import BotoCoreError
             if isinstance(exc, BotoCoreError):

@@ -18,6 +18,9 @@ For each session folder:
 ``overdue_sessions`` lists sessions still on a recorder after the end of the next working day
 (UA IV.1); ``watch`` keeps uploading while the archive is reachable and, for body-worn recorders,
 only while on the charger (KZ 11).
+
+DESIGN, the upload deadline lives in ``upload_due``: the end of the next working day after the
+exam date, in the centre's local time (holidays from the profile; sessions/archive/workdays.py).
 """
 from __future__ import annotations
 
@@ -36,9 +39,13 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
+from core import durable
 from sessions.evidence.chain import ChainedLog, read_chain
-from sessions.evidence.manifest import MANIFEST_NAME, TEMP_PREFIX, ManifestError, read_manifest, sha256_file
-from sessions.evidence.lock import LOCK_NAME, is_being_written
+from sessions.evidence.layout import (LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_PREFIX, PHOTOS_DIR, RECOVERED_DIR,
+                                      ManifestError, is_session, out_root_of, read_manifest, session_root,
+                                      sessions_by_id, sessions_under)
+from sessions.evidence.manifest import sha256_file
+from sessions.evidence.lock import is_being_written
 from sessions.archive.backend import BodyFilter, receipt_key, session_prefix
 from sessions.archive.config import iso, utc_now
 from sessions.archive.errors import AlreadyExists, ArchiveError, ChecksumMismatch, IntegrityError, Unreachable, UsageError
@@ -75,36 +82,19 @@ def exam_date_of(manifest: dict[str, Any]) -> tuple[date, timezone]:
     return started_dt.astimezone(tz).date(), tz
 
 
-def out_dir_of(session_dir: Path) -> Path:
-    """The recordings root a session folder lives in (``<out>/<date>/<id>``)."""
-    parent = session_dir.parent
-    try:
-        date.fromisoformat(parent.name)
-        return parent.parent
-    except ValueError:
-        return parent
-
-
-def local_sessions(out_dir: Path) -> list[Path]:
-    """Session folders under a recordings root (``<out>/<date>/<id>/manifest.json``)."""
-    return sorted(p.parent for p in Path(out_dir).glob(f"*/*/{MANIFEST_NAME}"))
-
-
 def resolve_sessions(args: Iterable[str], out_dir: Path | None) -> list[Path]:
     """Session arguments as folders: a path to a session folder (or its manifest), or a session id
     looked up under ``out_dir``."""
     found: list[Path] = []
     for a in args:
-        p = Path(a)
-        if p.name == MANIFEST_NAME and p.is_file():
-            p = p.parent
-        if (p / MANIFEST_NAME).is_file():
+        p = session_root(a)
+        if is_session(p):
             found.append(p.resolve())
             continue
         if out_dir is not None:
-            matches = sorted(Path(out_dir).glob(f"*/{a}*/{MANIFEST_NAME}"))
+            matches = sessions_by_id(out_dir, a)
             if len(matches) == 1:
-                found.append(matches[0].parent.resolve())
+                found.append(matches[0].resolve())
                 continue
             if len(matches) > 1:
                 raise UsageError(f"{a!r} matches {len(matches)} sessions under {out_dir}; give more of the id")
@@ -132,7 +122,7 @@ def _order(rel: str, stream_names: set[str]) -> tuple[int, str]:
         return (0, rel)
     if top in stream_names:
         return (1, rel)
-    if top in ("photos", "recovered"):
+    if top in (PHOTOS_DIR, RECOVERED_DIR):
         return (2, rel)
     return (3, rel)
 
@@ -155,7 +145,7 @@ def make_plan(session_dir: Path, manifest: dict[str, Any], prefix: str) -> list[
         if not path.is_file():
             continue
         rel = path.relative_to(session_dir).as_posix()
-        if path.name in SKIP_NAMES or path.name.startswith(TEMP_PREFIX):
+        if path.name in SKIP_NAMES or path.name.startswith(MANIFEST_TEMP_PREFIX):
             continue
         size = path.stat().st_size
         sha, msize = known.get(rel, (None, None))
@@ -306,7 +296,7 @@ class Uploader:
                 res.message = (f"state {state!r} and no recorder holds it: the recording was cut off; "
                                f"run `examrec repair {session_dir}` first, then upload")
             return res
-        lock = _session_upload_lock(out_dir_of(session_dir), sid)
+        lock = _session_upload_lock(out_root_of(session_dir), sid)
         if lock is None:
             res.status, res.message = "skipped", "another examrec upload is working on it"
             return res
@@ -319,7 +309,7 @@ class Uploader:
         finally:
             self.progress.finish()
             if not session_dir.exists():
-                (out_dir_of(session_dir) / STATE_DIR / f".{sid}.lock").unlink(missing_ok=True)
+                (out_root_of(session_dir) / STATE_DIR / f".{sid}.lock").unlink(missing_ok=True)
             os.close(lock)
 
     def _verify_local(self, session_dir: Path, res: UploadResult) -> dict[str, Any]:
@@ -338,7 +328,7 @@ class Uploader:
 
     def _upload(self, session_dir: Path, manifest: dict[str, Any], res: UploadResult) -> UploadResult:
         sid = res.session_id
-        out = out_dir_of(session_dir)
+        out = out_root_of(session_dir)
         st = UploadState(out, sid)
         try:
             exam_date, tz = exam_date_of(manifest)
@@ -543,11 +533,7 @@ def _rmtree(path: Path) -> None:
         func(p)
     shutil.rmtree(path, onerror=onerror)
     try:
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        durable.fsync_dir(path.parent)
         if not any(path.parent.iterdir()):
             path.parent.rmdir()      # the empty date folder
     except OSError:
@@ -557,7 +543,7 @@ def _rmtree(path: Path) -> None:
 def upload_all(uploader: Uploader, sessions: list[Path]) -> list[UploadResult]:
     """Upload each session; Unreachable and Refused (the archive as a whole) stop the run."""
     results: list[UploadResult] = []
-    outs = {out_dir_of(p) for p in sessions}
+    outs = {out_root_of(p) for p in sessions}
     for out in sorted(outs):
         results += uploader.finish_leftovers(out)
     finished = {r.session_id for r in results}
@@ -598,13 +584,13 @@ def overdue_sessions(out_dir: str | os.PathLike[str], now: datetime,
         raise ValueError("now must be timezone-aware")
     hol = parse_holidays(holidays)
     out: list[OverdueSession] = []
-    for sdir in local_sessions(Path(out_dir)):
+    for sdir in sessions_under(Path(out_dir)):
         try:
             manifest = read_manifest(sdir)
         except (ManifestError, OSError):
             continue
         sid = str(manifest.get("session_id") or sdir.name)
-        st = UploadState(out_dir_of(sdir), sid)
+        st = UploadState(out_root_of(sdir), sid)
         uploaded = bool(st.done("journaled"))
         st.close()
         if uploaded:
@@ -663,7 +649,7 @@ def watch(open_uploader: Callable[[], tuple[Uploader, Callable[[], None]]], out_
     while rounds is None or n < rounds:
         n += 1
         now = utc_now()
-        pending = [p for p in local_sessions(out_dir) if _uploadable(p)]
+        pending = [p for p in sessions_under(out_dir) if _uploadable(p)]
         state_dir = Path(out_dir) / STATE_DIR
         leftovers = list(state_dir.glob("*.jsonl")) if state_dir.is_dir() else []
         if on_charge_only and on_charger(power_root) is False:
@@ -690,4 +676,4 @@ def watch(open_uploader: Callable[[], tuple[Uploader, Callable[[], None]]], out_
 
 
 __all__ = ["Uploader", "UploadResult", "UploadState", "Progress", "upload_all", "overdue_sessions", "upload_due",
-           "OverdueSession", "on_charger", "watch", "make_plan", "resolve_sessions", "local_sessions", "exam_date_of"]
+           "OverdueSession", "on_charger", "watch", "make_plan", "resolve_sessions", "exam_date_of"]

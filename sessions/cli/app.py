@@ -8,8 +8,8 @@ import logging
 import sys
 
 from sessions import exitcodes
-from core.profile import ProfileError
-from sessions.evidence.signing import KeyFileError
+from sessions.cli.errors import report
+from sessions.evidence.software import version_text
 
 # Modules that add commands, in the order they appear in `examrec --help`.
 COMMAND_MODULES = (
@@ -34,6 +34,18 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(exitcodes.USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
+class _VersionAction(argparse.Action):
+    """--version: examrec's, PyAV's and FFmpeg's versions (PyAV is loaded only when asked)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print examrec's, PyAV's and FFmpeg's versions and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit(exitcodes.OK)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="examrec",
@@ -44,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                f"{exitcodes.UNREACHABLE} unreachable.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -61,14 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.OK
     try:
         return int(args.func(args))
-    except ProfileError as exc:
-        print(f"examrec: profile error: {exc}", file=sys.stderr)
-        return exitcodes.USAGE
-    except KeyFileError as exc:
-        print(f"examrec: device key: {exc}", file=sys.stderr)
-        return exitcodes.REFUSED
-    except KeyboardInterrupt:
-        return exitcodes.INTERRUPTED
+    except BaseException as exc:  # noqa: BLE001 - only our errors become a code; others re-raise
+        code = report("examrec", exc)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

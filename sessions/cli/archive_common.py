@@ -5,13 +5,12 @@ import argparse
 import functools
 import json
 import logging
-import sys
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from sessions import exitcodes
 from sessions.archive.errors import ArchiveError, UsageError
 from sessions.archive.workdays import HolidayError
+from sessions.cli.errors import report
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +50,9 @@ def handles_errors(prog: str) -> Callable[[Callable[[argparse.Namespace], int]],
         def wrapper(args: argparse.Namespace) -> int:
             try:
                 return fn(args)
-            except ArchiveError as exc:
-                print(f"examrec {prog}: {exc}", file=sys.stderr)
-                return exc.exit_code
-            except HolidayError as exc:
-                print(f"examrec {prog}: {exc}", file=sys.stderr)
-                return exitcodes.USAGE
+            except (ArchiveError, HolidayError) as exc:
+                code = report(f"examrec {prog}", exc)
+                assert code is not None  # both are in cli.errors' mapping
+                return code
         return wrapper
     return deco

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sessions import exitcodes
 from core.profile import load_profile
-from sessions.evidence.signing import (KeyFileError, default_key_path, fingerprint, key_path_for, load_key, load_or_create_key,
+from sessions.evidence.signing import (default_key_path, fingerprint, key_path_for, load_key, load_or_create_key,
                       public_key_hex, public_key_pem)
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,6 @@ def run(args: argparse.Namespace) -> int:
             return exitcodes.OK
         else:
             key = load_key(path)
-    except KeyFileError as exc:
-        print(f"examrec key: {exc}", file=sys.stderr)
-        return exitcodes.REFUSED
     except OSError as exc:
         print(f"examrec key: cannot create the key at {path}: {exc}", file=sys.stderr)
         return exitcodes.REFUSED

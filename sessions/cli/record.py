@@ -15,7 +15,8 @@ from sessions.cli.check import interrupts_raise
 from sessions.cli.repair import repair_interrupted
 from sessions.recorder.control import AlreadyRunning, ControlServer, socket_path
 from sessions.recorder.controller import Recorder
-from sessions.evidence.summary import NotASession, format_table, summary
+from sessions.evidence.layout import ManifestError
+from sessions.evidence.summary import format_table, summary
 
 TABLE_COLUMNS = ["stream", "segments", "frames", "dropped", "fps", "mb", "gaps"]
 EXAM_TYPES = ("theory", "practical")
@@ -181,7 +182,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             for report in repair_interrupted(out_root):
                 print(f"examrec: repaired interrupted session {report.session} (last frame kept at "
                       f"{report.last_pts_s} s)", file=sys.stderr)
-        rec = Recorder(profile, out_root, details=details, realtime=not args.fast, force=args.force,
+        rec = Recorder(profile, out_root, details=details, realtime=not args.fast,
                        gps_url=args.gps, pedals_url=args.pedals)
         with interrupts_raise():  # SIGTERM during the checks: the except below ends the children
             session_dir = rec.prepare()
@@ -225,7 +226,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     try:
         info = summary(args.session)
-    except NotASession as exc:
+    except ManifestError as exc:
         print(f"examrec: {exc}", file=sys.stderr)
         return exitcodes.USAGE
     if args.json:

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from sessions import exitcodes
-from sessions.evidence.repair import RepairRefused, find_sessions, needs_repair, repair_session
+from sessions.evidence.layout import find_sessions
+from sessions.evidence.repair import RepairRefused, needs_repair, repair_session
 
 
 def register(sub: argparse._SubParsersAction) -> None:

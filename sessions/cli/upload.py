@@ -23,9 +23,10 @@ from pathlib import Path
 from sessions import exitcodes
 from sessions.archive.access import resolve_user
 from sessions.cli.archive_common import add_access_options, handles_errors, parse_now, print_json
+from sessions.evidence.layout import sessions_under
 from sessions.archive.config import utc_now
 from sessions.archive.office import open_archive
-from sessions.archive.upload import (Progress, Uploader, WatchRound, local_sessions, on_charger, overdue_sessions,
+from sessions.archive.upload import (Progress, Uploader, WatchRound, on_charger, overdue_sessions,
                              resolve_sessions, upload_all, watch)
 from sessions.archive.workdays import parse_holidays
 from core.profile import Profile, chosen_profile_path, load_profile
@@ -103,7 +104,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         return exitcodes.OK
 
     explicit = bool(args.sessions)
-    sessions = resolve_sessions(args.sessions, out) if explicit else local_sessions(out)
+    sessions = resolve_sessions(args.sessions, out) if explicit else sessions_under(out)
     uploader, ctx = open_uploader()
     with ctx:
         ctx.target = ",".join(p.name for p in sessions[:20]) + ("..." if len(sessions) > 20 else "")

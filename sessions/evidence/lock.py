@@ -9,7 +9,7 @@ import fcntl
 import os
 from pathlib import Path
 
-LOCK_NAME = ".recording.lock"
+from sessions.evidence.layout import LOCK_NAME
 
 
 def hold_shared(session_dir: Path) -> int:

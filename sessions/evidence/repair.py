@@ -10,10 +10,8 @@ changes nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +22,13 @@ from core import durable
 from sessions.evidence.chain import read_chain
 from core.clock import SessionClock, iso_utc, utc_now_iso
 from sessions.evidence.events import EventLog
-from sessions.evidence.manifest import segment_entry_hash, write_manifest
+from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, ManifestError, NoManifest, chain_segments,
+                                      read_manifest, recovered_name, segment_entry, write_manifest)
+from sessions.evidence.manifest import sha256_file
 from sessions.evidence.lock import is_being_written
+from sessions.evidence.recovered import cut_tail
 
 log = logging.getLogger(__name__)
-GENESIS = "0" * 64
 LIVE_STATES = ("recording", "paused", "checking", "ready")
 
 
@@ -62,41 +62,16 @@ class RepairReport:
 def needs_repair(session_dir: Path) -> bool:
     """A session whose recorder is gone without a clean stop."""
     try:
-        m = json.loads((Path(session_dir) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        m = read_manifest(session_dir)
+    except (OSError, ManifestError):
         return False  # no manifest: the session never started (it is written before any frame)
-    if not isinstance(m, dict):
-        return False
     return m.get("state") in LIVE_STATES and not is_being_written(session_dir)
-
-
-def find_sessions(root: Path) -> list[Path]:
-    """Session folders under an output root (<root>/<date>/<id>) or the folder itself."""
-    root = Path(root)
-    if (root / "manifest.json").exists():
-        return [root]
-    return sorted(p.parent for p in root.glob("*/*/manifest.json"))
 
 
 def _save_tail(session: Path, path: Path, keep: int, reason: str) -> Trim:
     """Move bytes [keep, end) of ``path`` to recovered/ and truncate the file to ``keep``."""
-    size = path.stat().st_size
-    rel = path.relative_to(session).as_posix()
-    recovered = session / "recovered"
-    recovered.mkdir(exist_ok=True)
-    saved = recovered / f"{rel.replace('/', '__')}.from-{keep}"
-    with open(path, "rb") as f:
-        f.seek(keep)
-        tail = f.read()
-    durable.write_file_atomic(saved, tail)
-    digest = hashlib.sha256(tail).hexdigest()
-    fd = durable.open_fd(path, os.O_WRONLY)
-    try:
-        durable.truncate(fd, keep)
-        durable.fsync(fd)
-    finally:
-        durable.close(fd)
-    return Trim(rel, keep, size - keep, saved.relative_to(session).as_posix(), reason, digest)
+    cut = cut_tail(session, path, keep)
+    return Trim(cut.file, cut.kept_bytes, cut.cut_bytes, cut.saved_as, reason, cut.sha256)
 
 
 def _trim_torn_line(session: Path, path: Path) -> Trim | None:
@@ -110,14 +85,6 @@ def _trim_torn_line(session: Path, path: Path) -> Trim | None:
     return _save_tail(session, path, keep, "torn last line")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def repair_session(session_dir: Path) -> RepairReport:
     """Repair one session folder (see the module doc). Safe to run on any session: a finished
     or already repaired one is left as it is."""
@@ -125,22 +92,17 @@ def repair_session(session_dir: Path) -> RepairReport:
     if is_being_written(session):
         raise RepairRefused(f"{session}: a recorder process is still writing this session; stop it first")
     try:
-        manifest = json.loads((session / "manifest.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        manifest = read_manifest(session)
+    except NoManifest:
         raise RepairRefused(f"{session}: no manifest.json: not an examrec session folder") from None
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested beyond any real manifest
-        raise RepairRefused(f"{session}: manifest.json is not JSON ({exc}); it is replaced atomically, so "
-                            f"this file was changed by something else") from None
-    except OSError as exc:
-        raise RepairRefused(f"{session}: manifest.json cannot be read ({exc.strerror or exc})") from None
-    if not isinstance(manifest, dict):
-        raise RepairRefused(f"{session}: manifest.json is not a JSON object: not an examrec session")
+    except ManifestError as exc:
+        raise RepairRefused(f"{exc}; it is replaced atomically, so this file was changed by something else") from None
     report = RepairReport(session=str(session), repaired=False, state=manifest.get("state", "?"))
     if manifest.get("state") == "finished":
         report.notes.append("finished cleanly: nothing to repair")
         return report
     trims: list[Trim] = []
-    for log_path in [session / "events.jsonl", *sorted(session.glob("*/fragments.jsonl"))]:
+    for log_path in [session / EVENTS_NAME, *sorted(session.glob(f"*/{FRAGMENTS_NAME}"))]:
         t = _trim_torn_line(session, log_path)
         if t:
             trims.append(t)
@@ -149,15 +111,15 @@ def repair_session(session_dir: Path) -> RepairReport:
     for stream in manifest.get("streams", []):
         folder = session / stream["name"]
         records: dict[str, list[dict]] = {}
-        if (folder / "fragments.jsonl").exists():
-            for rec in read_chain(folder / "fragments.jsonl")[0]:
+        if (folder / FRAGMENTS_NAME).exists():
+            for rec in read_chain(folder / FRAGMENTS_NAME)[0]:
                 records.setdefault(rec["file"], []).append(rec)
         segments = []
         for path in sorted(folder.glob("*.mp4")):
             rel = path.relative_to(session).as_posix()
             old = previous.get(rel, {})
             if old.get("closed") and old.get("sha256") and old.get("size") == path.stat().st_size \
-                    and _sha256(path) == old["sha256"]:
+                    and sha256_file(path) == old["sha256"]:
                 entry = dict(old)
             else:
                 scan = scan_segment(path, records.get(rel))
@@ -179,21 +141,15 @@ def repair_session(session_dir: Path) -> RepairReport:
                 if span.frames == 0:
                     trims.append(_move_aside(session, path, "no playable frame"))
                     continue
-                entry = {"file": rel, "sha256": _sha256(path), "size": path.stat().st_size, "frames": span.frames,
-                         "dropped": old.get("dropped", 0), "first_pts_s": round(span.first_pts_s, 6),
-                         "last_pts_s": round(span.last_pts_s, 6), "stage": old.get("stage", 1),
-                         "closed": scan.finalised, "prev_sha256": GENESIS}
-                if not scan.finalised:
-                    entry["interrupted"] = True
-                if span.audio_first_pts_s is not None:
-                    entry["audio_first_pts_s"] = round(span.audio_first_pts_s, 6)
-                    entry["audio_last_pts_s"] = round(span.audio_end_pts_s, 6)
+                audio = (None if span.audio_first_pts_s is None
+                         else (span.audio_first_pts_s, span.audio_end_pts_s))
+                entry = segment_entry(rel, sha256=sha256_file(path), size=path.stat().st_size, frames=span.frames,
+                                      dropped=old.get("dropped", 0), first_pts_s=span.first_pts_s,
+                                      last_pts_s=span.last_pts_s, stage=old.get("stage", 1),
+                                      closed=scan.finalised, interrupted=not scan.finalised, audio_span=audio)
             segments.append(entry)
             last_pts = max(last_pts or 0.0, entry["last_pts_s"])
-        prev = GENESIS
-        for entry in segments:
-            entry["prev_sha256"] = prev
-            prev = segment_entry_hash(entry)
+        chain_segments(segments)
         if segments != stream.get("segments"):
             stream["segments"] = segments
             report.repaired = True
@@ -214,7 +170,7 @@ def repair_session(session_dir: Path) -> RepairReport:
     if clock is not None and last_pts is not None:
         manifest["ended_at"] = iso_utc(clock.wall_utc(clock.capture_ns(last_pts)))
     manifest["state"] = "interrupted"
-    events = EventLog(session / "events.jsonl", clock=None)
+    events = EventLog(session / EVENTS_NAME, clock=None)
     events.emit("repaired", last_pts_s=last_pts, trimmed=[asdict(t) for t in trims],
                 previous_state=report.state)
     manifest["repaired"] = {"at": utc_now_iso(), "last_pts_s": last_pts,
@@ -222,9 +178,9 @@ def repair_session(session_dir: Path) -> RepairReport:
                             "files": [asdict(t) for t in trims],
                             "previous_state": report.state}
     events.close()
-    lines, last = _log_summary(session / "events.jsonl")
+    lines, last = _log_summary(session / EVENTS_NAME)
     manifest.setdefault("events", {})
-    manifest["events"].update({"file": "events.jsonl", "lines": lines, "last_sha256": last})
+    manifest["events"].update({"file": EVENTS_NAME, "lines": lines, "last_sha256": last})
     _seal(manifest)
     write_manifest(session, manifest)
     report.state = "interrupted"
@@ -256,8 +212,8 @@ def _log_summary(path: Path) -> tuple[int, str]:
 
 def _save_tail_copy(session: Path, path: Path, at: int, length: int, reason: str) -> Trim:
     rel = path.relative_to(session).as_posix()
-    (session / "recovered").mkdir(exist_ok=True)
-    saved = session / "recovered" / f"{rel.replace('/', '__')}.bytes-{at}-{at + length}"
+    saved = session / recovered_name(rel, f"bytes-{at}-{at + length}")
+    saved.parent.mkdir(exist_ok=True)
     with open(path, "rb") as f:
         f.seek(at)
         durable.write_file_atomic(saved, f.read(length))
@@ -266,8 +222,8 @@ def _save_tail_copy(session: Path, path: Path, at: int, length: int, reason: str
 
 def _move_aside(session: Path, path: Path, reason: str) -> Trim:
     rel = path.relative_to(session).as_posix()
-    (session / "recovered").mkdir(exist_ok=True)
-    dest = session / "recovered" / f"{rel.replace('/', '__')}.unplayable"
+    dest = session / recovered_name(rel, "unplayable")
+    dest.parent.mkdir(exist_ok=True)
     size = path.stat().st_size
     durable.replace(path, dest)
     durable.fsync_dir(path.parent)

@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from core import durable
 from sessions.evidence.manifest import canonical_json
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def load_or_create_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     fd, tmp = tempfile.mkstemp(prefix=".device-key.", dir=p.parent)  # mkstemp: mode 0600
     try:
         os.write(fd, pem)
-        os.fsync(fd)
+        durable.fsync(fd)
         os.close(fd)
         try:
             os.link(tmp, p)
@@ -133,11 +134,7 @@ def load_or_create_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
             return load_key(p)
     finally:
         os.unlink(tmp)
-    dfd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    durable.fsync_dir(p.parent)
     log.warning("created a new device key %s (fingerprint %s)", p, fingerprint(key))
     return key
 

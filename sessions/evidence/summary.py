@@ -1,36 +1,13 @@
 """Read a session folder's manifest and summarise it for people (tables) and programs (JSON)."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from sessions.evidence.chain import iter_records
+from sessions.evidence.layout import EVENTS_NAME, MANIFEST_NAME, ManifestError, read_manifest, session_root
 from core.clock import parse_iso
-
-
-class NotASession(Exception):
-    """The path is not a session folder (no readable manifest.json)."""
-
-
-def load_manifest(session: Path) -> dict[str, Any]:
-    path = Path(session) / "manifest.json"
-    if not Path(session).is_dir():
-        raise NotASession(f"{session}: not a folder; give the session folder (<out>/<YYYY-MM-DD>/<session-id>)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NotASession(f"{session}: no manifest.json here; give the session folder "
-                          f"(<out>/<YYYY-MM-DD>/<session-id>)") from None
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than any manifest
-        raise NotASession(f"{path}: not valid JSON ({str(exc)[:200]}); run `examrec repair {session}`") from None
-    except OSError as exc:
-        raise NotASession(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("session_id"), str):
-        raise NotASession(f"{path}: not an examrec session manifest (no session_id); check the folder, "
-                          f"or run `examrec verify {session}`")
-    return manifest
 
 
 def stream_rows(manifest: dict[str, Any], session: Path) -> list[dict[str, Any]]:
@@ -64,19 +41,22 @@ def duration_s(manifest: dict[str, Any]) -> float | None:
 
 
 def summary(session: Path) -> dict[str, Any]:
-    """Everything `examrec info` shows, as one JSON-able dict. Raises NotASession (one line) for a
-    folder that is no session and for a manifest too damaged to summarise."""
-    session = Path(session)
-    m = load_manifest(session)
+    """Everything `examrec info` shows, as one JSON-able dict; layout.ManifestError when the
+    path holds no usable manifest."""
+    session = session_root(session)
+    m = read_manifest(session)
+    if not isinstance(m.get("session_id"), str):
+        raise ManifestError(f"{session / MANIFEST_NAME}: not an examrec session manifest (no session_id); "
+                            f"check it with `examrec verify {session}`")
     try:
         return _summary(session, m)
     except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:
-        raise NotASession(f"{session / 'manifest.json'}: damaged, cannot be summarised ({type(exc).__name__}: "
-                          f"{str(exc)[:120]}); check it with `examrec verify {session}`") from None
+        raise ManifestError(f"{session / MANIFEST_NAME}: damaged, cannot be summarised ({type(exc).__name__}: "
+                            f"{str(exc)[:120]}); check it with `examrec verify {session}`") from None
 
 
 def _summary(session: Path, m: dict[str, Any]) -> dict[str, Any]:
-    events_path = session / "events.jsonl"
+    events_path = session / EVENTS_NAME
     counts: Counter[str] = Counter()
     faults = []
     if events_path.exists():

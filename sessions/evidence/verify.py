@@ -25,9 +25,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from sessions.evidence.chain import GENESIS, PREV_KEY, line_hash, read_chain
-from sessions.evidence.manifest import (MANIFEST_NAME, STATES, TEMP_PREFIX, TEMP_SUFFIX, ManifestError, read_manifest,
-                       segment_entry_hash, sha256_file)
-from sessions.evidence.lock import LOCK_NAME
+from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_PREFIX,
+                                      PHOTOS_DIR, RECOVERED_DIR, ROUTE_NAME, SEGMENT_RE, TELEMETRY_NAME, TEMP_SUFFIX,
+                                      ManifestError, read_manifest, segment_name, segment_number, session_root)
+from sessions.evidence.manifest import STATES, segment_entry_hash, sha256_file
 from sessions.evidence.signing import PublicKeyLike, check_signature, fingerprint
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,6 @@ CHANGED_ROUTE = "changed-route"
 KINDS = (CHANGED_BYTES, MISSING_SEGMENT, EXTRA_FILE, REORDERED, EDITED_EVENT, REMOVED_EVENT,
          BAD_SIGNATURE, MISSING_SIGNATURE, INTERRUPTED, BAD_MANIFEST, CHANGED_PHOTO, CHANGED_TELEMETRY)
 
-EVENTS_NAME = "events.jsonl"
-FRAGMENTS_NAME = "fragments.jsonl"
-TELEMETRY_NAME = "telemetry.jsonl"
-ROUTE_NAME = "route.gpx"
-PHOTOS_DIR = "photos"
-RECOVERED_DIR = "recovered"
-SEGMENT_RE = re.compile(r"^(?P<stream>[a-z0-9][a-z0-9_-]{0,31})/(?P<num>\d{4})\.mp4$")
 # The init record of a hybrid fragmented MP4 leaves out the 8-byte box header that closing the
 # file rewrites (free -> mdat); those 8 bytes must still be that header and nothing else.
 REWRITTEN_HEADER_TYPES = (b"free", b"mdat")
@@ -193,6 +187,32 @@ def _break_cause(lines: list[bytes], hashes: list[str], lineno: int) -> tuple[st
     if lineno == 1:
         return "first", None
     return "unexplained", None
+
+
+@dataclass(frozen=True)
+class _ChainBreak:
+    """One place where a chained log (events.jsonl, fragments.jsonl) is not intact, diagnosed.
+
+    ``cause``: "torn-tail" (last line without newline), "unparsable" (not JSON), or a cause of
+    _break_cause; ``follows``: for "reordered", the line it claims to follow (0: the start).
+    """
+
+    line: int
+    cause: str
+    follows: int | None = None
+
+
+def _chain_breaks(path: Path) -> tuple[list[bytes], list[str], list[_ChainBreak]]:
+    """Read a chained log: its complete lines, their hashes, and every break with its cause."""
+    _, problems = read_chain(path)
+    lines, hashes = _read_lines(path)
+    breaks = []
+    for cp in problems:
+        if cp.kind in ("torn-tail", "unparsable"):
+            breaks.append(_ChainBreak(cp.line, cp.kind))
+        else:
+            breaks.append(_ChainBreak(cp.line, *_break_cause(lines, hashes, cp.line)))
+    return lines, hashes, breaks
 
 
 @dataclass
@@ -386,6 +406,10 @@ class _Verifier:
             self.add(MANIFEST_NAME, BAD_MANIFEST, f"state {state!r} is not one of {', '.join(STATES)}")
         else:
             self.state = state
+        software = m.get("software")  # absent in manifests written before it was recorded
+        if software is not None and not (isinstance(software, dict)
+                                         and all(isinstance(v, str) for v in software.values())):
+            self.add(MANIFEST_NAME, BAD_MANIFEST, "software is not an object of version strings")
         streams = m.get("streams")
         if not isinstance(streams, list) or not all(isinstance(s, dict) for s in streams):
             self.add(MANIFEST_NAME, BAD_MANIFEST, "streams is not a list of objects")
@@ -434,25 +458,21 @@ class _Verifier:
         if not _is_regular(path):
             return
         self.known.add(rel)
-        _, chain_problems = read_chain(path)
-        lines, hashes = _read_lines(path)
-        for cp in chain_problems:
-            if cp.kind == "torn-tail":
+        lines, hashes, breaks = _chain_breaks(path)
+        for b in breaks:
+            if b.cause == "torn-tail":
                 if self.finished:
                     self.add(rel, CHANGED_BYTES, "the last line has no newline, in a finished session")
-                continue
-            if cp.kind == "unparsable":
-                self.add(rel, CHANGED_BYTES, f"line {cp.line} is not JSON (edited)")
-                continue
-            cause, other = _break_cause(lines, hashes, cp.line)
-            if cause == "reordered":
-                after = "to be the first line" if other == 0 else f"to follow line {other}"
-                self.add(rel, REORDERED, f"line {cp.line} claims {after}: records were reordered")
-            elif cause == "first":
+            elif b.cause == "unparsable":
+                self.add(rel, CHANGED_BYTES, f"line {b.line} is not JSON (edited)")
+            elif b.cause == "reordered":
+                after = "to be the first line" if b.follows == 0 else f"to follow line {b.follows}"
+                self.add(rel, REORDERED, f"line {b.line} claims {after}: records were reordered")
+            elif b.cause == "first":
                 self.add(rel, CHANGED_BYTES, "line 1 follows a record that is not there: records removed from the start")
             else:
-                self.add(rel, CHANGED_BYTES, f"line {cp.line} does not follow line {cp.line - 1}: "
-                                             f"line {cp.line - 1} was edited or a record after it removed")
+                self.add(rel, CHANGED_BYTES, f"line {b.line} does not follow line {b.line - 1}: "
+                                             f"line {b.line - 1} was edited or a record after it removed")
         numbered = []
         for lineno, raw in enumerate(lines, start=1):
             try:
@@ -517,13 +537,13 @@ class _Verifier:
                  if any(r.get("kept_bytes") == 0 and _saved_as(r) for r in reps)}
         want = 1
         for i, n in enumerate(nums):
-            while f"{stream}/{want:04d}.mp4" in moved:
+            while segment_name(stream, want) in moved:
                 want += 1
             if n != want:
                 if n in nums[:i] or want in nums[i + 1:]:
                     self.add(MANIFEST_NAME, REORDERED, f"stream {stream}: {segments[i]['file']} is entry {i + 1}")
                 else:
-                    self.add(MANIFEST_NAME, MISSING_SEGMENT, f"stream {stream}: no entry for {stream}/{want:04d}.mp4")
+                    self.add(MANIFEST_NAME, MISSING_SEGMENT, f"stream {stream}: no entry for {segment_name(stream, want)}")
                 break
             want += 1
 
@@ -693,8 +713,7 @@ class _Verifier:
             self.add(EVENTS_NAME, REMOVED_EVENT, "events.jsonl is missing: all events removed")
             return
         self.known.add(EVENTS_NAME)
-        _, chain_problems = read_chain(path)
-        lines, hashes = _read_lines(path)
+        lines, hashes, breaks = _chain_breaks(path)
         n = len(lines)
         m_lines = summary.get("lines") if summary else None
         m_last = summary.get("last_sha256") if summary else None
@@ -703,29 +722,26 @@ class _Verifier:
             summary, m_lines, m_last = None, None, None
         counted = f" (the manifest counts {m_lines} lines, the file has {n})" if m_lines is not None else ""
         broken = False
-        for cp in chain_problems:
-            if cp.kind == "torn-tail":
-                if self.finished:
-                    broken = True
-                    self.add(EVENTS_NAME, EDITED_EVENT, "the last line has no newline, in a finished session")
+        for b in breaks:
+            if b.cause == "torn-tail" and not self.finished:
                 continue
             broken = True
-            if cp.kind == "unparsable":
-                self.add(EVENTS_NAME, EDITED_EVENT, f"line {cp.line} is not JSON")
-                continue
-            cause, other = _break_cause(lines, hashes, cp.line)
-            if cause == "reordered":
-                after = "to be the first event" if other == 0 else f"to follow line {other}"
-                self.add(EVENTS_NAME, REORDERED, f"line {cp.line} claims {after}: events reordered")
-            elif cause == "first":
+            if b.cause == "torn-tail":
+                self.add(EVENTS_NAME, EDITED_EVENT, "the last line has no newline, in a finished session")
+            elif b.cause == "unparsable":
+                self.add(EVENTS_NAME, EDITED_EVENT, f"line {b.line} is not JSON")
+            elif b.cause == "reordered":
+                after = "to be the first event" if b.follows == 0 else f"to follow line {b.follows}"
+                self.add(EVENTS_NAME, REORDERED, f"line {b.line} claims {after}: events reordered")
+            elif b.cause == "first":
                 self.add(EVENTS_NAME, REMOVED_EVENT,
                          f"line 1 follows an event that is not there: events removed from the start{counted}")
             elif m_lines is not None and n < m_lines:
                 self.add(EVENTS_NAME, REMOVED_EVENT,
-                         f"line {cp.line} does not follow line {cp.line - 1}: events removed between them{counted}")
+                         f"line {b.line} does not follow line {b.line - 1}: events removed between them{counted}")
             else:
                 self.add(EVENTS_NAME, EDITED_EVENT,
-                         f"line {cp.line} does not follow line {cp.line - 1}: line {cp.line - 1} was edited"
+                         f"line {b.line} does not follow line {b.line - 1}: line {b.line - 1} was edited"
                          + (f", or an event after it removed{counted}" if m_lines is None or n > m_lines else ""))
         if not broken and summary is not None:
             broken = self.check_events_summary(n, hashes, m_lines, m_last)  # type: ignore[arg-type]
@@ -811,7 +827,7 @@ class _Verifier:
         dirs = set(self.stream_names) | {PHOTOS_DIR, RECOVERED_DIR}
         for entry in sorted(os.scandir(self.root), key=lambda d: d.name):
             name = entry.name
-            if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+            if name.startswith(MANIFEST_TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
                 log.info("ignoring %s: a manifest write cut off before its rename", name)
                 continue
             if entry.is_dir(follow_symlinks=False):
@@ -880,8 +896,7 @@ def _saved_as(rep: dict[str, Any]) -> str | None:
 
 
 def _seg_num(entry: dict[str, Any]) -> int | None:
-    m = SEGMENT_RE.match(entry.get("file") or "") if isinstance(entry.get("file"), str) else None
-    return int(m.group("num")) if m else None
+    return segment_number(entry.get("file"))
 
 
 def verify_session(path: str | os.PathLike[str], expected_public_key: PublicKeyLike | None = None) -> VerifyReport:
@@ -890,9 +905,7 @@ def verify_session(path: str | os.PathLike[str], expected_public_key: PublicKeyL
     ``expected_public_key`` (PEM or hex text, raw bytes or a key object): the manifest must be
     signed by exactly this key, e.g. the registered key of the device that recorded the exam.
     """
-    root = Path(path)
-    if root.name == MANIFEST_NAME and root.is_file():
-        root = root.parent
+    root = session_root(path)
     if not root.is_dir():
         raise NotASession(f"{root}: not a folder")
     has_any = (root / MANIFEST_NAME).exists() or (root / EVENTS_NAME).exists() or any(

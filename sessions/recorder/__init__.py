@@ -2,7 +2,8 @@
 
   controller      the session controller (checks, start, pause/resume, stop; owns the manifest
                   and event log while recording)
-  stream_process  one process per stream: source -> stages -> sinks
+  stream/         one process per stream: source threads -> stages -> sinks
+  messages        what the controller and the stream processes send each other (frozen dataclasses)
   exam            exam control: the pause rule (a pause's banner lead), resume, stop
   sensor_hub      GPS and pedals glue: telemetry, route, overlay values, sensor events
   checks          the pre-exam checks      control  the control socket (pause/resume/stop/photo)

@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from core import durable
 from sessions.evidence.summary import format_table
+from sessions.recorder.messages import CheckDone
 
 POWER_SUPPLY = Path("/sys/class/power_supply")
 MIN_BATTERY_PERCENT = 20
@@ -27,23 +29,24 @@ class CheckResult:
         return asdict(self)
 
 
-def stream_check(name: str, fps: float, result: dict) -> CheckResult:
+def stream_check(name: str, fps: float, result: CheckDone) -> CheckResult:
     """A stream delivered frames at its rate through the whole pipeline (the encoder kept up)."""
-    if result.get("error"):
-        return CheckResult(f"camera {name}", False, result["error"])
-    seconds = result["seconds"]
-    got = result["frames"] / seconds if seconds else 0.0
+    if result.error:
+        return CheckResult(f"camera {name}", False, result.error)
+    seconds = result.seconds
+    got = result.frames / seconds if seconds else 0.0
     if got < 0.9 * fps:
-        why = "no frame at all: is it connected? (`examrec devices`)" if result["frames"] == 0 else \
-            f"only {got:.1f} fps of {fps:g} through the recorder ({result['dropped']} dropped): the camera or " \
+        why = "no frame at all: is it connected? (`examrec devices`)" if result.frames == 0 else \
+            f"only {got:.1f} fps of {fps:g} through the recorder ({result.dropped} dropped): the camera or " \
             f"this computer is too slow for the profile"
         return CheckResult(f"camera {name}", False, why)
     return CheckResult(f"camera {name}", True, f"{got:.1f} fps of {fps:g}, encoded in real time, "
-                                               f"{8 * result['bytes'] / seconds / 1e6:.2f} Mbit/s")
+                                               f"{8 * result.bytes / seconds / 1e6:.2f} Mbit/s")
 
 
-def audio_check(owner: str, result: dict) -> CheckResult:
-    level = result.get("audio_dbfs")
+def audio_check(owner: str, result: CheckDone) -> CheckResult:
+    """The sound that came with the owning stream's check is not silent."""
+    level = result.audio_dbfs
     if level is None:
         return CheckResult("microphone", False, f"no sound arrived with stream {owner}: is the microphone connected?")
     if level <= SILENT_DBFS:
@@ -69,7 +72,7 @@ def writable_check(out_root: Path) -> CheckResult:
         with open(probe, "wb") as f:
             f.write(b"ok")
             f.flush()
-            os.fsync(f.fileno())
+            durable.fsync(f.fileno())
         probe.unlink()
     except OSError as exc:
         return CheckResult("output folder", False, f"{out_root} is not writable: {exc.strerror}")

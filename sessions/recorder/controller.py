@@ -6,6 +6,7 @@ manifest.json is written (and fsynced) before any frame exists, then the streams
 """
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
@@ -28,20 +29,26 @@ from core.clock import NS_PER_S, SessionClock, iso_utc
 from sessions.evidence.events import EventLog
 from sessions.recorder.sensor_hub import SensorHub
 from sessions.recorder.exam import ExamControl
-from sessions.evidence.manifest import segment_entry_hash, sha256_file, write_manifest
+from sessions.evidence.chain import GENESIS
+from sessions.evidence.layout import (EVENTS_NAME, RESERVE_NAME, ROUTE_NAME, TELEMETRY_NAME, chain_segments,
+                                      session_folder, write_manifest)
+from sessions.evidence.manifest import FORMAT, sha256_file
+from sessions.evidence.software import software_versions
 from core.profile import Profile
 from sessions.evidence.lock import hold_shared
 from sessions.evidence.signing import fingerprint, key_path_for, load_or_create_key, sign_manifest
-from sessions.recorder.stream_process import StreamJob, run_stream
+from sessions.recorder.messages import (Abort, CheckDone, Done, FragmentWritten, IoError, Paused, PhotoTaken, Ready,
+                                        Report, SegmentClosed, SegmentDiscarded, SegmentOpened, Start, Stats, Stop,
+                                        StreamEvent)
+from sessions.recorder.stream.job import StreamJob
+from sessions.recorder.stream.process import run_stream
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0
 START_LEAD_NS = 500_000_000
-RESERVE_NAME = ".reserve"
 RESERVE_BYTES = 4 << 20
 STOP_TIMEOUT_S = 15.0
-GENESIS = "0" * 64
 
 
 @dataclass
@@ -57,13 +64,14 @@ class StreamRuntime:
     done: bool = False
     restarts: int = 0
     pid: int | None = None
-    check: dict | None = None          # the stream's pre-exam check result
+    check: CheckDone | None = None     # the stream's pre-exam check result
     last_seen: float | None = None     # monotonic time of its last report (the watchdog's input)
     stalled: bool = False
     fps: float = 0.0
     _fps_mark: tuple[float, int] | None = None
     conn: Any = None                   # the read end of the stream's report pipe
-    stats: dict = field(default_factory=dict)
+    stats: Stats | None = None         # its latest counters
+    last_fragment: FragmentWritten | None = None  # the newest fragment it logged
     last_drop_report: int = 0
     segments: list = field(default_factory=list)
 
@@ -76,7 +84,7 @@ class Recorder(ExamControl):
     """Records one session of a profile into ``out_root/<YYYY-MM-DD>/<session_id>/``."""
 
     def __init__(self, profile: Profile, out_root: Path, *, details: dict | None = None,
-                 realtime: bool = True, force: bool = False, gps_url: str | None = None,
+                 realtime: bool = True, gps_url: str | None = None,
                  pedals_url: str | None = None):
         self.gps_url, self.pedals_url = gps_url, pedals_url
         self.sensors: SensorHub | None = None
@@ -84,7 +92,6 @@ class Recorder(ExamControl):
         self.out_root = Path(out_root)
         self.details = details or {}
         self.realtime = realtime
-        self.force = force
         self.clock: SessionClock | None = None
         self.session_dir: Path | None = None
         self.session_id = ""
@@ -97,7 +104,6 @@ class Recorder(ExamControl):
         self.stop_reason = "stop"
         self.exit_code = exitcodes.OK
         self.stop_ns: int | None = None
-        self.listeners: list[Callable[[str, str, dict], None]] = []
         self.state = "checking"
         self.checks = []
         self.stage = 1
@@ -115,14 +121,13 @@ class Recorder(ExamControl):
                                  self.gps_url, self.pedals_url, end_ns=lambda: self.stop_ns)
         now = datetime.now(timezone.utc)
         self.session_id = new_session_id(now, self.profile.name)
-        day = now.astimezone().strftime("%Y-%m-%d")
-        self.session_dir = self.out_root / day / self.session_id
+        self.session_dir = session_folder(self.out_root, now.astimezone().date(), self.session_id)
         self.session_dir.mkdir(parents=True)
         for folder in (self.session_dir.parent.parent, self.session_dir.parent, self.session_dir):
             durable.fsync_dir(folder)  # the session's folder itself must survive a power cut
         self._lock_fd = hold_shared(self.session_dir)
         self._reserve_space()
-        self.events = EventLog(self.session_dir / "events.jsonl")
+        self.events = EventLog(self.session_dir / EVENTS_NAME)
         self.sensors.start_readers()
         for spec in self.profile.streams:
             job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime)
@@ -174,7 +179,7 @@ class Recorder(ExamControl):
         if problems:
             log.warning("session %s refused before the start: %s", self.session_id, problems)
         for rt in self.streams.values():
-            rt.cmd_q.put(("abort",))
+            rt.cmd_q.put(Abort())
         deadline = time.monotonic() + 5
         for rt in self.streams.values():
             rt.process.join(timeout=max(0.1, deadline - time.monotonic()))
@@ -201,8 +206,8 @@ class Recorder(ExamControl):
         now = time.monotonic_ns()
         for rt in self.streams.values():
             try:
-                rt.cmd_q.put(("stop", now))
-                rt.cmd_q.put(("abort",))
+                rt.cmd_q.put(Stop(now))
+                rt.cmd_q.put(Abort())
             except (OSError, ValueError):
                 pass
         deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -236,10 +241,11 @@ class Recorder(ExamControl):
         local = started.astimezone()
         off = local.strftime("%z")
         self.manifest = {
-            "format": "examrec-session/1",
+            "format": FORMAT,
             "session_id": self.session_id,
             "profile": self.profile.name,
             "profile_kind": self.profile.kind,
+            "software": software_versions(),
             "started_at": iso_utc(started),
             "ended_at": None,
             "state": "recording",
@@ -255,7 +261,7 @@ class Recorder(ExamControl):
             "notice": self.profile.notice,
             "clock_check": None,
             "photos": [],
-            "events": {"file": "events.jsonl", "lines": 0, "last_sha256": GENESIS},
+            "events": {"file": EVENTS_NAME, "lines": 0, "last_sha256": GENESIS},
         }
         self._write_manifest()
         self.state = "recording"
@@ -278,14 +284,14 @@ class Recorder(ExamControl):
                 self._gap_open(rt.name, 0.0, rt.ready_message)
                 self.events.emit("fault", capture_ns=self.clock.start_ns, stream=rt.name,
                                  device=f"camera {rt.name}", message=rt.ready_message)
-            rt.cmd_q.put(("start", self.clock.to_json()))
+            rt.cmd_q.put(Start(self.clock))
             # The watchdog counts from here: a stream has nothing to report while the checks of
             # the sensors run, and that silence is not a fault.
             rt.last_seen = time.monotonic()
         if duration_s is not None:
             self.stop_ns = self.clock.start_ns + round(duration_s * NS_PER_S)
             for rt in self.streams.values():
-                rt.cmd_q.put(("stop", self.stop_ns))
+                rt.cmd_q.put(Stop(self.stop_ns))
         self.take_start_photos()
 
     # running -------------------------------------------------------------------------------
@@ -309,7 +315,7 @@ class Recorder(ExamControl):
             now = time.monotonic_ns()
             if self.stop_ns is not None and not stop_sent and (self._stop_requested.is_set() or now >= self.stop_ns):
                 for rt in self.streams.values():
-                    rt.cmd_q.put(("stop", self.stop_ns))
+                    rt.cmd_q.put(Stop(self.stop_ns))
                 stop_sent = True
                 stop_deadline = time.monotonic() + STOP_TIMEOUT_S
             if stop_sent and (all(rt.done for rt in self.streams.values()) or time.monotonic() > stop_deadline):
@@ -340,9 +346,9 @@ class Recorder(ExamControl):
             rt.restarts += 1
             rt.ready = False
             self._spawn(rt, first_segment=len(self._stream_entry(rt.name)["segments"]))
-            rt.cmd_q.put(("start", self.clock.to_json()))
+            rt.cmd_q.put(Start(self.clock))
             if self.stop_ns is not None:
-                rt.cmd_q.put(("stop", self.stop_ns))
+                rt.cmd_q.put(Stop(self.stop_ns))
 
     def _pump(self, timeout: float) -> None:
         """Handle every report waiting from the stream processes (waiting up to ``timeout``)."""
@@ -354,92 +360,107 @@ class Recorder(ExamControl):
             rt = conns[conn]
             try:
                 while conn.poll():
-                    self._handle(*conn.recv())
+                    self._handle(rt, conn.recv())
             except (EOFError, OSError):
                 rt.conn = None  # the process ended; _watch_processes decides what that means
 
-    def _handle(self, kind: str, name: str, p: dict) -> None:
-        rt = self.streams[name]
+    def _handle(self, rt: StreamRuntime, msg: Report) -> None:
+        """One report of a stream process (every kind is a class of sessions.recorder.messages)."""
         rt.last_seen = time.monotonic()
+        name = rt.name
         with self._lock:
-            if kind == "check_result":
-                rt.check = p
-            elif kind == "ready":
-                rt.pid = p.get("pid")
-                rt.ready = p["ok"]
-                rt.ready_message = p["message"] or ("" if p["ok"] else "not ready")
-                if rt.restarts and self.clock is not None:
-                    self._gap_close(name, self.clock.pts_s(time.monotonic_ns()))
+            match msg:
+                case Stats():
+                    self._stats(rt, msg)
+                case FragmentWritten():
+                    rt.last_fragment = msg
+                case SegmentOpened():
+                    first = round(msg.first_pts_s, 6)
+                    self._stream_entry(name)["segments"].append(
+                        {"file": msg.file, "sha256": None, "size": None, "frames": 0, "dropped": 0,
+                         "first_pts_s": first, "last_pts_s": first, "stage": msg.stage, "closed": False,
+                         "prev_sha256": GENESIS})
+                    self._write_manifest()
+                case SegmentDiscarded():
+                    segs = self._stream_entry(name)["segments"]
+                    segs[:] = [x for x in segs if x["file"] != msg.file]
+                    self._write_manifest()
+                case SegmentClosed():
+                    self._segment_closed(rt, msg)
+                case StreamEvent():
                     assert self.events is not None
-                    self.events.emit("restarted", stream=name, device=f"stream process {name}", pid=rt.pid)
-            elif kind == "segment_open":
-                entry = {"file": p["file"], "sha256": None, "size": None, "frames": 0, "dropped": 0,
-                         "first_pts_s": round(p["first_pts_s"], 6), "last_pts_s": round(p["first_pts_s"], 6),
-                         "stage": p["stage"], "closed": False, "prev_sha256": GENESIS}
-                self._stream_entry(name)["segments"].append(entry)
-                self._write_manifest()
-            elif kind == "segment_discarded":
-                segs = self._stream_entry(name)["segments"]
-                segs[:] = [x for x in segs if x["file"] != p["file"]]
-                self._write_manifest()
-            elif kind == "segment_closed":
-                entry = self._segment(name, p["file"])
-                entry.update({"sha256": p["sha256"], "size": p["size"], "frames": p["frames"],
-                              "dropped": p["dropped"], "closed": bool(p["closed"])})
-                if p["first_pts_s"] is not None:
-                    entry["first_pts_s"] = round(p["first_pts_s"], 6)
-                    entry["last_pts_s"] = round(p["last_pts_s"], 6)
-                if p.get("audio_first_pts_s") is not None:
-                    entry["audio_first_pts_s"] = round(p["audio_first_pts_s"], 6)
-                    entry["audio_last_pts_s"] = round(p["audio_last_pts_s"], 6)
-                self._write_manifest()
-            elif kind == "stats":
-                rt.stats = p
-                now = time.monotonic()
-                if rt._fps_mark and now - rt._fps_mark[0] >= 1.0:
-                    rt.fps = round((p["encoded"] - rt._fps_mark[1]) / (now - rt._fps_mark[0]), 1)
-                    rt._fps_mark = (now, p["encoded"])
-                elif rt._fps_mark is None:
-                    rt._fps_mark = (now, p["encoded"])
-                if p["dropped"] > rt.last_drop_report and self.events is not None:
-                    self.events.emit("drops", stream=name, dropped_total=p["dropped"],
-                                     new=p["dropped"] - rt.last_drop_report)
-                    rt.last_drop_report = p["dropped"]
-            elif kind == "event":
-                assert self.events is not None
-                fields = dict(p["fields"])
-                if p["type"] == "fault" and self.clock is not None:
-                    self._gap_open(name, self.clock.pts_s(p["capture_ns"]), fields.get("message", "fault"))
-                if p["type"] == "recovered" and self.clock is not None:
-                    self._gap_close(name, self.clock.pts_s(p["capture_ns"]))
-                self.events.emit(p["type"], capture_ns=p["capture_ns"], **fields)
-            elif kind == "photo":
-                self.manifest.setdefault("photos", []).append(
-                    {"file": p["file"], "sha256": p["sha256"], "role": p.get("role"), "stream": name,
-                     "pts_s": round(self.clock.pts_s(p["capture_ns"]), 6) if self.clock else None})
-                assert self.events is not None
-                self.events.emit("photo", capture_ns=p["capture_ns"], stream=name, file=p["file"], role=p.get("role"))
-                self._write_manifest()
-            elif kind == "io_error":
-                assert self.events is not None
-                free = _free_bytes(Path(p["path"]))
-                self._release_reserve()
-                disk_full = p.get("errno") == 28
-                message = (f"disk full on {p['path']} ({free / 1e6:.1f} MB free): recording stopped; "
-                           f"everything written so far stays playable. Free space or use another --out."
-                           if disk_full else f"write error on {p['path']}: {p['message']}")
-                if disk_full:
-                    self.events.emit("disk_full", stream=name, path=p["path"], free_bytes=free, message=message)
-                    self.exit_code = exitcodes.DISK_FULL
-                else:
-                    self.events.emit("error", stream=name, message=message)
-                    self.exit_code = exitcodes.INTERRUPTED
-                log.error("%s", message)
-                self.request_stop("disk-full" if disk_full else "io-error")
-            elif kind == "done":
-                rt.done = True
-            for listener in self.listeners:
-                listener(kind, name, p)
+                    if msg.type == "fault" and self.clock is not None:
+                        self._gap_open(name, self.clock.pts_s(msg.capture_ns), msg.fields.get("message", "fault"))
+                    if msg.type == "recovered" and self.clock is not None:
+                        self._gap_close(name, self.clock.pts_s(msg.capture_ns))
+                    self.events.emit(msg.type, capture_ns=msg.capture_ns, **msg.fields)
+                case PhotoTaken():
+                    self.manifest.setdefault("photos", []).append(
+                        {"file": msg.file, "sha256": msg.sha256, "role": msg.role, "stream": name,
+                         "pts_s": round(self.clock.pts_s(msg.capture_ns), 6) if self.clock else None})
+                    assert self.events is not None
+                    self.events.emit("photo", capture_ns=msg.capture_ns, stream=name, file=msg.file, role=msg.role)
+                    self._write_manifest()
+                case Ready():
+                    rt.pid = msg.pid
+                    rt.ready = msg.ok
+                    rt.ready_message = msg.message or ("" if msg.ok else "not ready")
+                    if rt.restarts and self.clock is not None:
+                        self._gap_close(name, self.clock.pts_s(time.monotonic_ns()))
+                        assert self.events is not None
+                        self.events.emit("restarted", stream=name, device=f"stream process {name}", pid=rt.pid)
+                case CheckDone():
+                    rt.check = msg
+                case Paused():
+                    log.debug("%s: stage %d paused", name, msg.stage)
+                case IoError():
+                    self._io_error(rt, msg)
+                case Done():
+                    rt.done = True
+
+    def _stats(self, rt: StreamRuntime, msg: Stats) -> None:
+        rt.stats = msg
+        now = time.monotonic()
+        if rt._fps_mark and now - rt._fps_mark[0] >= 1.0:
+            rt.fps = round((msg.encoded - rt._fps_mark[1]) / (now - rt._fps_mark[0]), 1)
+            rt._fps_mark = (now, msg.encoded)
+        elif rt._fps_mark is None:
+            rt._fps_mark = (now, msg.encoded)
+        if msg.dropped > rt.last_drop_report and self.events is not None:
+            self.events.emit("drops", stream=rt.name, dropped_total=msg.dropped, new=msg.dropped - rt.last_drop_report)
+            rt.last_drop_report = msg.dropped
+
+    def _segment_closed(self, rt: StreamRuntime, msg: SegmentClosed) -> None:
+        """A segment is finished (or cut at its last fragment): its entry gets the final figures."""
+        entry = self._segment(rt.name, msg.file)
+        entry.update({"sha256": msg.sha256, "size": msg.size, "frames": msg.frames, "dropped": msg.dropped,
+                      "closed": bool(msg.closed)})
+        if msg.first_pts_s is not None and msg.last_pts_s is not None:
+            entry["first_pts_s"] = round(msg.first_pts_s, 6)
+            entry["last_pts_s"] = round(msg.last_pts_s, 6)
+        if msg.audio_first_pts_s is not None and msg.audio_last_pts_s is not None:
+            entry["audio_first_pts_s"] = round(msg.audio_first_pts_s, 6)
+            entry["audio_last_pts_s"] = round(msg.audio_last_pts_s, 6)
+        self._write_manifest()
+
+    def _io_error(self, rt: StreamRuntime, msg: IoError) -> None:
+        """A stream could not write: a full disk ends the session with exit code 4, any other
+        write error with 5; the reserve is released so the manifest and logs can be finished."""
+        assert self.events is not None
+        free = _free_bytes(Path(msg.path))
+        self._release_reserve()
+        disk_full = msg.errno == errno.ENOSPC
+        message = (f"disk full on {msg.path} ({free / 1e6:.1f} MB free): recording stopped; "
+                   f"everything written so far stays playable. Free space or use another --out."
+                   if disk_full else f"write error on {msg.path}: {msg.message}")
+        if disk_full:
+            self.events.emit("disk_full", stream=rt.name, path=msg.path, free_bytes=free, message=message)
+            self.exit_code = exitcodes.DISK_FULL
+        else:
+            self.events.emit("error", stream=rt.name, message=message)
+            self.exit_code = exitcodes.INTERRUPTED
+        log.error("%s", message)
+        self.request_stop("disk-full" if disk_full else "io-error")
 
     # manifest ------------------------------------------------------------------------------
     def _stream_entry(self, name: str) -> dict:
@@ -471,10 +492,7 @@ class Recorder(ExamControl):
 
     def _chain_segments(self) -> None:
         for stream in self.manifest["streams"]:
-            prev = GENESIS
-            for seg in stream["segments"]:
-                seg["prev_sha256"] = prev
-                prev = segment_entry_hash(seg)
+            chain_segments(stream["segments"])
 
     def _write_manifest(self) -> None:
         if not self.manifest or self.session_dir is None:
@@ -509,7 +527,7 @@ class Recorder(ExamControl):
             self.sensors.stop()
             self.manifest["sensors"] = self.sensors.counters()
             self.manifest["sensor_gaps"] = self.sensors.gaps
-            for key, name in (("telemetry", "telemetry.jsonl"), ("route", "route.gpx")):
+            for key, name in (("telemetry", TELEMETRY_NAME), ("route", ROUTE_NAME)):
                 path = self.session_dir / name
                 if path.exists():
                     self.manifest[key] = {"file": name, "sha256": sha256_file(path)}

@@ -1,6 +1,13 @@
 """What makes the recorder an exam recorder: pre-exam checks, stages with pause and resume, live
 status and control, face stills, device-fault watch. Mixed into the session controller
-(sessions/recorder/controller.py), whose state it reads and changes under its lock."""
+(sessions/recorder/controller.py), whose state it reads and changes under its lock.
+
+DESIGN, the pause rule (UA II.3) lives in ``pause`` and ``resume``: a pause needs its reason and
+the vehicle's plate; every stream shows the banner (time, reason, plate) for the profile's
+``pause_banner_s``, and the stage's segments end at that instant, which is the stage's end in
+the manifest; resume is refused before that instant, needs the plate, starts the next stage's
+segments and shows its own banner for the same time. Both are events.
+"""
 from __future__ import annotations
 
 import logging
@@ -10,9 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sessions.evidence.layout import photo_name
 from sessions.recorder.checks import (CheckResult, audio_check, disk_check, failed_mandatory, overdue_now, power_checks,
                      stream_check, upload_check, writable_check)
 from core.clock import NS_PER_S, SessionClock, format_duration
+from sessions.recorder.messages import CheckDone, Pause, Resume, RunCheck, TakePhoto
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +54,7 @@ class ExamControl:
             for name, rt in self.streams.items():
                 if rt.ready:
                     rt.check = None
-                    rt.cmd_q.put(("check", clock.to_json(), seconds, str(scratch / name)))
+                    rt.cmd_q.put(RunCheck(clock, seconds, str(scratch / name)))
                     pending[name] = rt
             deadline = time.monotonic() + seconds + 15
             while any(rt.check is None for rt in pending.values()) and time.monotonic() < deadline:
@@ -56,9 +65,9 @@ class ExamControl:
                 if not rt.ready:
                     results.append(CheckResult(f"camera {spec.name}", False, rt.ready_message))
                     continue
-                res = rt.check or {"error": "did not answer the check in time", "seconds": seconds}
+                res = rt.check or CheckDone(spec.name, seconds, error="did not answer the check in time")
                 results.append(stream_check(spec.name, spec.fps, res))
-                bytes_per_s += res.get("bytes", 0) / seconds
+                bytes_per_s += res.bytes / seconds
                 if spec.audio:
                     results.append(audio_check(spec.name, res))
         finally:
@@ -117,13 +126,13 @@ class ExamControl:
         for name, rt in self.streams.items():
             st = rt.stats
             health = "ok"
-            if rt.stalled or st.get("fault") or not rt.ready:
+            if rt.stalled or (st is not None and st.fault) or not rt.ready:
                 health = "FAULT"
-            elif st.get("audio_fault"):
+            elif st is not None and st.audio_fault:
                 health = "FAULT (audio)"
-            streams.append({"stream": name, "fps": rt.fps, "frames": st.get("encoded", 0),
-                            "dropped": st.get("dropped", 0), "health": health,
-                            "mb": round(st.get("bytes", 0) / 1e6, 1)})
+            streams.append({"stream": name, "fps": rt.fps, "frames": st.encoded if st else 0,
+                            "dropped": st.dropped if st else 0, "health": health,
+                            "mb": round(st.bytes / 1e6, 1) if st else 0.0})
         free = shutil.disk_usage(self.out_root).free if self.out_root.exists() else None
         out = {"state": self.state, "stage": self.stage, "session_id": self.session_id,
                "session": str(self.session_dir), "profile": self.profile.name,
@@ -164,11 +173,13 @@ class ExamControl:
             if not reason or not plate:
                 raise IllegalTransition("pause needs the reason and the vehicle's plate (--reason, --plate)")
             assert self.clock is not None and self.events is not None
-            at = time.monotonic_ns() + round(self.profile.pause_banner_s * NS_PER_S)
+            # The pause rule: the banner shows for pause_banner_s, then the stage ends.
+            lead_ns = round(self.profile.pause_banner_s * NS_PER_S)
+            at = time.monotonic_ns() + lead_ns
             when = self.clock.wall_local(at).strftime("%H:%M:%S")
             banner = f"PAUSE {when} {reason} {plate}"
             for rt in self.streams.values():
-                rt.cmd_q.put(("pause", at, banner))
+                rt.cmd_q.put(Pause(at, banner, lead_ns))
             self.pause_at_ns = at
             self.state = "paused"
             self.events.emit("pause", capture_ns=at, stage=self.stage, reason=reason, plate=plate, banner=banner)
@@ -195,7 +206,7 @@ class ExamControl:
             banner = f"RESUME {when} {plate}  STAGE {self.stage}"
             until = now + round(self.profile.pause_banner_s * NS_PER_S)
             for rt in self.streams.values():
-                rt.cmd_q.put(("resume", self.stage, banner, until))
+                rt.cmd_q.put(Resume(self.stage, banner, until))
             self.pause_at_ns = None
             self.state = "recording"
             self.events.emit("resume", capture_ns=now, stage=self.stage, plate=plate)
@@ -215,8 +226,8 @@ class ExamControl:
         if name not in self.streams:
             raise IllegalTransition(f"no stream named {name!r}")
         self._photo_no = getattr(self, "_photo_no", 0) + 1
-        file = f"photos/{self._photo_no:03d}-{role or name}.jpg"
-        self.streams[name].cmd_q.put(("photo", {"file": file, "role": role}))
+        file = photo_name(self._photo_no, role or name)
+        self.streams[name].cmd_q.put(TakePhoto(file, role))
         return {"file": file, "stream": name}
 
     def take_start_photos(self) -> None:

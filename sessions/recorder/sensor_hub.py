@@ -19,7 +19,9 @@ from sensors.gps import GpsTimeGuard
 from sensors.gpx import GpxWriter
 from sensors.telemetry import TelemetryWriter
 
+from sessions.evidence.layout import ROUTE_NAME, TELEMETRY_NAME
 from sessions.recorder.checks import CheckResult
+from sessions.recorder.messages import PedalSpans, SensorOverlay
 from core.clock import NS_PER_S, SessionClock
 
 log = logging.getLogger(__name__)
@@ -75,11 +77,11 @@ class SensorHub:
         """The session started: write telemetry and the route, forward overlay state."""
         self.session_dir = Path(session_dir)
         self.clock = clock
-        self.telemetry = TelemetryWriter(self.session_dir / "telemetry.jsonl")
+        self.telemetry = TelemetryWriter(self.session_dir / TELEMETRY_NAME)
         if self.pedals is not None:
             self.pedals.set_clock(clock)
         if self.gps is not None:
-            self.gpx = GpxWriter(self.session_dir / "route.gpx", name=session_id, start_utc=started_utc, clock=clock)
+            self.gpx = GpxWriter(self.session_dir / ROUTE_NAME, name=session_id, start_utc=started_utc, clock=clock)
             # The fix the session starts with (the overlay shows it from the first frame on).
             last = self.gps.state().last_fix
             if last is not None:
@@ -224,11 +226,14 @@ class SensorHub:
             if only_changed:
                 state = state if state and state != self._last_state else None
                 intervals = intervals if intervals != self._last_spans else None
+            values = SensorOverlay(gps_fix=state["gps_fix"], speed_kmh=state["speed_kmh"]) if state else None
+            spans = None if intervals is None else PedalSpans(
+                brake=tuple(intervals.get("brake", ())), clutch=tuple(intervals.get("clutch", ())))
             for rt in self._streams:
-                if state:
-                    rt.cmd_q.put(("state", state))
-                if intervals is not None:
-                    rt.cmd_q.put(("pedals", intervals))
+                if values is not None:
+                    rt.cmd_q.put(values)
+                if spans is not None:
+                    rt.cmd_q.put(spans)
             if state:
                 self._last_state = state
             if intervals is not None:

@@ -1,0 +1,220 @@
+"""The muxer's file layer in the test process, each test in milliseconds: the fragment file and the
+segment writer on a faulty disk (full in the middle of a fragment, short writes), and the box
+parsers (the fragment file's, on the fly, and repair's, after the fact).
+
+In the style of PyAV's own tests: every file goes to a sandboxed folder, and each test writes
+something and reads it back. The faulty disk is a FragmentFile whose one write primitive keeps a
+byte budget or writes a few bytes at a time; everything else is the real code on a real file.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import struct
+from dataclasses import asdict
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from core.clock import SessionClock
+from core.profile import EncoderSpec
+from muxer.fragment_file import FragmentFile, FragmentRecord
+from muxer.repair import read_boxes, scan_segment
+from muxer.segment import SegmentResult, SegmentSettings, SegmentWriter
+
+CLOCK = SessionClock(start_ns=10**12, wall_anchor_ns=1_750_000_000 * 10**9)
+FRAME_NS = 40_000_000   # 25 fps
+FRAMES = 30
+SETTINGS = SegmentSettings(width=64, height=48, fps=25, encoder=EncoderSpec(preset="ultrafast", crf=30),
+                           gop=5, fragment_ms=40, fsync_interval_ms=0)
+
+
+@pytest.fixture
+def sandboxed(tmp_path):
+    """PyAV's ``sandboxed(name)``: a path in this test's own output folder."""
+    def path(name: str) -> Path:
+        return tmp_path / name
+    return path
+
+
+def picture(i: int) -> np.ndarray:
+    """A frame whose brightness says its number (so a decoded frame can be told apart)."""
+    return np.full((SETTINGS.height, SETTINGS.width, 3), (i * 8) % 250, np.uint8)
+
+
+class ShortWrites(FragmentFile):
+    """A disk that takes at most ``chunk`` bytes a call, like a write interrupted by a signal."""
+
+    chunk = 7
+
+    def _pwrite(self, data: bytes, offset: int) -> int:
+        return super()._pwrite(data[:self.chunk], offset)
+
+
+class FullDisk(FragmentFile):
+    """A disk with ``budget`` bytes of room: the write that crosses it is short, the next one
+    fails with ENOSPC (``zero_at_end``: returns 0 instead, as some file systems do)."""
+
+    budget = 0
+    zero_at_end = False
+
+    def _pwrite(self, data: bytes, offset: int) -> int:
+        room = self.budget - offset
+        if room <= 0:
+            if self.zero_at_end:
+                return 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super()._pwrite(data[:room], offset)
+
+
+def write_segment(path: Path, file_type: type[FragmentFile] = FragmentFile, frames: int = FRAMES,
+                  close: bool = True) -> tuple[SegmentWriter, SegmentResult, list[FragmentRecord], OSError | None]:
+    """Encode ``frames`` pictures into ``path`` (and close or abandon it, as the recorder does when
+    a write fails); the writer, its result, the fragment records and the error the disk raised."""
+    records: list[FragmentRecord] = []
+    w = SegmentWriter(path, f"cam/{path.name}", SETTINGS, CLOCK, on_fragment=records.append, file_type=file_type)
+    try:
+        for i in range(frames):
+            w.write_video(picture(i), CLOCK.start_ns + i * FRAME_NS)
+        result = w.close() if close else w.abandon()
+    except OSError as exc:
+        return w, w.abandon(), records, exc
+    return w, result, records, None
+
+
+def covered(data: bytes, rec: FragmentRecord) -> bytes:
+    """The bytes a record's hash covers (the init record leaves out the header rewritten on close)."""
+    if rec.skip:
+        return data[rec.offset:rec.skip[0]] + data[rec.skip[1]:rec.end]
+    return data[rec.offset:rec.end]
+
+
+def decoded_pts(path: Path) -> list[Fraction]:
+    with av.open(str(path)) as c:
+        return [f.pts * f.time_base for f in c.decode(video=0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the segment writer and its fragment file
+
+
+def test_every_fragment_record_hashes_the_bytes_on_disk(sandboxed):
+    path = sandboxed("0001.mp4")
+    _, result, records, err = write_segment(path)
+    assert err is None and result.closed and result.frames == FRAMES
+    data = path.read_bytes()
+    assert [r.kind for r in records] == ["init"] + ["fragment"] * (len(records) - 1) and len(records) > 5
+    assert [r.index for r in records] == list(range(len(records)))
+    for before, after in zip(records, records[1:]):
+        assert after.offset == before.end                   # fragments follow each other, no gap
+    for r in records:
+        assert hashlib.sha256(covered(data, r)).hexdigest() == r.sha256
+    # Round trip: every picture comes back, at its capture instant on the session timeline.
+    assert decoded_pts(path) == [Fraction(i * FRAME_NS, 10**9) for i in range(FRAMES)]
+
+
+def test_short_writes_leave_the_same_file(sandboxed):
+    _, plain, plain_records, _ = write_segment(sandboxed("plain.mp4"))
+    _, short, short_records, err = write_segment(sandboxed("short.mp4"), ShortWrites)
+    assert err is None and short.closed
+    assert sandboxed("short.mp4").read_bytes() == sandboxed("plain.mp4").read_bytes()
+    assert short_records == plain_records and short.size == plain.size
+
+
+@pytest.mark.parametrize("zero_at_end", [False, True], ids=["ENOSPC", "write returns 0"])
+def test_a_disk_full_in_the_middle_of_a_fragment_keeps_every_recorded_fragment(sandboxed, zero_at_end):
+    # Where the disk fills: the middle of the sixth fragment of an undisturbed run.
+    _, _, plain_records, _ = write_segment(sandboxed("plain.mp4"), close=False)
+    sixth = plain_records[6]
+    budget = (sixth.offset + sixth.end) // 2
+    disk = type("Disk", (FullDisk,), {"budget": budget, "zero_at_end": zero_at_end})
+    path = sandboxed("full.mp4")
+    w, result, records, err = write_segment(path, disk)
+    assert isinstance(err, OSError) and err.errno == errno.ENOSPC
+    assert w.file.error is not None and w.file.error.errno == errno.ENOSPC
+    assert not result.closed and result.size == budget == path.stat().st_size
+    # What was recorded is exactly what reached the disk before it filled, byte for byte.
+    assert records == plain_records[:6]
+    data = path.read_bytes()
+    assert all(hashlib.sha256(covered(data, r)).hexdigest() == r.sha256 for r in records)
+    # Repair keeps every recorded fragment and cuts the torn one.
+    scan = scan_segment(path, [asdict(r) for r in records])
+    assert scan.valid_end == records[-1].end and not scan.finalised
+    assert scan.fragments == len(records) - 1          # the init record holds no samples (empty_moov)
+    kept = sandboxed("kept.mp4")
+    kept.write_bytes(data[:scan.valid_end])
+    pts = decoded_pts(kept)
+    assert pts == [Fraction(i * FRAME_NS, 10**9) for i in range(len(pts))] and len(pts) >= 5
+
+
+def test_a_disk_full_before_the_first_fragment_leaves_nothing_playable(sandboxed):
+    disk = type("Disk", (FullDisk,), {"budget": 200})
+    path = sandboxed("full.mp4")
+    _, result, records, err = write_segment(path, disk)
+    assert isinstance(err, OSError) and err.errno == errno.ENOSPC and records == [] and not result.closed
+    scan = scan_segment(path, [])
+    assert scan.valid_end == 0 and scan.fragments == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the box parsers
+
+
+def box(typ: bytes, body: bytes, wide: bool = False) -> bytes:
+    """One MP4 box; ``wide`` writes the 64-bit size form (size field 1)."""
+    if wide:
+        return struct.pack(">I4sQ", 1, typ, 16 + len(body)) + body
+    return struct.pack(">I4s", 8 + len(body), typ) + body
+
+
+def synthetic_hybrid_mp4() -> tuple[bytes, list[tuple[int, int]]]:
+    """The box sequence the muxer writes (ftyp, free, free holding an ftyp copy, moov, the first
+    fragment's plain mdat, then moof+mdat pairs, one with a 64-bit size) and the expected
+    [start, end) of the init record and each fragment."""
+    ftyp = box(b"ftyp", b"isom\0\0\2\0isomiso2")
+    parts = [ftyp, box(b"free", b""), box(b"free", ftyp), box(b"moov", bytes(range(40))),
+             box(b"mdat", b"\x11" * 100)]
+    init_end = sum(map(len, parts))
+    spans = [(0, init_end)]
+    pos = init_end
+    for i, (moof_len, mdat_len, wide) in enumerate([(30, 50, False), (30, 1000, True), (44, 3, False)]):
+        frag = box(b"moof", bytes([i]) * moof_len) + box(b"mdat", bytes([0x80 + i]) * mdat_len, wide=wide)
+        parts.append(frag)
+        spans.append((pos, pos + len(frag)))
+        pos += len(frag)
+    return b"".join(parts), spans
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 1 << 20])
+def test_the_fragment_file_finds_every_fragment_however_the_bytes_arrive(sandboxed, chunk):
+    data, spans = synthetic_hybrid_mp4()
+    records: list[FragmentRecord] = []
+    f = FragmentFile(sandboxed(f"split-{chunk}.mp4"), on_fragment=records.append)
+    for at in range(0, len(data), chunk):
+        assert f.write(data[at:at + chunk]) == len(data[at:at + chunk])
+    f.close()
+    assert sandboxed(f"split-{chunk}.mp4").read_bytes() == data
+    assert [(r.offset, r.end) for r in records] == spans
+    assert [r.kind for r in records] == ["init", "fragment", "fragment", "fragment"]
+    free_copy = len(box(b"ftyp", b"isom\0\0\2\0isomiso2")) + 8
+    assert records[0].skip == (free_copy, free_copy + 8)   # the header hybrid_fragmented rewrites
+    for r in records:
+        assert hashlib.sha256(covered(data, r)).hexdigest() == r.sha256
+
+
+def test_repair_reads_boxes_up_to_the_first_broken_one(sandboxed):
+    data, spans = synthetic_hybrid_mp4()
+    assert [(b.start, b.end) for b in read_boxes(data)][-2:] == [(spans[-1][0], spans[-1][0] + 52),
+                                                                  (spans[-1][0] + 52, spans[-1][1])]
+    assert read_boxes(data + b"\0\0\0\x10junk" + b"\0" * 8)[-1].end == len(data)  # an unknown type ends the walk
+    # Cut anywhere: repair keeps the fragments that are whole, and no byte of a torn one.
+    for cut in sorted({s for span in spans for s in span} | {e - 1 for _, e in spans} | {e + 5 for _, e in spans}):
+        path = sandboxed("cut.mp4")
+        path.write_bytes(data[:cut])
+        scan = scan_segment(path)
+        whole = [end for _, end in spans if end <= cut]
+        assert scan.valid_end == (whole[-1] if whole else 0), cut
+        assert scan.fragments == len(whole)

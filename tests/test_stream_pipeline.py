@@ -1,0 +1,245 @@
+"""The stream process's parts on their own, in the test process and in seconds: the typed
+messages crossing a real pipe, the stage gate's pause rule and pedal lamps, one source thread
+reopening a failing replay source with back-off and dropping what a slow consumer cannot take,
+the pre-exam check through the real pattern source, overlay and encoder, and the tail cut to
+recovered/ that repair and a full disk share."""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import os
+import queue
+import time
+from pathlib import Path
+
+import pytest
+
+from capture.base import SourceLost, SourceUnavailable
+from capture.replay import PatternSource, WavSource
+from core.clock import NS_PER_S, SessionClock
+from core.profile import load_profile
+from sessions.evidence.recovered import cut_tail
+from sessions.recorder import messages
+from sessions.recorder.stream.check import run_check
+from sessions.recorder.stream.job import StopLine, StreamJob
+from sessions.recorder.stream.source_thread import SourceThread
+from sessions.recorder.stream.stage_gate import StageGate
+
+from conftest import ROOT, replay_variant
+
+MS = 1_000_000
+
+
+def _sample(cls: type) -> object:
+    """An instance of a message class with a plain value in every field."""
+    clock = SessionClock(start_ns=123 * NS_PER_S, wall_anchor_ns=1_700_000_000 * NS_PER_S)
+    values = {int: 7, float: 1.5, str: "cabin", bool: True}
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        t = str(f.type)
+        if "SessionClock" in t:
+            kwargs[f.name] = clock
+        elif "PedalSpan" in t:
+            kwargs[f.name] = ((1 * MS, 2 * MS), (3 * MS, None))
+        elif t.startswith("dict"):
+            kwargs[f.name] = {"stream": "cabin", "message": "no frame"}
+        else:
+            kwargs[f.name] = next(v for k, v in values.items() if t.split(" ")[0].startswith(k.__name__))
+    return cls(**kwargs)
+
+
+def test_every_message_crosses_a_process_pipe_unchanged():
+    classes = [c for c in vars(messages).values()
+               if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == messages.__name__]
+    assert len(classes) == 21
+    reader, writer = mp.get_context("spawn").Pipe(duplex=False)
+    try:
+        for cls in classes:
+            msg = _sample(cls)
+            writer.send(msg)
+            got = reader.recv()
+            assert type(got) is cls and got == msg
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                got.stream = "other"  # type: ignore[misc]
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_stage_gate_pause_rule_and_resume_banner():
+    gate = StageGate()
+    t0 = 1000 * NS_PER_S
+    gate.pause(messages.Pause(at_ns=t0 + 3 * NS_PER_S, banner="PAUSE 10:00:03 route AA1", banner_lead_ns=2 * NS_PER_S))
+    assert gate.dress(t0).banner is None                            # before the lead: no banner
+    assert gate.dress(t0 + 1 * NS_PER_S).banner == "PAUSE 10:00:03 route AA1"
+    assert not gate.pause_due(t0 + 3 * NS_PER_S - 1)
+    assert gate.pause_due(t0 + 3 * NS_PER_S)                        # the first frame at the instant ends the stage
+    gate.enter_pause()
+    assert gate.paused and gate.overlay.banner is None and gate.pause_at_ns is None
+    gate.resume(messages.Resume(stage=2, banner="RESUME 10:05:00 AA1  STAGE 2", banner_until_ns=t0 + 400 * NS_PER_S))
+    assert not gate.paused and gate.stage == 2
+    st = gate.dress(t0 + 399 * NS_PER_S)
+    assert st.stage == 2 and st.banner.startswith("RESUME")
+    assert gate.dress(t0 + 400 * NS_PER_S).banner is None           # the resume banner ends on time
+
+
+def test_stage_gate_lights_pedals_on_exactly_the_frames_inside_an_actuation():
+    gate = StageGate()
+    assert gate.dress(5 * MS).brake is None                         # no pedal sensor: no lamp at all
+    gate.pedal_spans(messages.PedalSpans(brake=((10 * MS, 20 * MS),), clutch=((15 * MS, None),)))
+    lit = [(t, gate.dress(t * MS).brake, gate.dress(t * MS).clutch) for t in (9, 10, 19, 20, 30)]
+    assert lit == [(9, False, False), (10, True, False), (19, True, True), (20, False, True), (30, False, True)]
+    gate.sensor_values(messages.SensorOverlay(gps_fix=True, speed_kmh=42.0))
+    assert gate.dress(31 * MS).speed_kmh == 42.0 and gate.overlay.gps_fix is True
+
+
+class FlakyPattern(PatternSource):
+    """The replay pattern with a fault injected: the device goes away after ``lose_after`` frames
+    and refuses the first ``refuse_opens`` attempts to open it again."""
+
+    def __init__(self, lose_after: int, refuse_opens: int):
+        super().__init__("flaky", 64, 48, 25, realtime=False)
+        self.lose_after, self.refuse_opens = lose_after, refuse_opens
+        self.reads = self.opens = 0
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.reads >= self.lose_after and self.refuse_opens > 0:
+            self.refuse_opens -= 1
+            raise SourceUnavailable("camera flaky: not there yet")
+        super().open()
+
+    def read(self):
+        self.reads += 1
+        if self.reads == self.lose_after:
+            raise SourceLost("camera flaky: unplugged")
+        return super().read()
+
+
+def _thread(source, events: list, **kw) -> SourceThread:
+    args = dict(name="capture-test", device="camera flaky", what="video", queue_items=4, full_wait_s=None,
+                skip_before_start=True, event=lambda type_, **f: events.append((type_, f)))
+    args.update(kw)
+    return SourceThread(source, **args)
+
+
+def test_source_thread_reopens_a_lost_device_with_back_off_and_says_so():
+    events: list = []
+    src = FlakyPattern(lose_after=3, refuse_opens=1)
+    thread = _thread(src, events)
+    assert thread.open() is None
+    clock = SessionClock.start_now()
+    thread.start(clock, StopLine())
+    got, t_start = [], time.monotonic()
+    try:
+        while len(got) < 6 and time.monotonic() - t_start < 10:
+            try:
+                got.append(thread.queue.get(timeout=0.5))
+            except queue.Empty:
+                pass
+    finally:
+        thread.stop()
+    took = time.monotonic() - t_start
+    assert len(got) == 6
+    assert [e[0] for e in events] == ["fault", "recovered"]
+    assert events[0][1] == {"device": "camera flaky", "what": "video", "message": "camera flaky: unplugged"}
+    assert src.opens == 3                     # the first open, one refused reopen, the one that worked
+    assert took >= 0.5 + 1                    # waited 0.5 s, then 1 s after the refusal
+    thread.start(clock, StopLine())
+    try:
+        with pytest.raises(RuntimeError, match="already running"):
+            thread.start(clock, StopLine())   # a second start while running is refused
+        with pytest.raises(RuntimeError, match="while running"):
+            thread.rewind()
+    finally:
+        thread.stop()
+    thread.stop()                             # stopping twice is harmless
+
+
+def test_source_thread_drops_what_a_slow_consumer_cannot_take_and_ends_at_the_stop():
+    events: list = []
+    thread = _thread(PatternSource("fast", 64, 48, 25, realtime=False), events, queue_items=2, full_wait_s=0)
+    thread.open()
+    clock = SessionClock.start_now()
+    stop = StopLine(clock.start_ns + 2 * NS_PER_S)             # frame 50 is the last one taken
+    thread.start(clock, stop)
+    deadline = time.monotonic() + 10
+    while thread.captured < 51 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    thread.stop()
+    assert thread.captured == 51 and thread.queue.qsize() == 2 and thread.dropped == 49
+    assert events == []
+    thread.rewind()
+    assert thread.captured == thread.dropped == thread.skipped == 0 and thread.queue.empty()
+
+
+def test_sound_thread_takes_every_block_when_the_consumer_keeps_up():
+    events: list = []
+    thread = _thread(WavSource(ROOT / "bench/fixtures/cabin.wav", realtime=False), events, device="audio of t",
+                     what="audio", queue_items=2000, full_wait_s=1.0, skip_before_start=False)
+    assert thread.open() is None
+    clock = SessionClock.start_now()
+    thread.start(clock, StopLine(clock.start_ns + NS_PER_S))
+    deadline = time.monotonic() + 10
+    while thread.captured < 48 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    thread.stop()
+    blocks = list(thread.queue.queue)
+    # The 47 blocks of 1024 samples that begin in the first second, and the first one after it.
+    assert thread.dropped == 0 and len(blocks) == thread.captured == 48
+    assert all(abs(b.capture_ns - a.capture_ns - 1024 * NS_PER_S / 48000) <= 1 for a, b in zip(blocks, blocks[1:]))
+
+
+def test_pre_exam_check_runs_the_pipeline_and_leaves_it_ready_for_the_session(tmp_path):
+    profile = load_profile(replay_variant(tmp_path))
+    spec = next(s for s in profile.streams if s.audio)
+    job = StreamJob(spec=spec, profile=profile, session_dir=str(tmp_path / "session"))
+    events: list = []
+    video = _thread(PatternSource(spec.name, spec.width, spec.height, spec.fps), events,
+                    queue_items=spec.queue_frames, full_wait_s=0)
+    audio = _thread(WavSource(profile.resolve(spec.audio[4:])), events, what="audio", queue_items=2000,
+                    full_wait_s=1.0, skip_before_start=False)
+    assert video.open() is None and audio.open() is None
+    now = SessionClock.start_now()
+    clock = SessionClock(now.start_ns + 200 * MS, now.wall_anchor_ns + 200 * MS)
+    result = run_check(job, video, audio, clock, 1.2, tmp_path / "scratch")
+    assert isinstance(result, messages.CheckDone) and result.error is None, result
+    assert result.seconds == pytest.approx(0.9)
+    assert result.frames + result.dropped >= 0.9 * spec.fps * 0.9 - 1    # every slot after the warm-up
+    assert result.bytes > 0 and result.audio_dbfs is not None and result.audio_dbfs > -60
+    assert not (tmp_path / "scratch" / f"{spec.name}.mp4").exists()
+    # Rewound for the session: no count of the check's frames, nothing left in the queues.
+    assert video.captured == video.dropped == video.skipped == 0 and video.queue.empty() and audio.queue.empty()
+    assert events == []
+
+
+def _tail_file(tmp_path: Path) -> tuple[Path, Path, bytes]:
+    session = tmp_path / "s"
+    (session / "cabin").mkdir(parents=True)
+    data = bytes(range(256)) * 40
+    path = session / "cabin" / "0001.mp4"
+    path.write_bytes(data)
+    return session, path, data
+
+
+@pytest.mark.parametrize("space_first", [False, True])
+def test_cut_tail_keeps_every_cut_byte_in_recovered(tmp_path, space_first):
+    session, path, data = _tail_file(tmp_path)
+    cut = cut_tail(session, path, 4000, space_first=space_first)
+    assert path.read_bytes() == data[:4000]
+    assert cut.saved_as == "recovered/cabin__0001.mp4.from-4000" and cut.error is None
+    assert (session / cut.saved_as).read_bytes() == data[4000:]
+    assert (cut.file, cut.kept_bytes, cut.cut_bytes) == ("cabin/0001.mp4", 4000, len(data) - 4000)
+
+
+def test_cut_tail_on_a_full_disk_cuts_first_and_reports_a_tail_it_could_not_keep(tmp_path):
+    session, path, data = _tail_file(tmp_path)
+    (session / "recovered").write_bytes(b"")        # recovered/ cannot be made: the tail has nowhere to go
+    cut = cut_tail(session, path, 4000, space_first=True)
+    assert path.read_bytes() == data[:4000] and cut.saved_as is None and cut.error
+    # Without space_first nothing changes when the tail cannot be kept.
+    session2, path2, data2 = _tail_file(tmp_path / "again")
+    (session2 / "recovered").write_bytes(b"")
+    with pytest.raises(OSError):
+        cut_tail(session2, path2, 4000)
+    assert path2.read_bytes() == data2 and os.path.getsize(path2) == len(data2)
