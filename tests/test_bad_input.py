@@ -127,7 +127,7 @@ def test_info_on_a_file_and_on_a_manifest_without_session_id(tmp_path):
     folder.mkdir()
     (folder / "manifest.json").write_text(json.dumps({"format": "examrec-session/1", "streams": []}))
     one_line_error(run_examrec("info", folder), 2, "no session_id")
-    (folder / "manifest.json").write_text(json.dumps({"session_id": "x", "streams": 5}))
+    (folder / "manifest.json").write_text(json.dumps({"format": "examrec-session/1", "session_id": "x", "streams": 5}))
     one_line_error(run_examrec("info", folder), 2, "damaged")
 
 
@@ -135,8 +135,8 @@ def test_a_deeply_nested_manifest_in_info_verify_and_repair(tmp_path):
     folder = tmp_path / "s"
     folder.mkdir()
     (folder / "manifest.json").write_text('{"session_id": "x", "a": ' + "[" * 200_000 + "]" * 200_000 + "}")
-    one_line_error(run_examrec("info", folder), 2, "not valid JSON")
-    one_line_error(run_examrec("repair", folder), 3, "not JSON")
+    one_line_error(run_examrec("info", folder), 2, "not valid UTF-8 JSON")
+    one_line_error(run_examrec("repair", folder), 3, "not valid UTF-8 JSON")
     r = run_examrec("verify", folder)
     assert r.returncode == 1 and "Traceback" not in r.stderr + r.stdout, r.stderr
     assert "not valid UTF-8 JSON" in r.stdout + r.stderr
