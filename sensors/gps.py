@@ -219,6 +219,11 @@ class GpsTimeGuard:
         self._candidates: list[int] = []
         self.flagged = 0
 
+    def reset(self) -> None:
+        """Forget the reference (gpsd reconnected: the next reports may come from another receiver)."""
+        self._offset = None
+        self._candidates.clear()
+
     def accept(self, fix: GpsFix) -> bool:
         """True when the report's time fits the session's timeline (reports without a time fit)."""
         if not fix.time_utc:

@@ -39,6 +39,7 @@ class SensorHub:
         self.profile = profile
         # The session's end (CLOCK_MONOTONIC) once known: nothing captured after it is kept.
         self._end_ns = end_ns
+        self._late: dict[str, dict[str, int]] = {"gps": {}, "pedals": {}}  # read after the end: not counted
         self._time_guard = GpsTimeGuard()
         self.session_dir: Path | None = None
         self._emit = emit
@@ -113,7 +114,10 @@ class SensorHub:
         if self.clock is None or self.telemetry is None:
             return  # before the session: only the checks look at the GPS
         if self._after_end(fix.capture_ns):
-            return  # the session has ended: its files hold nothing after ended_at
+            # The session has ended: its files hold nothing after ended_at, nor do its counts.
+            for key in ("tpv", "reports") + (("with_fix",) if fix.has_fix else ()):
+                self._late["gps"][key] = self._late["gps"].get(key, 0) + 1
+            return
         record = fix.to_record(self.clock)
         on_time = self._time_guard.accept(fix)
         if not on_time:
@@ -132,7 +136,10 @@ class SensorHub:
             self._push(self.overlay_state(), pedals=False)  # a new speed from the next frame on
 
     def _on_sample(self, sample) -> None:
-        if self.clock is not None and self.telemetry is not None and not self._after_end(sample.capture_ns):
+        if self.clock is not None and self._after_end(sample.capture_ns):
+            self._late["pedals"]["sentences"] = self._late["pedals"].get("sentences", 0) + 1
+            return
+        if self.clock is not None and self.telemetry is not None:
             self.telemetry.write(sample.to_record(self.clock))
             # An edge goes to the streams at once (not at the next tick): the frames captured
             # from now on are drawn with it.
@@ -142,6 +149,8 @@ class SensorHub:
         if self.clock is None and type_ not in ("fault", "clock_check"):
             return  # reconnects and no-fix reports before the start are the checks' business
         device = fields.get("device", "sensor")
+        if device == "gps" and type_ in ("fault", "recovered"):
+            self._time_guard.reset()  # after gpsd comes back, its reports start a new reference
         if self.clock is not None and type_ in ("fault", "recovered"):
             at = self.clock.pts_s(capture_ns or time.monotonic_ns())
             gaps = self.gaps.setdefault(device, [])
@@ -253,8 +262,9 @@ class SensorHub:
 
     def counters(self) -> dict[str, dict]:
         """What each reader counted during the session (sentences, reports, actuations, faults...)."""
-        base = self._baseline
-        return {dev: {k: v - base.get(dev, {}).get(k, 0) if isinstance(v, int) else v for k, v in counts.items()}
+        base, late = self._baseline, self._late
+        return {dev: {k: v - base.get(dev, {}).get(k, 0) - late.get(dev, {}).get(k, 0) if isinstance(v, int) else v
+                      for k, v in counts.items()}
                 for dev, counts in self._raw_counters().items()}
 
     def _raw_counters(self) -> dict[str, dict]:
