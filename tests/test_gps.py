@@ -250,3 +250,32 @@ fps = 10
     bad.write_text(profile_path.read_text().replace(f"replay:{EXAM_NMEA}", "tcp://gps:2947"))
     with pytest.raises(ProfileError, match="gps: .*gpsd://HOST:PORT"):
         gps_reader(load_profile(bad))
+
+
+def test_a_2d_fix_with_a_speed_shows_the_speed(tmp_path):
+    """A receiver with a 2D fix (GSA mode 2, no altitude) still sends its speed: the overlay shows it."""
+    from sensors.nmea import sentence
+    lines = ["# Name: 2D fix", "# Delay-Cookie: @ 0.0"]
+    for i in range(12):
+        hms = f"0600{i:02d}.00"
+        lines += [sentence(f"GPGGA,{hms},5024.73800,N,03038.04600,E,1,04,2.5,,M,,M,,").strip(),
+                  sentence("GPGSA,A,2,01,02,03,04,,,,,,,,,2.7,2.5,1.0").strip(),
+                  sentence(f"GPRMC,{hms},A,5024.73800,N,03038.04600,E,10.80,90.0,150525,,,A").strip(), "@"]
+    log = tmp_path / "twod.nmea"
+    log.write_text("\n".join(lines) + "\n")
+    fixes, labels = Collector(), set()
+    with gpsfake_server(log, cycle_s=0.2) as url:
+        reader = GpsReader(url, on_fix=fixes.add)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not any(f.mode == 2 and f.speed_source == "receiver"
+                                                          for f in fixes.snapshot()):
+                time.sleep(0.02)
+            time.sleep(0.3)
+            labels.add(reader.state().label)
+        finally:
+            reader.stop()
+    two_d = [f for f in fixes.snapshot() if f.mode == 2 and f.has_fix]
+    assert two_d, [f.mode for f in fixes.snapshot()]
+    assert labels == {"20 km/h"}, labels  # 10.8 knots
