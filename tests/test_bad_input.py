@@ -290,7 +290,7 @@ def _alive(pids: set[int]) -> set[int]:
     return out
 
 
-@pytest.mark.parametrize("ending", ["fails", "sigterm"])
+@pytest.mark.parametrize("ending", ["fails", "sigterm", "stream-sigterm"])
 def test_a_failed_or_interrupted_check_ends_its_children(tmp_path, ending):
     profile = replay_variant(tmp_path, replace={'source = "pattern:"': 'source = "v4l2:/dev/examrec-no-such-camera"'})
     scratch = tmp_path / "tmp"
@@ -305,11 +305,30 @@ def test_a_failed_or_interrupted_check_ends_its_children(tmp_path, ending):
             time.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
             break
+        if ending == "stream-sigterm":
+            streams = set()
+            for p in _alive(_descendants(proc.pid)):
+                try:
+                    cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+                    ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError):
+                    continue
+                if ppid == proc.pid and b"owner_guard" not in cmd and b"resource_tracker" not in cmd:
+                    streams.add(p)  # a stream process (the replay guards and Python's tracker aside)
+            if len(streams) >= 5:  # every stream process, in whatever state it is (opening, waiting, checking)
+                time.sleep(0.3)
+                for p in streams:
+                    os.kill(p, signal.SIGTERM)
+                gone_by = time.monotonic() + 3
+                while _alive(streams) and time.monotonic() < gone_by:
+                    time.sleep(0.05)
+                assert not _alive(streams), "a stream process did not end on SIGTERM"
+                break
         time.sleep(0.05)
     out, err = proc.communicate(timeout=60)
     assert "Traceback" not in err, err[-2000:]
     assert seen, "the check started no process"
-    assert proc.returncode == (1 if ending == "fails" else 5), (proc.returncode, err[-1000:])
+    assert proc.returncode == {"fails": 1, "sigterm": 5, "stream-sigterm": 1}[ending], (proc.returncode, err[-1000:])
     end = time.monotonic() + 10
     while _alive(seen) and time.monotonic() < end:
         time.sleep(0.1)

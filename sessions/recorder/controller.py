@@ -136,9 +136,13 @@ class Recorder(ExamControl):
             self._spawn(rt)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not all(rt.ready or rt.ready_message for rt in self.streams.values()):
-            if time.monotonic() > deadline:
-                raise RuntimeError("stream processes did not report ready within "
-                                   f"{READY_TIMEOUT_S:.0f} s: {[n for n, r in self.streams.items() if not r.ready]}")
+            for rt in self.streams.values():
+                # A stream process that ended (killed, crashed) or never answers is that stream's
+                # failed check, not a controller that waits or dies with a traceback.
+                if not rt.ready and not rt.ready_message and rt.process is not None and not rt.process.is_alive():
+                    rt.ready_message = f"its stream process ended (exit code {rt.process.exitcode}) before it was ready"
+                elif not rt.ready and not rt.ready_message and time.monotonic() > deadline:
+                    rt.ready_message = f"its stream process did not report ready within {READY_TIMEOUT_S:.0f} s"
             self._pump(timeout=0.2)
         return self.session_dir
 
