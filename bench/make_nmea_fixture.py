@@ -10,12 +10,16 @@ acceleration and heading changes only while the car moves, so the numbers look l
 Each 1 s epoch is GGA + RMC + VTG (NMEA 2.3, talker GP, correct checksums), in the order MTK and
 SiRF receivers send them. The positions carry the metre-scale jitter of a consumer receiver (a
 few metres, different every epoch) while the receiver's own speed (RMC, VTG) is Doppler-derived
-and steady: gpsd reports each epoch twice, once from GGA with a speed it computes from the
-jittery position change (no course), once from RMC with the receiver's speed and course, and the
-two differ by tens of km/h at walking pace, as with real receivers. Epochs are separated
-by a line holding only ``@``, declared in the header as gpsd's ``Delay-Cookie``: ``gpsfake -c 1``
-then writes one whole epoch per second, so gpsd reports fixes at the receiver's 1 Hz rate (without
-the cookie gpsfake would sleep a second between single sentences: one fix every three seconds).
+and steady. A few epochs lose their RMC and VTG to line noise (garbled, bad checksum), after
+which gpsd reports each epoch twice, once from GGA with a speed it computes from the jittery
+position change (no course), once from RMC with the receiver's speed and course; the two differ
+by tens of km/h at walking pace, as with real receivers.
+
+Each epoch is two gpsfake chunks separated by lines holding only ``@`` (declared in the header as
+gpsd's ``Delay-Cookie``): the GGA, then the RMC and VTG. ``gpsfake -c 0.5`` writes a chunk every
+half second, so gpsd reports at the receiver's 1 Hz rate with RMC half a second after GGA, as a
+receiver's sentences trickle out over its serial line. The header's ``# Chunks-per-epoch: 2``
+tells :mod:`sensors.replay` to halve gpsfake's pause.
 
 Usage: python bench/make_nmea_fixture.py [--out FILE] [--start 2025-05-15T06:00:00Z]
 """
