@@ -113,7 +113,7 @@ def test_an_output_root_that_cannot_hold_sessions_is_refused(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("x")
     r = run_examrec("record", "--out", a_file, "--duration", "5", timeout=60)
-    one_line_error(r, 2, str(a_file))
+    one_line_error(r, 2, str(a_file), "not a folder")
     assert a_file.read_text() == "x"
 
 

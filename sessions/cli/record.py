@@ -96,12 +96,14 @@ def duration_arg(text: str) -> float:
 
 
 def writable_out_root(out_root: Path) -> str | None:
-    """Why sessions cannot be written under ``out_root`` (None when they can). Leaves nothing behind
-    but the folder itself, which recording would create anyway."""
+    """Why sessions cannot be written under ``out_root`` (None when they can). Creates nothing: a
+    probe folder is made and removed in ``out_root``, or in its nearest existing parent when it
+    does not exist yet (recording creates it later)."""
+    if out_root.exists() and not out_root.is_dir():
+        return f"{out_root} is not a folder; choose another --out"
+    probe_in = next((p for p in (out_root, *out_root.parents) if p.exists()), Path("/"))
     try:
-        out_root.mkdir(parents=True, exist_ok=True)
-        probe = Path(tempfile.mkdtemp(prefix=".examrec-probe-", dir=out_root))
-        probe.rmdir()
+        Path(tempfile.mkdtemp(prefix=".examrec-probe-", dir=probe_in)).rmdir()
     except OSError as exc:
         return f"cannot write sessions under {out_root} ({exc.strerror or exc}); choose another --out"
     return None
