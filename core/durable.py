@@ -104,11 +104,17 @@ def replace(src: Path | str, dst: Path | str) -> None:
         _record("rename", os.path.abspath(src), dst=os.path.abspath(dst))
 
 
+def temp_name(name: str) -> str:
+    """The temp file write_file_atomic writes beside ``name`` before renaming it into place (one
+    left behind means the writer died before the rename; it is never the file itself)."""
+    return f".{name}.tmp"
+
+
 def write_file_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that after a crash it holds either the old or the new
     content, never a mix: temp file, fsync, rename, fsync of the folder."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(temp_name(path.name))
     fd = open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         written = 0

@@ -78,7 +78,9 @@ def _name(v: str) -> str | None:
 NUM = (int, float)
 
 TOP_KEYS: dict[str, Key] = {
-    "name": Key((str,), required=True, help="profile name"),
+    # The name goes into session folder and control socket paths: the stream-name rule keeps it
+    # one plain path component ("../x" would write outside --out and /run/examrec).
+    "name": Key((str,), required=True, check=_name, help="profile name"),
     "kind": Key((str,), required=True, check=_one_of(KINDS)),
     "description": Key((str,), default=""),
     "segment_s": Key((int,), default=300, check=_range(1, 3600), help="segment length in seconds"),
@@ -159,6 +161,8 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
         "archive": Key((str,), default=None),
         "on_charge_only": Key((bool,), default=False),
         "holidays": Key((list,), default=[]),
+        "working_days": Key((list,), default=[]),
+        "holiday_country": Key((str,), default=""),
     },
 }
 

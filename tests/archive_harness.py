@@ -44,6 +44,14 @@ IDENTITY = {"admin": "examrec-admin", "officer": "examrec-officer", "head": "exa
             "recorder": "examrec-recorder"}
 USERS = {"olena": "officer", "car7": "recorder", "boss": "head"}
 PASSWORDS = {"olena": "officer-pass-1", "car7": "recorder-pass-1", "boss": "head-pass-1"}
+# What the forms print for each login: people by full name, the recorder by its inventory number.
+FULL_NAMES = {"olena": "Марія Бондар", "car7": "Відеореєстратор автомобіля № 7", "boss": "Петро Головко"}
+POSITIONS = {"olena": "відповідальна особа", "boss": "начальник ТСЦ"}
+INVENTORY = {"car7": "INV-REC-01"}
+# Archives under test hash passwords at scrypt N=2**14 (the lowest cost examrec accepts) so the
+# hundreds of logins of the suite stay fast; tests/test_access.py checks the default cost
+# (2**17) and the re-hash at login on an archive made with the default.
+TEST_PASSWORD_COST = "14"
 BUCKET_POOL = 24
 GRPC_OFFSET = 10000    # weed puts each gRPC port at its HTTP port + 10000
 
@@ -307,12 +315,16 @@ def make_archive(kind: str, base: Path, server: SeaweedServer | None = None) -> 
         env["EXAMREC_ARCHIVE_CONFIG"] = str(server.connection_file(base / "archive.toml"))
     env["EXAMREC_ARCHIVE"] = url
     a = ArchiveUnderTest(kind, url, base, base / "recordings", env, server, bucket)
-    r = a.cli("archive", "init", "--to", url, "--officer", "olena", "--centre", "ТСЦ 8041")
+    r = a.cli("archive", "init", "--archive", url, "--officer-login", "olena", "--officer-name", FULL_NAMES["olena"],
+              "--officer-position", POSITIONS["olena"], "--centre", "ТСЦ 8041", "--timezone", "Europe/Kyiv",
+              "--password-cost", TEST_PASSWORD_COST, env={"EXAMREC_NEW_PASSWORD": PASSWORDS["olena"]})
     assert r.rc == 0, r.err
     for name, role in USERS.items():
         if name == "olena":
             continue
-        r = a.cli("archive", "user", "add", name, "--role", role, env={"EXAMREC_NEW_PASSWORD": PASSWORDS[name]})
+        extra = ["--inventory", INVENTORY[name]] if name in INVENTORY else ["--position", POSITIONS.get(name, "")]
+        r = a.cli("archive", "user", "add", name, "--role", role, "--name", FULL_NAMES[name], *extra,
+                  env={"EXAMREC_NEW_PASSWORD": PASSWORDS[name]})
         assert r.rc == 0, r.err
     return a
 

@@ -69,4 +69,13 @@ def device_key(tmp_path_factory):
     """Sessions are signed with a device key; the tests use their own, never the machine's."""
     key = tmp_path_factory.mktemp("key") / "device.key"
     os.environ["EXAMREC_KEY"] = str(key)
+    # ...and trust it and the session factory's key, as an office registers its recorders' keys.
+    from session_factory import factory_key
+    from sessions.evidence import keystore
+    from sessions.evidence.signing import load_or_create_key
+    store = key.parent / "trusted-keys"
+    os.environ[keystore.ENV_TRUSTED] = str(store)
+    # The machine's key signs as a recorder and, for the archive commands the tests run, as the office.
+    keystore.register(load_or_create_key(key), "test recorder and office", store, kinds=("recorder", "office"))
+    keystore.register(factory_key(), "session factory", store)
     return key

@@ -53,10 +53,11 @@ from muxer.segment import container_options
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sessions.evidence.chain import ChainedLog
+from sessions.evidence.checkpoints import CheckpointLog, jcs_clock
 from core.clock import SessionClock, iso_utc
 from sessions.evidence.events import EventLog
-from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, ROUTE_NAME, TELEMETRY_NAME,
-                                      chain_segments, recovered_name, segment_entry, segment_name,
+from sessions.evidence.layout import (EVENTS_NAME, LOCK_NAME, ROUTE_NAME, TELEMETRY_NAME,
+                                      chain_segments, fragments_path, recovered_name, segment_entry, segment_name,
                                       write_manifest)
 from sessions.evidence.manifest import FORMAT, sha256_file
 from sessions.evidence.signing import sign_manifest
@@ -265,7 +266,7 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
         entries: list[dict[str, Any]] = []
         (root / name).mkdir()
         # fsync per record is the recorder's job on real media; here it would only slow tests.
-        log = ChainedLog(root / name / FRAGMENTS_NAME, fsync=False)
+        log = ChainedLog(fragments_path(root, name), fsync=False)
         for n in range(1, segments + 1):
             last = n == segments
             seg = write_segment(root, name, n, first_pts_s=float(n - 1), close=finished or not last,
@@ -295,7 +296,7 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
         "software": software_versions(),
         "started_at": iso_utc(started), "ended_at": ended,
         "state": "finished" if finished else ("interrupted" if interrupted else "recording"),
-        "clock": {**clock.to_json(), "utc_offset": "+00:00"},
+        "clock": jcs_clock({**clock.to_json(), "utc_offset": "+00:00"}),
         "details": details or {"candidate": "Тарас Шевченко", "candidate_id": "AB123456",
                                "examiner": "Examiner One", "plate": "AA1234BB", "centre": "TSC 8041",
                                "exam": "practical"},
@@ -313,11 +314,19 @@ def make_session(tmp_path: str | os.PathLike[str], *, streams: tuple[str, ...] =
     if interrupted:
         with open(root / EVENTS_NAME, "ab") as f:
             f.write(b'{"type":"pedal","t_utc":"2026-')  # the line being written when power went
+    # The checkpoints the recorder signs as it goes (sessions/evidence/checkpoints.py): the opening
+    # record, then the heads of every chain as they were when the recording ended or was cut.
+    checkpoints = CheckpointLog(root, key)
+    checkpoints.begin(manifest)
+    checkpoints.heads(manifest, force=True)
     if repaired:
         _repair(root, manifest, open_files, clock, at(duration))
     if finished or repaired:
         manifest = sign_manifest(manifest, key)
-    write_manifest(root, manifest)
+    path = write_manifest(root, manifest)
+    if finished:
+        checkpoints.finish(path.read_bytes(), manifest["state"])
+    checkpoints.close()
     return root
 
 

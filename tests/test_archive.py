@@ -210,12 +210,13 @@ def test_a_power_loss_during_upload_loses_and_duplicates_nothing(archive, after)
 
 
 def test_upload_to_an_archive_never_initialised_says_run_init(archive, tmp_path):
+    (tmp_path / "nothing-here").mkdir()     # a folder that is there but holds no archive (a missing one: exit 6)
     url = f"file://{tmp_path / 'nothing-here'}" if archive.kind == "file" else \
         f"s3://{archive.server.new_bucket()}"
     archive.session()
-    r = archive.cli("upload", "--to", url, "--out", archive.out, user="car7")
+    r = archive.cli("upload", "--archive", url, "--out", archive.out, user="car7")
     assert r.rc == 2
-    assert f"examrec archive init --to {url}" in r.err
+    assert f"examrec archive init --archive {url}" in r.err
 
 
 # --- find, reindex --------------------------------------------------------------------------------
@@ -231,13 +232,26 @@ def test_find_by_name_id_dates_examiner_plate_and_centre(archive):
     assert find(archive, "--name", "петренко") == set()                  # the examiner is not the candidate
     assert find(archive, "--candidate-id", "kz0001") == {kz.name}
     assert find(archive, "--from", "2026-03-05") == {ua.name}
-    assert find(archive, "--to", "2026-03-05") == {kz.name}
-    assert find(archive, "--from", "2026-03-02", "--to", "2026-03-10") == {kz.name, ua.name}
+    assert find(archive, "--until", "2026-03-05") == {kz.name}
+    assert find(archive, "--from", "2026-03-02", "--until", "2026-03-10") == {kz.name, ua.name}
     assert find(archive, "--examiner", "коваль") == {ua.name}
     assert find(archive, "--plate", "ai1234bk") == {kz.name}             # Latin query, Cyrillic plate
     assert find(archive, "--centre", "1241") == {ua.name}
+    # The passport's Latin spelling finds the Cyrillic name (UA: KMU No. 55; KZ/RU: ICAO 9303), and back.
+    assert find(archive, "--name", "Shevchenko Taras Hryhorovych") == {ua.name}
+    assert find(archive, "--name", "SATBAEV") == {kz.name}
+    assert find(archive, "--name", "Sátbaev erlan") == {kz.name}                # diacritics folded
+    assert find(archive, "--examiner", "Koval") == {ua.name}
+    assert find(archive, "--examiner", "Olha") == {ua.name}
+    assert find(archive, "--name", "Koval") == set()                       # Koval is the examiner, not a candidate
     text = archive.cli("archive", "find", "--name", "сатбаев", user="boss")
-    assert "Ерлан Сәтбаев" in text.out and "2026-03-02" in text.out
+    header, row, count = text.out.splitlines()
+    assert header.split()[:4] == ["exam", "date", "time", "candidate"] and "examiner" in header and "hold" in header
+    # 07:00 UTC on 2 March is 09:00 in Kyiv (the centre's zone)
+    assert "2026-03-02  09:00" in row and "Ерлан Сәтбаев" in row and "KZ0001" in row and "АІ 1234 ВК" in row
+    assert count == "1 session"
+    none = archive.cli("archive", "find", "--name", "Nobody", user="boss")
+    assert none.rc == 0 and none.out == "0 sessions\n"
 
 
 def test_reindex_rebuilds_the_catalog_from_the_archive(archive):
@@ -299,7 +313,7 @@ def test_a_held_session_is_never_deleted_whatever_its_retention(archive):
     s = archive.session(started=datetime(2020, 1, 10, 8, 0, tzinfo=UTC))        # long expired, no lock
     upload(archive)
     assert archive.cli("archive", "hold", s.name[:24], "--complaint", "C-1").rc == 0   # an id prefix is enough
-    assert archive.cli("archive", "hold", s.name, "--complaint", "C-1").rc == 2        # already held for it
+    assert archive.cli("archive", "hold", s.name, "--complaint", "C-1").rc == 3        # already held for it
     assert archive.cli("archive", "hold", s.name, "--complaint", "C-2").rc == 0
     backend = archive.backend()
     key = prefix_of(s) + "manifest.json"
@@ -415,14 +429,33 @@ def test_officers_manage_users_and_holidays(file_archive):
     assert a.cli("archive", "user", "disable", "boss").rc == 0
     r = a.cli("archive", "find", user="boss", password="a-new-head-pass")
     assert r.rc == 3 and "disabled" in r.err
-    assert a.cli("archive", "user", "disable", "olena").rc == 2                # not yourself
-    assert a.cli("archive", "user", "add", "x", "--role", "officer", user="car7",
+    assert a.cli("archive", "user", "disable", "olena").rc == 3                # not yourself
+    assert a.cli("archive", "user", "add", "x", "--role", "officer", "--name", "Іван Іваненко", user="car7",
                  env={"EXAMREC_NEW_PASSWORD": "long-enough-1"}).rc == 3
-    users = {u["name"]: u for u in a.cli("archive", "user", "list", "--json").json()}
+    users = {u["login"]: u for u in a.cli("archive", "user", "list", "--json").json()}
     assert users["boss"]["disabled"] and users["car7"]["role"] == "recorder"
+    assert users["olena"]["full_name"] == "Марія Бондар" and users["car7"]["inventory"] == "INV-REC-01"
     settings = json.loads((a.base / "archive" / "examrec" / "config.json").read_text())
     assert "a-new-head-pass" not in json.dumps(settings)
     assert {u["password"]["algorithm"] for u in settings["users"]} == {"scrypt"}
     r = a.cli("archive", "holidays", "--add", "2026-12-25", "--add", "2027-01-01")
     assert r.rc == 0 and r.out.split() == ["2026-12-25", "2027-01-01"]
     assert a.cli("archive", "holidays", "--add", "25.12.2026").rc == 2
+
+
+def test_copy_deadline_counts_the_centres_calendar(file_archive, tmp_path):
+    from sessions.archive.workdays import WorkCalendar, add_working_days, next_working_day
+    a = file_archive
+    s = a.session(started=datetime.now(UTC) - timedelta(days=1))
+    upload(a)
+    today = datetime.now(UTC).astimezone().date()
+    day_off = next_working_day(today)                                   # the centre closes the next working day
+    r = a.cli("archive", "holidays", "--country", "KZ", "--add", day_off.isoformat(), "--json")
+    assert r.rc == 0 and r.json()["country"] == "KZ" and r.json()["holidays"] == [day_off.isoformat()]
+    assert a.cli("archive", "holidays", "--add", day_off.isoformat(), user="boss").rc == 3   # the head only reads
+    r = a.cli("archive", "copy", s.name, "--to", tmp_path / "usb", "--applicant", "Коваль Олена",
+              "--id-document", "паспорт ВН1", "--requested", today.isoformat(), "--json")
+    assert r.rc == 0, r.err
+    want = add_working_days(today, 3, WorkCalendar.from_settings([day_off], country="KZ"))
+    assert r.json()["deadline"] == want.isoformat()
+    assert want > add_working_days(today, 3)                             # the day off moved it

@@ -127,8 +127,9 @@ def test_init_refuses_a_bucket_without_object_lock(seaweed, tmp_path):
     bucket = seaweed.new_bucket()
     seaweed.client("admin").create_bucket(Bucket=bucket)            # versioning off, no Object Lock
     env = {"EXAMREC_ARCHIVE_CONFIG": str(seaweed.connection_file(tmp_path / "a.toml")),
-           "EXAMREC_PASSWORD": "officer-pass-1", "EXAMREC_CACHE_DIR": str(tmp_path / "c")}
-    r = run_cli(["archive", "init", "--to", f"s3://{bucket}", "--officer", "olena"], env)
+           "EXAMREC_NEW_PASSWORD": "officer-pass-1", "EXAMREC_CACHE_DIR": str(tmp_path / "c")}
+    r = run_cli(["archive", "init", "--archive", f"s3://{bucket}", "--officer-login", "olena",
+                 "--officer-name", "Марія Бондар", "--password-cost", "14"], env)
     assert r.rc == 3
     assert "without Object Lock" in r.err and "new bucket" in r.err
 

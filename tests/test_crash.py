@@ -22,6 +22,7 @@ from crash_harness import (ROOT, crash_profile, ffprobe_ok, kept_until, read_tra
                            start_recorder, wait_for_exit, wait_started)
 from core.clock import parse_iso
 from sessions.evidence.repair import repair_session
+from sessions.evidence.verify import verify_session
 
 KILL_BOUND_S = 0.25
 CUT_BOUND_S = 1.0
@@ -63,6 +64,8 @@ def _kill_run(tmp: Path, rng: random.Random, stream_kills: int) -> list[dict]:
     _wait_unlocked(session)
     report = repair_session(session)
     assert report.state == "interrupted"
+    checked = verify_session(session)   # killed: untouched up to its last signed checkpoint
+    assert checked.untouched and checked.checkpoint is not None, [p for p in checked.problems if p.kind != "interrupted"]
     files = sorted(session.glob("*/*.mp4"))
     playable = sum(ffprobe_ok(f) for f in files)
     down = _restart_gaps(session)
@@ -165,9 +168,12 @@ def traced_session(tmp: Path, seconds: float = 6.0) -> tuple[Path, Path, list]:
     return out, trace, read_trace(trace)
 
 
+CUT_RECORDING_S = 6.0
+
+
 def run_cuts(tmp: Path, total: int, seed: int) -> list[dict]:
     from core.clock import SessionClock
-    out, _, ops = traced_session(tmp)
+    out, _, ops = traced_session(tmp, seconds=CUT_RECORDING_S)
     (session,) = [p.parent for p in out.glob("*/*/manifest.json")]
     clock = SessionClock.from_json(json.loads((session / "manifest.json").read_text())["clock"])
     rng = random.Random(seed)
@@ -189,6 +195,8 @@ def run_cuts(tmp: Path, total: int, seed: int) -> list[dict]:
         s = sessions[0]
         before = {p: p.read_bytes() for p in s.glob("*/*.mp4")}
         repair_session(s)
+        checked = verify_session(s)    # cut: untouched up to its last signed checkpoint
+        assert checked.untouched, (cut_pts, [p for p in checked.problems if p.kind != "interrupted"])
         for p, old in before.items():  # never older data: repair only cuts, never rewrites
             if p.exists():
                 new = p.read_bytes()
@@ -198,7 +206,9 @@ def run_cuts(tmp: Path, total: int, seed: int) -> list[dict]:
         row["playable"] = sum(ffprobe_ok(f) for f in files) if i % 5 == 0 else len(files)
         for name in ("cabin", "road", "pedal"):
             end = kept_until(s, name, cut_pts, FPS)
-            row["loss_s"][name] = round(max(0.0, cut_pts - (end or 0.0)), 4)
+            # Nothing is captured after the stop: a cut while the session is being finished loses
+            # only what was recorded before the stop and not kept.
+            row["loss_s"][name] = round(max(0.0, min(cut_pts, CUT_RECORDING_S) - (end or 0.0)), 4)
         rows.append(row)
         shutil.rmtree(dst)
     return rows

@@ -102,7 +102,7 @@ def test_overlay_shows_date_time_duration_name_speed_and_pedals(recorded_session
 
 def test_manifest_hashes_match_files(recorded_session):
     m = manifest(recorded_session)
-    assert m["format"] == "examrec-session/1" and m["state"] == "finished"
+    assert m["format"] == "examrec-session/2" and m["state"] == "finished"
     for _, seg, path in segments(recorded_session):
         assert seg["closed"] and seg["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         assert seg["size"] == path.stat().st_size

@@ -7,8 +7,8 @@ import pytest
 
 from sessions.archive.retention import (DELETE, KEEP, RetentionFacts, RetentionPolicy, add_months,
                                         months_for)
-from sessions.archive.textnorm import fold, fold_plate, tokens
-from sessions.archive.workdays import (HolidayError, add_working_days, is_working_day, next_working_day,
+from sessions.archive.textnorm import fold, fold_plate, query_variants, search_forms, tokens, translit_icao, translit_ua
+from sessions.archive.workdays import (HolidayError, WorkCalendar, add_working_days, is_working_day, next_working_day,
                                        parse_holidays, parse_offset)
 
 KYIV = timezone(timedelta(hours=2))
@@ -98,6 +98,32 @@ def test_three_working_days_for_a_copy():
     assert add_working_days(date(2026, 3, 7), 3) == date(2026, 3, 11)
 
 
+def test_kazakhstan_public_holidays_and_a_worked_saturday_count():
+    kz = WorkCalendar.from_settings(country="KZ")
+    # Nauryz: 21-23 March 2026 (Sat-Mon), moved days off on 24 and 25 March.
+    assert not kz.is_working_day(date(2026, 3, 23)) and not kz.is_working_day(date(2026, 3, 25))
+    assert next_working_day(date(2026, 3, 20), kz) == date(2026, 3, 26)
+    # A copy asked for on Tuesday 15 December 2026: Independence Day (16 Dec) is off, so the three
+    # working days are 17, 18 and 21 December (without the holiday: 16, 17, 18).
+    assert add_working_days(date(2026, 12, 15), 3) == date(2026, 12, 18)
+    assert add_working_days(date(2026, 12, 15), 3, kz) == date(2026, 12, 21)
+    worked = WorkCalendar.from_settings(country="KZ", working_days=["2026-03-28"])   # a worked Saturday
+    assert worked.is_working_day(date(2026, 3, 28))
+    assert next_working_day(date(2026, 3, 27), worked) == date(2026, 3, 28)
+    own = WorkCalendar.from_settings(holidays=["2026-03-27"], country="KZ")
+    assert next_working_day(date(2026, 3, 26), own) == date(2026, 3, 30)
+
+
+def test_ukraine_public_holidays_follow_the_law_of_the_year():
+    ua = WorkCalendar.from_settings(country="UA")
+    # Before martial law Independence Day (24 August) was a day off; since 2022 holidays are worked.
+    assert not ua.is_working_day(date(2021, 8, 24))
+    assert ua.is_working_day(date(2026, 8, 24))
+    assert next_working_day(date(2021, 8, 23), ua) == date(2021, 8, 25)
+    with pytest.raises(HolidayError, match="'RU'"):
+        WorkCalendar.from_settings(country="RU")
+
+
 def test_bad_holiday_names_itself():
     with pytest.raises(HolidayError, match="'1 May'.*YYYY-MM-DD"):
         parse_holidays(["2026-01-01", "1 May"])
@@ -142,3 +168,25 @@ def test_plates_match_across_scripts():
     assert fold_plate("АІ 1234 ВК") == fold_plate("ai1234bk") == fold_plate("AI-1234-BK")
     assert fold_plate("КА 0001 ХО") == fold_plate("ka0001xo")
     assert fold_plate("АІ 1234 ВК") != fold_plate("AI 1234 BE")
+
+
+# --- names across scripts -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("cyrillic, ua, icao", [
+    ("Коваль", "koval", "koval"),
+    ("Згурський Юрій", "zghurskyi yurii", "zgurskii iurii"),
+    ("Мар'яна Їжакевич", "mariana yizhakevych", "mariana izhakevich"),
+    ("Шевченко Тарас Григорович", "shevchenko taras hryhorovych", "shevchenko taras grigorovich"),
+    ("Сәтбаев Ерлан", "satbaev erlan", "satbaev erlan"),
+    ("Єрмоленко Яна", "yermolenko yana", "iermolenko iana"),
+])
+def test_official_latin_spellings(cyrillic, ua, icao):
+    assert fold(translit_ua(cyrillic)) == ua          # KMU resolution No. 55 of 2010
+    assert fold(translit_icao(cyrillic)) == icao      # ICAO Doc 9303 (Russian and Kazakh passports)
+    assert ua in search_forms(cyrillic) and icao in search_forms(cyrillic)
+
+
+def test_a_query_in_either_script_has_both_spellings():
+    assert query_variants("Koval") == [["koval"]]
+    assert query_variants("КОВАЛЬ") == [["ковал", "koval"]]
+    assert query_variants("Sätbaev") == [["satbaev"]]

@@ -55,6 +55,27 @@ def test_upload_overdue_command(tmp_path):
     assert run_cli(base + ["2026-01-06T12:00:00Z", "--holiday", "5 Jan"], {}).rc == 2
 
 
+def test_upload_overdue_counts_the_profiles_calendar(tmp_path):
+    """A KZ centre: Nauryz (21-25 March 2026) is off, and a worked Saturday counts."""
+    out = tmp_path / "rec"
+    s = make_session(out, started=datetime(2026, 3, 20, 9, 0, tzinfo=UTC))          # Friday before Nauryz
+    for name in ("plain", "kz", "worked"):
+        (tmp_path / name).mkdir()
+    plain = replay_variant(tmp_path / "plain")
+    kz = replay_variant(tmp_path / "kz", append='\n[upload]\nholiday_country = "KZ"\n')
+    worked = replay_variant(tmp_path / "worked", append='\n[upload]\nholiday_country = "KZ"\n'
+                                                         'working_days = ["2026-03-21"]\n')
+    tuesday = "2026-03-24T12:00:00Z"
+
+    def overdue(profile):
+        r = run_cli(["upload", "--overdue", "--profile", profile, "--out", out, "--json", "--now", tuesday], {})
+        assert r.rc in (0, 1), r.err
+        return [o["session"] for o in r.json()]
+    assert overdue(plain) == [s.name]                 # due by the end of Monday 23 March
+    assert overdue(kz) == []                          # due by the end of Thursday 26 March
+    assert overdue(worked) == [s.name]                # Saturday 21 March was worked: due by its end
+
+
 def test_on_charger_reads_the_power_supplies(tmp_path):
     assert on_charger(tmp_path) is None                       # a PC on mains reports no supply
     (tmp_path / "BAT0").mkdir()

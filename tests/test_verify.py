@@ -126,7 +126,8 @@ def test_segment_removed_from_manifest_and_disk_is_missing_segment(session):
     edit_manifest(session, lambda m: m["streams"][0]["segments"].pop(), resign=True)
     (session / "cabin" / "0002.mp4").unlink()
     report = verify_session(session)
-    assert [(p.file, p.kind) for p in report.problems] == [("cabin/0002.mp4", "missing-segment")]
+    assert sorted({(p.file, p.kind) for p in report.problems}) == [
+        ("cabin/0002.mp4", "missing-segment"), ("manifest.json", "contradicts-checkpoint")]
 
 
 def test_reordered_segment_entries(session):
@@ -145,8 +146,9 @@ def test_reordered_segment_entries_resigned_still_caught(session):
         segs[0], segs[1] = segs[1], segs[0]
     edit_manifest(session, swap, resign=True)
     report = verify_session(session)
-    assert kinds(report) == ["reordered-entries"]
-    assert "stream road-front" in report.problems[0].detail
+    # Re-signed, the manifest is no longer the one the finish checkpoint recorded either.
+    assert kinds(report) == ["contradicts-checkpoint", "reordered-entries"]
+    assert "stream road-front" in problems_of(report, "reordered-entries")[0].detail
 
 
 def test_edited_event(session):
@@ -203,15 +205,19 @@ def test_reordered_events(session):
 def test_bad_signature(session):
     edit_manifest(session, lambda m: m["details"].update(candidate="Someone Else"))
     report = verify_session(session)
-    assert [(p.file, p.kind) for p in report.problems] == [("manifest.json", "bad-signature")]
-    assert "changed after signing" in report.problems[0].detail
+    assert sorted({(p.file, p.kind) for p in report.problems}) == [
+        ("manifest.json", "bad-signature"), ("manifest.json", "contradicts-checkpoint")]
+    assert "changed after signing" in problems_of(report, "bad-signature")[0].detail
+    # The opening record signed before the first frame names what changed.
+    assert any("details (candidate)" in p.detail for p in problems_of(report, "contradicts-checkpoint"))
     assert cli.main(["verify", str(session)]) == 1
 
 
 def test_missing_signature(session):
     edit_manifest(session, lambda m: m.pop("signature"))
     report = verify_session(session)
-    assert [(p.file, p.kind) for p in report.problems] == [("manifest.json", "missing-signature")]
+    assert sorted((p.file, p.kind) for p in report.problems) == [
+        ("manifest.json", "contradicts-checkpoint"), ("manifest.json", "missing-signature")]
 
 
 def test_extra_file(session):
@@ -273,6 +279,10 @@ def test_unreadable_manifest_is_bad_manifest(session):
 
 def test_the_software_versions_are_signed_and_optional(session):
     import av
+    # The finish checkpoint pins manifest.json's exact bytes (any re-signing shows there); this
+    # test is about the manifest's own checks, so it starts from a session cut just before it.
+    cp = session / "checkpoints.jsonl"
+    cp.write_bytes(b"".join(x + b"\n" for x in cp.read_bytes().split(b"\n")[:-2]))
     software = read_manifest(session)["software"]
     assert software["pyav"] == av.__version__ and software["ffmpeg"] == av.ffmpeg_version_info
     edit_manifest(session, lambda m: m["software"].update(ffmpeg="0.0"))      # changed without the key
@@ -404,8 +414,8 @@ def test_events_summary_written_while_recording(tmp_path):
 def test_finished_session_with_an_open_segment_is_bad_manifest(session):
     edit_manifest(session, lambda m: m["streams"][0]["segments"][-1].update(closed=False, sha256=None), resign=True)
     report = verify_session(session)
-    assert sorted((p.file, p.kind) for p in report.problems) == [
-        ("cabin/0002.mp4", "interrupted"), ("manifest.json", "bad-manifest")]
+    assert sorted({(p.file, p.kind) for p in report.problems}) == [
+        ("cabin/0002.mp4", "interrupted"), ("manifest.json", "bad-manifest"), ("manifest.json", "contradicts-checkpoint")]
 
 
 def test_interrupted_session_missing_its_open_segment(tmp_path):
@@ -432,6 +442,19 @@ def test_repaired_session_is_interrupted_but_untouched(tmp_path):
     assert "must be kept" in problems_of(verify_session(s), "changed-bytes")[0].detail
 
 
+def test_repair_removes_the_space_reserve_a_killed_recorder_leaves(tmp_path, monkeypatch):
+    from sessions.evidence.layout import RESERVE_NAME
+    from sessions.evidence.repair import repair_session
+
+    monkeypatch.setenv("EXAMREC_KEY", str(tmp_path / "key" / "device.key"))
+    s = make_session(tmp_path / "rec", interrupted=True)
+    (s / RESERVE_NAME).write_bytes(bytes(4096))          # what a recorder killed mid-exam leaves
+    assert verify_session(s).untouched                   # zeros only: never a sign of tampering
+    report = repair_session(s)
+    assert not (s / RESERVE_NAME).exists() and any(RESERVE_NAME in n for n in report.notes)
+    assert kinds(verify_session(s)) == ["interrupted"]
+
+
 def test_real_repair_of_a_power_cut_session_verifies_untouched(tmp_path, monkeypatch):
     """`examrec repair` (sessions/evidence/repair.py) on a power-cut session: verify then reports only
     "interrupted", with the trimmed bytes accounted for in recovered/."""
@@ -439,7 +462,8 @@ def test_real_repair_of_a_power_cut_session_verifies_untouched(tmp_path, monkeyp
 
     key_path = tmp_path / "key" / "device.key"
     monkeypatch.setenv("EXAMREC_KEY", str(key_path))
-    s = make_session(tmp_path / "rec", interrupted=True)
+    # Repair runs on the recorder: its device key signed the checkpoints.
+    s = make_session(tmp_path / "rec", interrupted=True, key=load_or_create_key(key_path))
     repair_session(s)
     report = verify_session(s, expected_public_key=load_or_create_key(key_path).public_key())
     assert kinds(report) == ["interrupted"] and report.counts["signature"] == 1
@@ -448,9 +472,12 @@ def test_real_repair_of_a_power_cut_session_verifies_untouched(tmp_path, monkeyp
 
 
 def test_repaired_session_must_be_signed(tmp_path):
+    """Unless its signed checkpoints stand in (repaired on a machine without the recorder's key)."""
     s = make_session(tmp_path, repaired=True, streams=("cabin",))
     edit_manifest(s, lambda m: m.pop("signature"))
-    assert "missing-signature" in kinds(verify_session(s))
+    assert kinds(verify_session(s)) == ["interrupted"]
+    (s / "checkpoints.jsonl").unlink()
+    assert {"missing-signature", "bad-checkpoint"} <= set(kinds(verify_session(s)))
 
 
 # --- not a session -----------------------------------------------------------------------------

@@ -8,10 +8,11 @@ of it in append-only, hash-chained journals (``examrec archive ...``, ``examrec 
 Modules:
   backend    the storage protocol and URL dispatch (file:///path, s3://bucket)
   folder     the local-folder backend        s3        the S3 backend (boto3, Object Lock)
-  access     users, roles, scrypt passwords   config    archive URL, connection file, settings
-  journals   journals, corrections, printed forms, CSV
-  catalog    the SQLite index (rebuildable)   textnorm  case/diacritics folding for search
-  retention  the pure keep/delete policy      workdays  working days and holidays
+  access     people, roles, scrypt passwords  config    archive URL, connection file, settings
+  journals   journals and corrections         printing  the official forms (Jinja2 + forms/), CSV
+  catalog    the SQLite index (rebuildable)   textnorm  folding and passport Latin spellings for search
+  retention  the pure keep/delete policy      workdays  the centre's calendar (holidays, worked days)
+  localtime  the centre's time zone
   upload     upload, resume, watch, overdue   copy      copies with a verification kit
   office     the records-office operations (find, hold, release, sweep, check)
 """

@@ -7,7 +7,8 @@ from the manifests in the archive; between reindexes it follows the journals inc
 next search. On a folder archive it lives in the folder; on S3 in the local cache directory.
 
 Names, examiners, plates and centres are stored twice: as written, and folded (textnorm.fold) so
-that "шевченко" finds "Шевченко" and "сатбаев" finds "Сәтбаев".
+that "шевченко" finds "Шевченко" and "сатбаев" finds "Сәтбаев"; names and examiners also in their
+passport Latin spellings (textnorm.search_forms), so "Koval" finds "Коваль".
 """
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Iterable
 
-from sessions.archive.textnorm import fold, fold_plate, tokens
+from sessions.archive.textnorm import fold, fold_plate, query_variants, search_forms, tokens
 from sessions.evidence.chain import GENESIS
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
   session_id TEXT PRIMARY KEY,
@@ -180,9 +181,9 @@ class Catalog:
         full = {k: row.get(k) for k in COLUMNS}
         full["holds"] = full["holds"] or "[]"
         full["centre_f"] = fold(full["centre"])
-        full["candidate_f"] = fold(full["candidate"])
+        full["candidate_f"] = search_forms(full["candidate"])
         full["candidate_id_f"] = fold(full["candidate_id"]).replace(" ", "")
-        full["examiner_f"] = fold(full["examiner"])
+        full["examiner_f"] = search_forms(full["examiner"])
         full["plate_f"] = fold_plate(full["plate"])
         cols = list(full)
         self.db.execute(f"INSERT OR REPLACE INTO sessions ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -238,15 +239,13 @@ class Catalog:
         args: list[Any] = []
         if not q.include_deleted:
             where.append("status != 'deleted'")
-        for column, value, folder in (("candidate_f", q.name, tokens), ("examiner_f", q.examiner, tokens),
-                                      ("centre_f", q.centre, tokens)):
-            if value:
-                toks = folder(value)
-                if not toks:
-                    continue
-                for t in toks:
-                    where.append(f"{column} LIKE ? ESCAPE '\\'")
-                    args.append(_like(t))
+        for column, value in (("candidate_f", q.name), ("examiner_f", q.examiner)):
+            for spellings in query_variants(value):
+                where.append("(" + " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for _ in spellings) + ")")
+                args += [_like(sp) for sp in spellings]
+        for t in tokens(q.centre or ""):
+            where.append("centre_f LIKE ? ESCAPE '\\'")
+            args.append(_like(t))
         if q.candidate_id:
             where.append("candidate_id_f = ?")
             args.append(fold(q.candidate_id).replace(" ", ""))

@@ -3,7 +3,7 @@
 Three things, kept apart on purpose:
 
 * the **archive URL**: ``file:///srv/examrec/archive`` (a local or mounted folder) or
-  ``s3://bucket`` (any S3-compatible store with Object Lock). Given by ``--to``/``--archive``, else
+  ``s3://bucket`` (any S3-compatible store with Object Lock). Given by ``--archive`` (``--to`` for init and upload, the old spelling), else
   $EXAMREC_ARCHIVE, else ``archive = ...`` in the connection file, else the profile's
   ``upload.archive``.
 * the **connection file** (TOML, on each machine; never inside the archive): the S3 endpoint and
@@ -37,6 +37,7 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlparse
 
 from sessions.archive.errors import Refused, UsageError
+from sessions.archive.workdays import WorkCalendar
 
 ENV_ARCHIVE = "EXAMREC_ARCHIVE"
 ENV_CONFIG = "EXAMREC_ARCHIVE_CONFIG"
@@ -64,7 +65,7 @@ def parse_url(text: str) -> ArchiveURL:
     """Parse ``file:///abs/path`` or ``s3://bucket``; anything else is a usage error that says
     what is accepted."""
     if not text or not text.strip():
-        raise UsageError("no archive given: use --to URL (file:///path or s3://bucket), set "
+        raise UsageError("no archive given: use --archive URL (file:///path or s3://bucket), set "
                          f"${ENV_ARCHIVE}, or put archive = \"...\" in the connection file")
     u = urlparse(text.strip())
     if u.scheme == "file":
@@ -191,7 +192,15 @@ def resolve_archive(explicit: str | None, conn: ConnectionConfig, profile_archiv
 
 @dataclass
 class Settings:
-    """``examrec/config.json``: who may use the archive and the centre's calendar."""
+    """``examrec/config.json``: who may use the archive, the centre and its calendar.
+
+    ``timezone`` is the centre's zone (IANA name, e.g. Europe/Kyiv) in which forms print times;
+    empty means the zone of the machine that prints. ``holiday_country`` (UA, KZ or empty) seeds
+    the public holidays from the `holidays` package; ``holidays`` adds the centre's own days off
+    and ``working_days`` the days worked although they are weekends or holidays (a worked
+    Saturday). ``responsible`` is the login of the responsible person the forms name (UA V.1,
+    KZ 6). ``password_cost`` is log2 of scrypt's N for new and re-hashed passwords.
+    """
 
     centre: str = ""
     holidays: list[str] = field(default_factory=list)
@@ -199,11 +208,18 @@ class Settings:
     journal_retention_years: int = DEFAULT_JOURNAL_YEARS
     created_at: str = ""
     format: str = SETTINGS_FORMAT
+    timezone: str = ""
+    holiday_country: str = ""
+    working_days: list[str] = field(default_factory=list)
+    responsible: str = ""
+    password_cost: int = 17
 
     def to_json(self) -> dict[str, Any]:
         return {"format": self.format, "created_at": self.created_at, "centre": self.centre,
-                "holidays": sorted(self.holidays), "journal_retention_years": self.journal_retention_years,
-                "users": self.users}
+                "timezone": self.timezone, "holiday_country": self.holiday_country,
+                "holidays": sorted(self.holidays), "working_days": sorted(self.working_days),
+                "journal_retention_years": self.journal_retention_years, "responsible": self.responsible,
+                "password_cost": self.password_cost, "users": self.users}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> "Settings":
@@ -213,13 +229,39 @@ class Settings:
         return cls(centre=str(data.get("centre") or ""), holidays=list(data.get("holidays") or []),
                    users=list(data.get("users") or []),
                    journal_retention_years=int(data.get("journal_retention_years") or DEFAULT_JOURNAL_YEARS),
-                   created_at=str(data.get("created_at") or ""))
+                   created_at=str(data.get("created_at") or ""), timezone=str(data.get("timezone") or ""),
+                   holiday_country=str(data.get("holiday_country") or ""),
+                   working_days=list(data.get("working_days") or []),
+                   responsible=str(data.get("responsible") or ""),
+                   # Archives made before the cost was a setting used 2**14: their hashes are
+                   # re-hashed at today's cost on each person's next login.
+                   password_cost=int(data.get("password_cost") or 17))
 
     def user(self, name: str) -> dict[str, Any] | None:
         return next((u for u in self.users if u.get("name") == name), None)
 
+    def full_name(self, login: str | None) -> str:
+        """The full name the forms print for a login (the login itself only when unknown)."""
+        rec = self.user(login or "")
+        return str((rec or {}).get("full_name") or login or "")
+
+    def device_name(self, inventory: str | None) -> str:
+        """The name of the recorder account that carries this inventory number ('' if none)."""
+        rec = next((u for u in self.users if inventory and u.get("inventory") == inventory), None)
+        return str((rec or {}).get("full_name") or "")
+
+    def responsible_person(self) -> dict[str, Any] | None:
+        """The responsible person named on the forms: the ``responsible`` login, else the first
+        enabled officer."""
+        rec = self.user(self.responsible) if self.responsible else None
+        return rec or next((u for u in self.users if u.get("role") == "officer" and not u.get("disabled")), None)
+
     def holiday_dates(self) -> list[date]:
         return [date.fromisoformat(h) for h in self.holidays]
+
+    def calendar(self) -> "WorkCalendar":
+        """The centre's working days (public holidays of ``holiday_country``, own holidays, worked days)."""
+        return WorkCalendar.from_settings(self.holidays, self.working_days, self.holiday_country)
 
 
 def utc_now() -> datetime:

@@ -33,7 +33,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from core import durable
@@ -99,10 +99,15 @@ How to check that nothing was changed
 
        examrec verify "{session_id}" --public-key public-key.pem
 
-   It checks the signature of {session_id}/manifest.json with the recorder's public key
-   (public-key.pem, fingerprint {fingerprint}; compare it with the key the centre registered for
-   the recorder, which it can confirm on request), every segment's SHA-256, and the hash chains of
-   the event log and the fragment records. "ok" means complete and untouched. A session cut off by
+   It checks the signature of {session_id}/manifest.json and of the checkpoints signed while
+   recording, every segment's SHA-256, and the hash chains of the event log and the fragment
+   records.
+
+   DO NOT TRUST public-key.pem BECAUSE IT IS IN THIS KIT: whoever could change the recording
+   could replace it (and SHA256SUMS) too. Its fingerprint must be {fingerprint}, the
+   fingerprint printed on entry {entry} of the journal of copies you signed for, and the one the
+   centre registered for the recorder (it confirms it on request). Compare them before you
+   rely on the check above. "ok" means complete and untouched. A session cut off by
    a power loss is reported as interrupted, with how far every file is proven.
 
 The files play in ordinary players (VLC, mpv, a web browser): <stream>/NNNN.mp4, one folder per
@@ -111,6 +116,33 @@ camera; route.gpx opens in any map tool; events.jsonl lists the exam's events wi
 {notice}
 Received by (name, signature, date): ________________________________________________
 """
+
+
+COUNTERSIGN_TEXT = """
+The archive's countersignature
+------------------------------
+COUNTERSIGNED.json names this copy (session, journal entry {entry}, the SHA-256 of SHA256SUMS);
+COUNTERSIGNED.sig is the records office's Ed25519 signature of its exact bytes; office-key.pem is
+the office's public key, fingerprint {office_fingerprint}. That fingerprint must be the one given
+in the paperwork of the order (ask the centre); a key that merely ships in this kit proves nothing.
+
+       openssl pkeyutl -verify -pubin -inkey office-key.pem -rawin -in COUNTERSIGNED.json -sigfile COUNTERSIGNED.sig
+       sha256sum SHA256SUMS        (must equal "sha256sums" in COUNTERSIGNED.json)
+"""
+
+
+def countersign(dest: Path, key: Any, session_id: str, entry: int) -> str:
+    """The office's countersignature of a copy kit: COUNTERSIGNED.json (RFC 8785 bytes, so they
+    are exactly what is signed), COUNTERSIGNED.sig (raw Ed25519 signature) and office-key.pem.
+    Returns the office key's fingerprint."""
+    from sessions.evidence.jcs import canonicalize
+    from sessions.evidence.signing import fingerprint, public_key_hex, public_key_pem
+    body = canonicalize({"copy_of": session_id, "journal": "copies", "entry": entry,
+                         "sha256sums": _sha(dest / "SHA256SUMS"), "office_key": public_key_hex(key)})
+    (dest / "COUNTERSIGNED.json").write_bytes(body)
+    (dest / "COUNTERSIGNED.sig").write_bytes(key.sign(body))
+    (dest / "office-key.pem").write_text(public_key_pem(key), encoding="ascii")
+    return fingerprint(key)
 
 
 @dataclass
@@ -183,10 +215,12 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
     row: SessionRow = office.session(req.session)
     exam_date = date.fromisoformat(row.exam_date)
     check_request(req, exam_date, today)
-    holidays = office.ctx.settings.holidays
+    holidays = office.ctx.settings.calendar()
     deadline = add_working_days(req.requested, COPY_WORKING_DAYS, holidays)
     receipt = office.receipt(row)
     dest = Path(req.dest)
+    if dest.is_symlink():
+        raise Refused(f"{dest}: a symbolic link; give the real folder on the applicant's medium")
     made_dest = _check_destination(dest, sum(int(o.get("size") or 0) for o in receipt.get("objects", [])))
     root = dest / row.session_id
     try:
@@ -198,7 +232,12 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
     sums: list[str] = []
     try:
         for o in sorted(receipt.get("objects", []), key=lambda o: o["file"]):
-            target = root / o["file"]
+            rel = PurePosixPath(str(o["file"]))
+            if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+                # A receipt is written by whoever uploaded: its names must stay inside the copy.
+                raise IntegrityError(f"{o['key']}: the receipt names the file {o['file']!r}, outside the session "
+                                     "folder; no copy is issued")
+            target = root.joinpath(*rel.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             got = office.backend.download(o["key"], target)
             if got != o["sha256"]:
@@ -298,6 +337,8 @@ def _finish_copy(office: RecordsOffice, req: CopyRequest, row: SessionRow, recei
         "authority": req.authority, "id_document": req.id_document, "authority_request": req.authority_request,
         "deadline": deadline.isoformat(), "late": late, "medium": req.medium or str(dest),
         "files": len(sums), "bytes": total, "personal_data_notice": notice,
+        # Printed on the journal entry: the recipient compares it, not the key inside the kit.
+        "signing_key_fingerprint": fingerprint_text if pub_hex else None,
         "sha256sums": _sha(dest / "SHA256SUMS")})
     if notice:
         (dest / "PERSONAL-DATA-NOTICE.txt").write_text(
@@ -310,6 +351,8 @@ def _finish_copy(office: RecordsOffice, req: CopyRequest, row: SessionRow, recei
         issued_by=office.ctx.user.name, entry=entry.number, archive=office.ctx.url,
         authority_request=req.authority_request or "-", dest_name=dest.name, fingerprint=fingerprint_text,
         notice=("See PERSONAL-DATA-NOTICE.txt: this recording shows other people.\n" if notice else ""))
+    office_fp = countersign(dest, office.journals._signing_key(), row.session_id, entry.number)
+    readme += COUNTERSIGN_TEXT.format(office_fingerprint=office_fp, entry=entry.number)
     (dest / "README.txt").write_text(readme, encoding="utf-8")
     durable.fsync_tree(dest)  # a copy on a USB stick must be on the stick when the clerk pulls it out
     return CopyResult(row.session_id, str(dest), len(sums), total, deadline, late, notice, entry.number, warnings)

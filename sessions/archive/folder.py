@@ -29,7 +29,8 @@ from core import durable
 from sessions.evidence.chain import GENESIS, line_hash
 from sessions.archive.backend import BodyFilter, JournalLine, PutResult, StoredObject
 from sessions.archive.config import SETTINGS_KEY, ArchiveURL
-from sessions.archive.errors import AlreadyExists, ChecksumMismatch, IntegrityError, NotInitialised, Refused, UsageError
+from sessions.archive.errors import (AlreadyExists, ChecksumMismatch, IntegrityError, NotInitialised, Refused,
+                                     Unreachable, UsageError)
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,10 @@ class FolderBackend:
 
     def _check_root(self) -> None:
         if not self.root.is_dir():
-            raise NotInitialised(f"archive {self.url}: folder {self.root} does not exist (not mounted?); "
-                                 f"prepare it with: examrec archive init --to {self.url}")
+            # A folder archive that is not there is most often a share that is not mounted: the
+            # archive is unreachable (exit 6), as an S3 endpoint that does not answer is.
+            raise Unreachable(f"archive {self.url}: folder {self.root} does not exist (not mounted?); mount it, "
+                              f"or prepare a new archive with: examrec archive init --archive {self.url}")
 
     # --- settings --------------------------------------------------------------------------------
 
@@ -94,7 +97,7 @@ class FolderBackend:
             return json.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise NotInitialised(f"archive {self.url} is not initialised (no {SETTINGS_KEY}); "
-                                 f"run: examrec archive init --to {self.url}") from None
+                                 f"run: examrec archive init --archive {self.url}") from None
         except ValueError as exc:
             raise IntegrityError(f"archive {self.url}: {SETTINGS_KEY} is not valid JSON: {exc}") from None
 

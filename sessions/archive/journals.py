@@ -43,7 +43,41 @@ JOURNALS: dict[str, str] = {
 }
 CORRECTION = "correction"
 # Keys every entry has; a correction may not change them.
-BASE_KEYS = ("entry", "type", "t_utc", "user", "role", "host", PREV_KEY)
+BASE_KEYS = ("entry", "type", "t_utc", "user", "role", "host", PREV_KEY, "signer", "signature")
+SIGNER_KEY = "signer"
+SIGNATURE_KEY = "signature"
+
+
+def entry_signed_bytes(record: dict[str, Any]) -> bytes:
+    """What an entry's signature covers: RFC 8785 JSON of the entry without ``signature``."""
+    from sessions.evidence.jcs import canonicalize
+    return canonicalize({k: v for k, v in record.items() if k != SIGNATURE_KEY})
+
+
+def authenticate_entry(record: dict[str, Any], trusted: dict[str, Any]) -> str | None:
+    """None when the entry is signed by a registered key that may sign for its role, else why not.
+
+    A recorder's entries (role ``recorder``) need a key registered for ``recorder``; every other
+    role's need one registered for ``office``. An entry of nobody (a refused login) may carry either.
+    """
+    from cryptography.exceptions import InvalidSignature
+    from sessions.evidence.signing import _public, fingerprint
+    signer, sig = record.get(SIGNER_KEY), record.get(SIGNATURE_KEY)
+    if not isinstance(signer, str) or not isinstance(sig, str):
+        return "not signed by any key"
+    try:
+        _public(signer).verify(bytes.fromhex(sig), entry_signed_bytes(record))
+    except (InvalidSignature, ValueError):
+        return "its signature does not match it (changed after signing)"
+    known = trusted.get(signer.lower())
+    if known is None:
+        return f"signed by an unregistered key {fingerprint(signer)}"
+    role = str(record.get("role") or "")
+    kind = "recorder" if role == "recorder" else "office"
+    if role and not known.may_sign(kind):
+        return (f"signed by {known.name} ({fingerprint(signer)}), registered to sign for "
+                f"{', '.join(known.kinds)}, not for role {role}")
+    return None
 
 
 def check_name(name: str) -> str:
@@ -61,6 +95,7 @@ class Entry:
     hash: str
     corrected_by: list[int] = field(default_factory=list)
     effective: dict[str, Any] = field(default_factory=dict)
+    forged: str | None = None   # why no authorised key vouches for it (None: signed by one)
 
     @property
     def type(self) -> str:
@@ -160,6 +195,28 @@ class Journals:
         self.user = user
         self.now = now
         self.host = socket.gethostname()
+        self._key: Any = None
+        self._trusted: dict[str, Any] | None = None
+
+    def _signing_key(self) -> Any:
+        """This machine's key (the recorder's device key; the office computer's own key): every
+        entry written here is signed with it, so an entry nobody authorised shows as forged."""
+        if self._key is None:
+            from sessions.evidence.signing import KeyFileError, default_key_path, load_or_create_key
+            try:
+                self._key = load_or_create_key(default_key_path())
+            except KeyFileError as exc:
+                raise UsageError(f"journal entries are signed with this machine's key: {exc}") from None
+        return self._key
+
+    def trusted_keys(self) -> dict[str, Any]:
+        if self._trusted is None:
+            from sessions.evidence import keystore
+            try:
+                self._trusted = keystore.load()
+            except keystore.KeyStoreError as exc:
+                raise UsageError(str(exc)) from None
+        return self._trusted
 
     def _retain_until(self) -> datetime:
         return self.now() + timedelta(days=366 * self.settings.journal_retention_years)
@@ -174,8 +231,14 @@ class Journals:
                 "host": self.host}
         body = {**base, **{k: v for k, v in fields.items() if k not in BASE_KEYS}}
 
+        from sessions.evidence.signing import public_key_hex
+        key = self._signing_key()
+        signer = public_key_hex(key)
+
         def make_line(entry: int, prev: str) -> bytes:
-            return encode_record({"entry": entry, **body}, prev)
+            rec = {"entry": entry, **body, SIGNER_KEY: signer, PREV_KEY: prev}
+            rec[SIGNATURE_KEY] = key.sign(entry_signed_bytes(rec)).hex()
+            return json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
         number, line = self.backend.journal_append(name, make_line, self._retain_until())
         return Entry(number, json.loads(line), line_hash(line))
@@ -185,6 +248,14 @@ class Journals:
         check_name(name)
         lines = [(jl.entry, jl.data, jl.notes) for jl in self.backend.journal_read(name)]
         entries, problems = check_lines(name, lines)
+        for key in getattr(self.backend, "malformed_journal_keys", lambda _n: [])(name):
+            problems.append(f"journal {name}: {key} is not a journal entry (skipped): put there by something "
+                            "other than examrec")
+        trusted = self.trusted_keys()
+        for e in entries:
+            e.forged = authenticate_entry(e.record, trusted)
+            if e.forged:
+                problems.append(f"journal {name}: entry {e.number}: FORGED: {e.forged}")
         if anchor and anchor[0]:
             n, h = anchor
             e = next((x for x in entries if x.number == n), None)

@@ -18,7 +18,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from sessions.archive.access import AuthError, User, authenticate, read_password
+from sessions.archive.access import AuthError, User, authenticate, read_password, rehash_if_weak
 from sessions.archive.backend import RECEIPT_NAME, SESSIONS_PREFIX, Backend, StoredObject, open_backend, receipt_key
 from sessions.archive.catalog import Catalog, Query, SessionRow
 from sessions.archive.config import ConnectionConfig, Settings, iso, load_connection, resolve_archive, utc_now
@@ -101,6 +101,13 @@ def open_archive(url_text: str | None, *, user_name: str, command: str, action: 
                                               user_name=user_name)
         raise
     backend = open_backend(url, conn, role=user.role)
+    if rehash_if_weak(settings, user_name, pw):
+        try:
+            backend.write_settings(settings.to_json())
+        except ArchiveError as exc:
+            # A role the storage does not let write the settings (a recorder on S3) keeps the old
+            # hash until an officer sets a new password; the login itself is not refused.
+            log.warning("could not store the re-hashed password of %s: %s", user_name, exc)
     ctx = ArchiveContext(backend=backend, settings=settings, user=user,
                          journals=Journals(backend, settings, user), conn=conn, command=command)
     if action is not None:
@@ -304,7 +311,7 @@ class RecordsOffice:
         row = self.session(ident)
         current = open_holds(self.journals.read("holds")).get(row.session_id, [])
         if complaint in current:
-            raise UsageError(f"session {row.session_id} is already held for complaint {complaint!r}")
+            raise Refused(f"session {row.session_id} is already held for complaint {complaint!r}")
         keys = self._session_keys(row)
         # Storage first, journal second: a session is never recorded as held while deletable.
         for key in keys:
@@ -322,14 +329,14 @@ class RecordsOffice:
         row = self.session(ident)
         current = open_holds(self.journals.read("holds")).get(row.session_id, [])
         if not current:
-            raise UsageError(f"session {row.session_id} is not held")
+            raise Refused(f"session {row.session_id} is not held: there is no complaint to decide")
         if complaint is None:
             if len(current) > 1:
                 raise UsageError(f"session {row.session_id} is held for {len(current)} complaints "
                                  f"({', '.join(current)}); say which one is decided with --complaint")
             complaint = current[0]
         elif complaint not in current:
-            raise UsageError(f"session {row.session_id} is not held for complaint {complaint!r}; open: {', '.join(current)}")
+            raise Refused(f"session {row.session_id} is not held for complaint {complaint!r}; open: {', '.join(current)}")
         remaining = [c for c in current if c != complaint]
         keys = self._session_keys(row)
         entry = self.journals.append("holds", "release", {"session_id": row.session_id, "exam_date": row.exam_date,
@@ -457,6 +464,9 @@ class RecordsOffice:
         with tempfile.TemporaryDirectory(prefix="examrec-check-") as tmp:
             root = Path(tmp) / row.session_id
             for o in receipt.get("objects", []):
+                if ".." in Path(str(o["file"])).parts or Path(str(o["file"])).is_absolute():
+                    problems.append(f"{o['key']}: the receipt names {o['file']!r}, outside the session folder")
+                    continue
                 dest = root / o["file"]
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 got = self.backend.download(o["key"], dest)
@@ -464,6 +474,11 @@ class RecordsOffice:
                     problems.append(f"{o['key']}: read back with SHA-256 {got[:16]}..., receipt says {o['sha256'][:16]}...")
             report = verify_session(root)
             problems += [f"verify: {p}" for p in report.problems if p.kind != "interrupted"]
+            # Only a key the office registered for a recorder makes the signature evidence.
+            from sessions.evidence import keystore
+            why = keystore.untrusted(report.public_key) if report.public_key else None
+            if why:
+                problems.append(f"verify: {why}")
         return problems
 
 

@@ -1,171 +1,234 @@
-"""Journals as the official forms (HTML, optionally PDF) and as CSV (AD-3).
+"""Journals as the official forms, ready to sign (HTML and PDF), and as CSV (AD-3).
 
-Forms:
+Forms, one per annex:
 
 * ``ua-annex2``: journal of copies issued (order 408, annex 2; IV.6), from the ``copies`` journal.
 * ``ua-annex3``: journal of issue and return of portable recorders and media, uploads and deletions
-  (order 408, annex 3; V.1), from the ``devices``, ``uploads`` and ``deletions`` journals: an issue
-  and the following return of the same inventory number share one row, an upload and the
-  deletion from the recorder share one row.
-* ``kz-annex1``: journal of issue and return of video recorders (order 444, annex 1; items 8, 20),
-  from the ``devices`` journal.
-* ``table``: any journal as a plain numbered table (holds, access).
+  (order 408, annex 3; V.1), from ``devices``, ``uploads`` and ``deletions``: an issue and the
+  following return of the same inventory number share one row, an upload and the deletion from
+  the recorder share one row, a deletion at the end of retention has its own.
+* ``kz-annex1``: journal of issue and return of video recorders (order 444, annex 1; items 8, 9,
+  20), from ``devices``, in Russian.
+* ``ua-holds``: the complaints that block deletion (UA IV.2) and their decisions, in the same style.
+* ``table``: any journal as a plain numbered table (the access journal).
 
-The column headings of the Ukrainian forms follow the text of order 408 (IV.6, V.1); the annex
-tables themselves are not in the reference text we had, so the centre should compare one printed
-page with its paper journal once. Signature columns are left empty for ink.
+A form speaks only the language of its order (Ukrainian; Russian for Kazakhstan), prints the
+centre's local time (archive setting ``timezone``, default the system's zone), people by their
+full names and devices by name and inventory number (never logins or host names), numbers its
+columns as the annex does and its rows 1, 2, 3..., leaves rows tall enough to sign, and opens
+with a cover page (the centre, the title, begun and ended dates). What the page must not carry
+(entry numbers, hash chains, the archive's address) goes into a separate verification note
+(``verification_note``) that maps each printed row to its journal entries and says whether
+the chains are intact.
 
-Corrections (KZ 9) print the way a paper journal shows them: the original values struck through,
-the corrected values beside them, and a note naming the correcting entry and its reason.
+Corrections (KZ 9: struck through, the new value written, a remark signed in the notes column)
+print the original value struck through with the corrected value beside it, and a remark naming
+who corrected it, when and why.
+
+The UA column headings follow the text of order 408 (IV.6, V.1); the annex tables themselves are
+not in the reference text we had, so a centre should compare one printed page with its paper
+journal once. The KZ headings are those of annex 1.
 """
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from pathlib import Path
-from string import Template
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from sessions.archive.config import Settings
 from sessions.archive.errors import UsageError
-from sessions.archive.journals import CORRECTION, Entry, JournalView
+from sessions.archive.journals import Entry, JournalView
+from sessions.archive.localtime import centre_zone, local_date, local_datetime, parse_utc
 
-TEMPLATE = Path(__file__).with_name("forms") / "journal.html"
-
-FORMS = ("ua-annex2", "ua-annex3", "kz-annex1", "table")
+FORMS_DIR = Path(__file__).with_name("forms")
+FORMS = ("ua-annex2", "ua-annex3", "kz-annex1", "ua-holds", "table")
 DEFAULT_FORM = {"copies": "ua-annex2", "devices": "ua-annex3", "uploads": "ua-annex3", "deletions": "ua-annex3",
-                "holds": "table", "access": "table"}
+                "holds": "ua-holds", "access": "table"}
 FORM_JOURNALS = {"ua-annex2": ("copies",), "ua-annex3": ("devices", "uploads", "deletions"),
-                 "kz-annex1": ("devices",)}
+                 "kz-annex1": ("devices",), "ua-holds": ("holds",)}
+
+_env = Environment(loader=FileSystemLoader(str(FORMS_DIR)), autoescape=select_autoescape(["html"]),
+                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def esc(v: Any) -> str:
-    return html.escape("" if v is None else str(v))
+# --- cell contents --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Piece:
+    """A run of text in a cell; ``struck`` prints it crossed out (a corrected value)."""
+
+    text: str
+    struck: bool = False
 
 
-def local_time(iso_text: str | None) -> str:
-    """'2026-03-02T09:15:00Z' as '02.03.2026 09:15' (UTC shown as such; forms are filled by hand
-    in local time, so the UTC mark stays visible)."""
-    if not iso_text:
-        return ""
-    t = str(iso_text)
-    try:
-        d, rest = t.split("T", 1)
-        y, m, dd = d.split("-")
-        return f"{dd}.{m}.{y} {rest[:5]}" + (" UTC" if t.endswith("Z") else "")
-    except ValueError:
-        return t
+Line = list[Piece]
+Cell = list[Line]
 
 
-def day(iso_date: str | None) -> str:
-    if not iso_date:
-        return ""
-    try:
-        y, m, d = str(iso_date)[:10].split("-")
-        return f"{d}.{m}.{y}"
-    except ValueError:
-        return str(iso_date)
+def line(*parts: str | Piece | list[Piece]) -> Line:
+    out: Line = []
+    for p in parts:
+        if isinstance(p, Piece):
+            out.append(p)
+        elif isinstance(p, list):
+            out.extend(p)
+        elif p:
+            out.append(Piece(p))
+    return out
 
 
-def field_value(e: Entry, key: str) -> str:
-    """The effective value, with the original struck through when a correction changed it."""
-    new, old = e.effective.get(key), e.record.get(key)
-    if new != old:
-        return f"<del>{esc(old)}</del> {esc(new)}"
-    return esc(new)
-
-
-def correction_note(e: Entry, view: JournalView, lang: str = "uk") -> str:
-    """The remark a corrected entry gets (KZ 9: the remark names the correction and its reason)."""
-    words = {"uk": "виправлено записом №", "ru": "исправлено записью №"}[lang]
-    notes = []
-    for n in e.corrected_by:
-        c = view.by_number(n)
-        if c:
-            notes.append(f"{words} {n} / corrected by entry {n}: {esc(c.record.get('reason'))}")
-    return "<br>".join(notes)
+def cell(*lines: Line | str) -> Cell:
+    """A cell of the given lines, empty ones left out."""
+    out: Cell = []
+    for ln in lines:
+        ln = line(ln) if isinstance(ln, str) else ln
+        if any(p.text for p in ln):
+            out.append(ln)
+    return out
 
 
 @dataclass
 class Row:
-    number: str
-    cells: list[str]
-    css: str = ""
+    number: int
+    cells: list[Cell]
+    sources: list[str] = field(default_factory=list)      # "journal entry N" for the verification note
 
 
 @dataclass
-class Form:
+class FormSpec:
     key: str
+    lang: str
     annex: str
     title: str
     subtitle: str
     headings: list[str]
-    build: Callable[[dict[str, JournalView]], list[Row]]
+    signature_columns: tuple[int, ...]                    # 1-based column numbers that take a signature
+    widths: list[int]                                    # relative column widths
 
 
-def _yes(v: Any) -> str:
-    return "так / yes" if v else ("ні / no" if v is not None else "")
+@dataclass
+class Printer:
+    """What every row builder needs: the centre's zone, names of people, session details."""
+
+    settings: Settings
+    zone: tzinfo
+    sessions: Callable[[str], Mapping[str, Any] | None]
+
+    def when(self, iso_text: Any) -> str:
+        return local_datetime(str(iso_text) if iso_text else None, self.zone)
+
+    def day(self, value: Any) -> str:
+        return local_date(value, self.zone)
+
+    def person(self, login: Any) -> str:
+        return self.settings.full_name(str(login or ""))
+
+    def value(self, e: Entry, key: str, show: Callable[[Any], str] = lambda v: "" if v is None else str(v)) -> Line:
+        """The effective value; the original struck through before it when a correction changed it."""
+        new, old = e.effective.get(key), e.record.get(key)
+        if new != old:
+            return [Piece(show(old), True), Piece(" "), Piece(show(new))]
+        return [Piece(show(new))]
+
+    def remarks(self, e: Entry | None, view: JournalView, lang: str) -> list[Line]:
+        """The signed remark of each correction of ``e`` (KZ 9)."""
+        if e is None:
+            return []
+        word = {"uk": "Виправлено", "ru": "Исправлено"}[lang]
+        sign = {"uk": "підпис", "ru": "подпись"}[lang]
+        out = []
+        for n in e.corrected_by:
+            c = view.by_number(n)
+            if c is None:
+                continue
+            out.append(line(f"{word} {self.when(c.record.get('t_utc'))}, {self.person(c.record.get('user'))}: "
+                            f"{c.record.get('reason') or ''}. {sign} ________"))
+        return out
+
+    def record_of(self, session_id: Any, exam_date: Any, lang: str = "uk") -> str:
+        """'запис іспиту Коваль Олена від 02.03.2026 09:15' (the candidate and the exam's local time)."""
+        row = self.sessions(str(session_id or "")) or {}
+        when = self.when(row.get("started_at")) or self.day(exam_date)
+        who = row.get("candidate") or ""
+        word = {"uk": "запис іспиту", "ru": "запись экзамена"}[lang]
+        frm = {"uk": "від", "ru": "от"}[lang]
+        return " ".join(p for p in (word, who, frm, when) if p)
 
 
-def _correction_rows(view: JournalView, width: int, lang: str = "uk") -> dict[int, Row]:
-    word = {"uk": "Виправлення запису №", "ru": "Исправление записи №"}[lang]
-    rows = {}
-    for e in view.entries:
-        if e.type == CORRECTION:
-            changes = "; ".join(f"{esc(k)}: {esc((e.record.get('was') or {}).get(k))} → {esc(v)}"
-                                for k, v in (e.record.get("changes") or {}).items())
-            cells = [""] * (width - 1)
-            cells[-1] = (f"{word} {esc(e.record.get('corrects'))} / correction of entry "
-                         f"{esc(e.record.get('corrects'))}: {esc(e.record.get('reason'))}. {changes}. "
-                         f"{esc(e.record.get('user'))}, {esc(local_time(e.record.get('t_utc')))}")
-            rows[e.number] = Row(str(e.number), cells, "correction")
-    return rows
+# --- the forms ------------------------------------------------------------------------------------
+
+UA_INSTRUCTION = ("до Інструкції про використання технічних засобів контролю під час складання іспитів "
+                  "(у тому числі за допомогою фото-, відео-, аудіотехніки), збереження отриманої за допомогою "
+                  "них інформації та доступ до неї")
+
+SPECS: dict[str, FormSpec] = {
+    "ua-annex2": FormSpec(
+        "ua-annex2", "uk", f"Додаток 2 {UA_INSTRUCTION} (пункт 6 розділу IV)",
+        "Журнал", "обліку видачі копій фотографічних зображень, відео-, аудіозаписів, отриманих за допомогою "
+                  "технічних засобів контролю",
+        ["№ з/п", "Дата надходження заяви", "Прізвище, власне ім'я, по батькові особи, яка складала іспит; "
+         "дата складання іспиту", "Заявник (уповноважений представник): прізвище, власне ім'я, по батькові; "
+         "документ, що посвідчує особу; документ про повноваження", "Підстава видачі",
+         "Дата видачі копії; строк видачі", "Найменування запису; кількість файлів; носій",
+         "Прізвище, ініціали працівника, який видав копію; підпис", "Підпис особи, яка отримала копію",
+         "Примітка"], (8, 9), [4, 8, 14, 16, 9, 10, 14, 11, 10, 10]),
+    "ua-annex3": FormSpec(
+        "ua-annex3", "uk", f"Додаток 3 {UA_INSTRUCTION} (пункт 1 розділу V)",
+        "Журнал", "обліку видачі, приймання переносного технічного засобу контролю, електронного носія, "
+                  "завантаження та видалення інформації",
+        ["№ з/п", "Найменування, інвентарний номер технічного засобу контролю, електронного носія",
+         "Дата, час видачі", "Прізвище, ініціали екзаменатора, якому видано; підпис",
+         "Дата, час приймання; стан (заряд, несправності)", "Відповідальна особа; підпис",
+         "Дата, час завантаження інформації в інформаційне сховище", "Дата, час видалення інформації",
+         "Примітка"], (4, 6), [4, 14, 10, 13, 12, 13, 14, 12, 10]),
+    "kz-annex1": FormSpec(
+        "kz-annex1", "ru", "Приложение 1 к Инструкции по использованию технических средств аудио-, видеозаписи "
+                           "государственными инспекторами по государственному контролю и надзору в области "
+                           "промышленной безопасности. Форма",
+        "Журнал", "учета выдачи и сдачи видеорегистратора",
+        ["№ п/п", "Инвентарный номер видеорегистратора", "Ф.И.О. пользователя видеорегистратора",
+         "Дата и время, роспись о получении", "Дата и время, роспись о сдаче",
+         "Проверка заряда аккумулятора, неисправности", "Примечание"], (4, 5), [5, 13, 18, 16, 16, 16, 16]),
+    "ua-holds": FormSpec(
+        "ua-holds", "uk", "Ведеться відповідно до пункту 2 розділу IV Інструкції",
+        "Журнал", "обліку скарг, що блокують видалення записів процесу складання іспитів, та рішень за ними",
+        ["№ з/п", "Запис іспиту: прізвище, власне ім'я, по батькові особи; дата, час іспиту",
+         "Скарга (номер, дата)", "Дата, час блокування видалення", "Хто заблокував; підпис",
+         "Рішення за скаргою (номер, дата)", "Дата, час зняття блокування", "Хто зняв блокування; підпис",
+         "Примітка"], (5, 8), [4, 18, 11, 10, 12, 11, 10, 12, 12]),
+    "table": FormSpec(
+        "table", "uk", "", "Журнал", "доступу до архіву",
+        ["№ з/п", "Дата, час", "Особа", "Дія", "Результат"], (), [5, 12, 18, 45, 20]),
+}
+
+WORDS = {
+    "uk": {"begun": "Розпочато", "ended": "Закінчено", "centre": "(найменування ТСЦ МВС)", "no_entries": "Записів немає",
+           "sheets": "У цьому журналі пронумеровано, прошнуровано та скріплено печаткою ______ аркушів.",
+           "responsible": "Відповідальна особа", "signature": "(підпис)", "page": "Сторінка"},
+    "ru": {"begun": "Начат", "ended": "Окончен",
+           "centre": "(наименование территориального подразделения ведомства уполномоченного органа в области "
+                     "промышленной безопасности)", "no_entries": "Записей нет",
+           "sheets": "В настоящем журнале пронумеровано, прошнуровано и скреплено печатью ______ листов.",
+           "responsible": "Ответственное лицо", "signature": "(подпись)", "page": "Страница"},
+}
+ITEM_NAMES = {"recorder": "Переносний технічний засіб контролю", "medium": "Електронний носій"}
+YES_NO = {"uk": ("так", "ні"), "ru": ("да", "нет")}
 
 
-def build_annex2(views: dict[str, JournalView]) -> list[Row]:
-    view = views["copies"]
-    out: list[Row] = []
-    corr = _correction_rows(view, 10)
-    for e in view.entries:
-        if e.type == CORRECTION:
-            out.append(corr[e.number])
-            continue
-        r = e.effective
-        who = field_value(e, "applicant")
-        if r.get("representative"):
-            who += f"<br>представник / representative: {field_value(e, 'representative')}<br>" \
-                   f"повноваження / authority: {field_value(e, 'authority')}"
-        who += f"<br>документ / ID: {field_value(e, 'id_document')}"
-        basis = field_value(e, "authority_request") if r.get("authority_request") else "заява (IV.3)"
-        note = []
-        if r.get("personal_data_notice"):
-            note.append("повідомлено про захист персональних даних (IV.7)")
-        if r.get("late"):
-            note.append("видано після строку / issued late")
-        note.append(correction_note(e, view))
-        out.append(Row(str(e.number), [
-            esc(day(r.get("requested"))),
-            f"{field_value(e, 'candidate')}<br>{esc(day(r.get('exam_date')))}",
-            who,
-            basis,
-            f"{esc(local_time(r.get('t_utc')))}<br>строк / due: {esc(day(r.get('deadline')))}",
-            f"{esc(r.get('session_id'))}<br>{esc(r.get('files'))} файлів, {esc(r.get('medium'))}",
-            esc(r.get("user")),
-            "",
-            "<br>".join(n for n in note if n),
-        ]))
-    return out
-
-
-def _device_pairs(view: JournalView) -> list[tuple[Entry, Entry | None]]:
-    """Each issue with the return of the same inventory number that follows it."""
+def _device_pairs(view: JournalView) -> list[tuple[Entry | None, Entry | None]]:
+    """Each issue with the return of the same inventory number that follows it; a return without
+    an issue in this journal stands alone."""
     open_issue: dict[str, int] = {}
-    pairs: list[tuple[Entry, Entry | None]] = []
+    pairs: list[tuple[Entry | None, Entry | None]] = []
     for e in view.facts():
         inv = str(e.effective.get("inventory"))
         if e.type == "issue":
@@ -176,184 +239,300 @@ def _device_pairs(view: JournalView) -> list[tuple[Entry, Entry | None]]:
             if i is not None:
                 pairs[i] = (pairs[i][0], e)
             else:
-                pairs.append((e, None))   # a return without an issue in this journal
+                pairs.append((None, e))
     return pairs
 
 
-def build_annex3(views: dict[str, JournalView]) -> list[Row]:
-    out: list[tuple[str, Row]] = []
-    dev = views["devices"]
-    for issue, ret in _device_pairs(dev):
-        r = issue.effective
-        if issue.type == "return":   # unmatched return
-            issue, ret = None, issue  # type: ignore[assignment]
-        rr = ret.effective if ret else {}
-        notes = [n for n in ((correction_note(issue, dev) if issue else ""), (correction_note(ret, dev) if ret else ""),
-                             esc(r.get("note") if issue else ""), esc(rr.get("note"))) if n]
-        state = []
-        if ret is not None:
-            if rr.get("battery_checked"):
-                state.append("заряд перевірено / battery checked")
-            if rr.get("faults"):
-                state.append(f"несправності / faults: {field_value(ret, 'faults')}")
-        issued = ""
-        if issue is not None:
-            issued = esc(local_time(r.get("at"))) + \
-                f"<br>заряд перевірено / battery checked: {_yes(r.get('battery_checked'))}"
-            if r.get("faults"):
-                issued += f"<br>несправності / faults: {field_value(issue, 'faults')}"
-        base = issue or ret
-        out.append((str(base.record.get("t_utc")), Row(f"П{base.number}", [
-            f"{esc(base.effective.get('item', 'recorder'))} № {field_value(base, 'inventory')}",
-            issued,
-            f"{field_value(issue, 'person')}" if issue else "",
-            (esc(local_time(rr.get("at"))) + ("<br>" + "<br>".join(state) if state else "")) if ret else "<br>".join(state),
-            esc(rr.get("user")) if ret else "",
-            "", "", "<br>".join(notes)])))
-    up = views["uploads"]
-    removed = {e.effective.get("upload_entry"): e for e in up.facts() if e.type == "device-deleted"}
-    for e in up.facts():
-        if e.type != "upload":
-            continue
-        r = e.effective
-        gone = removed.get(e.number)
-        out.append((str(r.get("t_utc")), Row(f"З{e.number}", [
-            f"{esc(r.get('device'))}", "", "", "", esc(r.get("user")),
-            f"{esc(local_time(r.get('t_utc')))}<br>{esc(r.get('session_id'))} (іспит / exam {esc(day(r.get('exam_date')))})",
-            (f"з засобу / from the recorder: {esc(local_time(gone.record.get('t_utc')))}" if gone else ""),
-            correction_note(e, up)])))
-    dl = views["deletions"]
-    for e in dl.facts():
-        r = e.effective
-        out.append((str(r.get("t_utc")), Row(f"В{e.number}", [
-            "інформаційне сховище / archive", "", "", "", esc(r.get("user")), "",
-            f"{esc(local_time(r.get('t_utc')))}<br>{esc(r.get('session_id'))} (іспит / exam {esc(day(r.get('exam_date')))}, "
-            f"строк зберігання до / kept until {esc(day(str(r.get('expires_at', ''))[:10]))})",
-            ("із запізненням / late" if r.get("late") else "") + correction_note(e, dl)])))
-    out.sort(key=lambda kv: kv[0])
-    for name, prefix in (("devices", "П"), ("uploads", "З"), ("deletions", "В")):
-        for n, row in _correction_rows(views[name], 9).items():
-            row.number = f"{prefix}{n}"
-            e = views[name].by_number(n)
-            out.append((str(e.record.get("t_utc")) if e else "", row))
-    out.sort(key=lambda kv: kv[0])
-    return [row for _k, row in out]
-
-
-def build_kz(views: dict[str, JournalView]) -> list[Row]:
-    dev = views["devices"]
-    out: list[tuple[str, Row]] = []
-    for issue, ret in _device_pairs(dev):
-        if issue.type == "return":
-            issue, ret = None, issue  # type: ignore[assignment]
-        base = issue or ret
-        r = issue.effective if issue else {}
-        rr = ret.effective if ret else {}
-        check = []
-        if issue is not None:
-            check.append(f"при получении: заряд проверен — {'да' if r.get('battery_checked') else 'нет'}")
-        if ret is not None and rr.get("faults"):
-            check.append(f"неисправности: {field_value(ret, 'faults')}")
-        if issue is not None and r.get("faults"):
-            check.append(f"при выдаче: {field_value(issue, 'faults')}")
-        notes = [n for n in ((correction_note(issue, dev, "ru") if issue else ""),
-                             (correction_note(ret, dev, "ru") if ret else ""), esc(r.get("note")), esc(rr.get("note")))
-                 if n]
-        out.append((str(base.record.get("t_utc")), Row(str(base.number), [
-            field_value(base, "inventory"),
-            field_value(issue, "person") if issue else field_value(ret, "person"),
-            esc(local_time(r.get("at"))) if issue else "",
-            esc(local_time(rr.get("at"))) if ret else "",
-            "<br>".join(check),
-            "<br>".join(notes)])))
-    for n, row in _correction_rows(dev, 7, "ru").items():
-        e = dev.by_number(n)
-        out.append((str(e.record.get("t_utc")) if e else "", row))
-    out.sort(key=lambda kv: kv[0])
-    return [row for _k, row in out]
-
-
-def build_table(views: dict[str, JournalView]) -> list[Row]:
-    (view,) = views.values()
+def _src(journal: str, *entries: Entry | None) -> list[str]:
     out = []
-    for e in view.entries:
-        fields = "; ".join(f"{esc(k)}: {field_value(e, k)}" for k in e.record
-                           if k not in ("entry", "type", "t_utc", "user", "role", "host", "prev_sha256"))
-        out.append(Row(str(e.number), [esc(local_time(e.record.get("t_utc"))), esc(e.type),
-                                       f"{esc(e.record.get('user'))} ({esc(e.record.get('role'))})",
-                                       fields, correction_note(e, view)], "correction" if e.type == CORRECTION else ""))
+    for e in entries:
+        if e is not None:
+            out.append(f"{journal} #{e.number}" + (f" (corrected by #{', #'.join(map(str, e.corrected_by))})"
+                                                    if e.corrected_by else ""))
     return out
 
 
-FORM_SPECS: dict[str, Form] = {
-    "ua-annex2": Form("ua-annex2", "Додаток 2 до Інструкції (пункт 6 розділу IV), наказ МВС від 22.05.2020 № 408",
-                      "Журнал обліку видачі копій фотографічних зображень, відео-, аудіозаписів, отриманих за "
-                      "допомогою технічних засобів контролю",
-                      "Journal of copies of photographs, video and audio recordings issued",
-                      ["№ з/п", "Дата надходження заяви", "Прізвище, ім'я, по батькові особи, яка складала іспит; "
-                       "дата складання іспиту", "Заявник (уповноважений представник): прізвище, ім'я, по батькові; "
-                       "документ, що посвідчує особу; документ про повноваження", "Підстава видачі",
-                       "Дата видачі копії; строк видачі", "Найменування (ідентифікатор) запису; кількість файлів; носій",
-                       "Прізвище, ініціали працівника, який видав копію", "Підпис особи, яка отримала копію",
-                       "Примітка"], build_annex2),
-    "ua-annex3": Form("ua-annex3", "Додаток 3 до Інструкції (пункт 1 розділу V), наказ МВС від 22.05.2020 № 408",
-                      "Журнал обліку видачі, приймання переносного технічного засобу контролю, електронного "
-                      "носія, завантаження та видалення інформації",
-                      "Journal of issue and return of portable recorders and media, uploads and deletions",
-                      ["№ з/п", "Найменування, інвентарний номер технічного засобу контролю, електронного носія",
-                       "Дата, час видачі", "Прізвище, ініціали екзаменатора, якому видано; підпис",
-                       "Дата, час приймання; стан (заряд, несправності)", "Відповідальна особа; підпис",
-                       "Дата, час завантаження інформації в інформаційне сховище",
-                       "Дата, час видалення інформації", "Примітка"], build_annex3),
-    "kz-annex1": Form("kz-annex1", "Приложение 1 к Инструкции, приказ МЧС РК от 22.08.2023 № 444",
-                      "Журнал учета выдачи и сдачи видеорегистратора",
-                      "Journal of issue and return of video recorders",
-                      ["№ п/п", "Инвентарный номер видеорегистратора", "Ф.И.О. пользователя видеорегистратора",
-                       "Дата и время, роспись о получении", "Дата и время, роспись о сдаче",
-                       "Проверка заряда аккумулятора, неисправности", "Примечание"], build_kz),
-    "table": Form("table", "", "Журнал", "Journal",
-                  ["№", "Дата, час / time", "Запис / entry", "Користувач / user", "Зміст / content", "Примітка / note"],
-                  build_table),
+def build_annex2(pr: Printer, views: dict[str, JournalView]) -> list[tuple[str, list[Cell], list[str]]]:
+    view = views["copies"]
+    rows = []
+    for e in view.facts():
+        r = e.effective
+        # Without --medium the journal holds the folder written to: a path is not for the page.
+        medium = lambda v: "електронний носій заявника" if str(v or "").startswith("/") else str(v or "")  # noqa: E731
+        applicant = [line("Заявник: ", pr.value(e, "applicant"))]
+        if r.get("representative"):
+            applicant.append(line("Представник: ", pr.value(e, "representative")))
+            applicant.append(line("Повноваження: ", pr.value(e, "authority")))
+        applicant.append(line("Документ: ", pr.value(e, "id_document")))
+        basis = line(pr.value(e, "authority_request")) if r.get("authority_request") else \
+            line("заява (пункт 3 розділу IV)")
+        notes = []
+        if r.get("personal_data_notice"):
+            notes.append(line("повідомлено про захист персональних даних (пункт 7 розділу IV)"))
+        if r.get("late"):
+            notes.append(line("видано після строку"))
+        row = pr.sessions(str(r.get("session_id") or "")) or {}
+        rows.append((str(e.record.get("t_utc")), [
+            cell(line(pr.day(r.get("requested")))),
+            cell(line(pr.value(e, "candidate")), line(pr.when(row.get("started_at")) or pr.day(r.get("exam_date")))),
+            cell(*applicant),
+            cell(basis),
+            cell(line(pr.when(e.record.get("t_utc"))), line("строк: ", pr.day(r.get("deadline")))),
+            cell(line(pr.record_of(r.get("session_id"), r.get("exam_date"))),
+                 line(f"ідентифікатор {r.get('session_id') or ''}"),
+                 line(f"файлів: {r.get('files') or ''}"), line("носій: ", pr.value(e, "medium", medium))),
+            cell(line(pr.person(e.record.get("user")))),
+            [],
+            cell(*notes, *pr.remarks(e, view, "uk")),
+        ], _src("copies", e)))
+    return rows
+
+
+def _upload_lines(pr: Printer, uploads: list[tuple[Entry, Entry | None]]) -> tuple[Cell, Cell]:
+    """Columns 7 and 8 for the uploads of one device cycle: each upload's time and record, and
+    when it was deleted from the device."""
+    loaded: Cell = []
+    deleted: Cell = []
+    for e, gone in uploads:
+        rec = pr.record_of(e.effective.get("session_id"), e.effective.get("exam_date"))
+        loaded += cell(line(pr.when(e.record.get("t_utc"))), line(rec))
+        if gone is not None:
+            deleted += cell(line(pr.when(gone.record.get("t_utc"))), line(rec))
+    return loaded, deleted
+
+
+def build_annex3(pr: Printer, views: dict[str, JournalView]) -> list[tuple[str, list[Cell], list[str]]]:
+    """One row per issue-and-return of a device, as the paper journal is kept: the examiner takes
+    it (columns 2-4), brings it back (5), the responsible person answers for it (6), uploads what
+    it recorded (7) and deletes that from the device (8). An upload from a device that was not
+    issued (a recorder fixed in a car) has a row of its own, and so has a deletion from the
+    storage at the end of retention."""
+    dev, up, dl = views["devices"], views["uploads"], views["deletions"]
+    yes, no = YES_NO["uk"]
+    responsible = pr.settings.responsible_person() or {}
+    pairs = _device_pairs(dev)
+    removed = {e.effective.get("upload_entry"): e for e in up.facts() if e.type == "device-deleted"}
+    # Each upload belongs to the latest issue of its device's inventory number before it.
+    attached: dict[int, list[tuple[Entry, Entry | None]]] = {}
+    alone: list[Entry] = []
+    for e in up.facts():
+        if e.type != "upload":
+            continue
+        when = parse_utc(e.record.get("t_utc"))
+        best = None
+        for i, (issue, _ret) in enumerate(pairs):
+            if issue is None or str(issue.effective.get("inventory")) != str(e.effective.get("device")):
+                continue
+            at = parse_utc(issue.effective.get("at")) or parse_utc(issue.record.get("t_utc"))
+            if at and when and at <= when:
+                best = i
+        if best is None:
+            alone.append(e)
+        else:
+            attached.setdefault(best, []).append((e, removed.get(e.number)))
+    rows = []
+    for i, (issue, ret) in enumerate(pairs):
+        base = issue or ret
+        assert base is not None
+        item = pr.settings.device_name(str(base.effective.get("inventory"))) or \
+            ITEM_NAMES.get(str(base.effective.get("item") or "recorder"), ITEM_NAMES["recorder"])
+        issued: Cell = []
+        if issue is not None:
+            ri = issue.effective
+            issued = cell(line(pr.value(issue, "at", pr.when)),
+                          line(f"заряд перевірено: {yes if ri.get('battery_checked') else no}"),
+                          line("несправності: ", pr.value(issue, "faults")) if ri.get("faults") else [])
+        returned: Cell = []
+        if ret is not None:
+            rr = ret.effective
+            returned = cell(line(pr.value(ret, "at", pr.when)),
+                            line(f"заряд перевірено: {yes if rr.get('battery_checked') else no}"),
+                            line("несправності: ", pr.value(ret, "faults")) if rr.get("faults") else
+                            line("несправностей немає"))
+        uploads = attached.get(i, [])
+        loaded, deleted = _upload_lines(pr, uploads)
+        notes = [line(pr.value(x, "note")) for x in (issue, ret) if x is not None and x.effective.get("note")]
+        notes += [line("запис перервано, збережено до останнього фрагмента") for e, _g in uploads
+                  if e.effective.get("interrupted")]
+        rows.append((str(base.record.get("t_utc")), [
+            cell(line(item), line("інв. № ", pr.value(base, "inventory"))),
+            issued,
+            cell(line(pr.value(issue, "person"))) if issue else [],
+            returned,
+            cell(line(pr.person(base.record.get("user")))),
+            loaded, deleted,
+            cell(*notes, *pr.remarks(issue, dev, "uk"), *pr.remarks(ret, dev, "uk"),
+                 *[r for e, _g in uploads for r in pr.remarks(e, up, "uk")]),
+        ], _src("devices", issue, ret) + [s for e, g in uploads for s in _src("uploads", e, g)]))
+    for e in alone:
+        r = e.effective
+        uploader = pr.settings.user(str(e.record.get("user") or "")) or {}
+        device_name = str(uploader.get("full_name") or "") if uploader.get("role") == "recorder" else ""
+        # A recorder account uploads by itself; the responsible person answers for it (UA V.1).
+        who = uploader if uploader.get("role") in ("officer", "head") else responsible
+        gone = removed.get(e.number)
+        loaded, deleted = _upload_lines(pr, [(e, gone)])
+        rows.append((str(r.get("t_utc")), [
+            cell(line(device_name or ITEM_NAMES["recorder"]), line("інв. № ", pr.value(e, "device"))),
+            [], [], [],
+            cell(line(str(who.get("full_name") or ""))),
+            loaded, deleted,
+            cell(line("запис перервано, збережено до останнього фрагмента") if r.get("interrupted") else [],
+                 *pr.remarks(e, up, "uk")),
+        ], _src("uploads", e, gone)))
+    for e in dl.facts():
+        r = e.effective
+        rows.append((str(r.get("t_utc")), [
+            cell(line("Інформаційне сховище")),
+            [], [], [],
+            cell(line(pr.person(e.record.get("user")))),
+            [],
+            cell(line(pr.when(e.record.get("t_utc"))), line(pr.record_of(r.get("session_id"), r.get("exam_date"))),
+                 line(f"строк зберігання закінчився {pr.day(str(r.get('expires_at') or '')[:10])}")),
+            cell(line("видалено із запізненням") if r.get("late") else [], *pr.remarks(e, dl, "uk")),
+        ], _src("deletions", e)))
+    return rows
+
+
+def build_kz(pr: Printer, views: dict[str, JournalView]) -> list[tuple[str, list[Cell], list[str]]]:
+    dev = views["devices"]
+    yes, no = YES_NO["ru"]
+    rows = []
+    for issue, ret in _device_pairs(dev):
+        base = issue or ret
+        assert base is not None
+        check: list[Line] = []
+        if issue is not None:
+            check.append(line(f"при получении заряд проверен: {yes if issue.effective.get('battery_checked') else no}"))
+            if issue.effective.get("faults"):
+                check.append(line("при выдаче: ", pr.value(issue, "faults")))
+        if ret is not None:
+            check.append(line("при сдаче: ", pr.value(ret, "faults")) if ret.effective.get("faults")
+                         else line("при сдаче неисправностей нет"))
+        notes = [line(pr.value(x, "note")) for x in (issue, ret) if x is not None and x.effective.get("note")]
+        rows.append((str(base.record.get("t_utc")), [
+            cell(line(pr.value(base, "inventory"))),
+            cell(line(pr.value(issue or base, "person"))),
+            cell(line(pr.value(issue, "at", pr.when))) if issue else [],
+            cell(line(pr.value(ret, "at", pr.when))) if ret else [],
+            cell(*check),
+            cell(*notes, *pr.remarks(issue, dev, "ru"), *pr.remarks(ret, dev, "ru")),
+        ], _src("devices", issue, ret)))
+    return rows
+
+
+def build_holds(pr: Printer, views: dict[str, JournalView]) -> list[tuple[str, list[Cell], list[str]]]:
+    view = views["holds"]
+    open_rows: dict[tuple[str, str], int] = {}
+    pairs: list[tuple[Entry | None, Entry | None]] = []
+    for e in view.facts():
+        key = (str(e.effective.get("session_id")), str(e.effective.get("complaint")))
+        if e.type == "hold":
+            open_rows[key] = len(pairs)
+            pairs.append((e, None))
+        elif e.type == "release":
+            i = open_rows.pop(key, None)
+            if i is not None:
+                pairs[i] = (pairs[i][0], e)
+            else:
+                pairs.append((None, e))
+    rows = []
+    for hold, rel in pairs:
+        base = hold or rel
+        assert base is not None
+        r = base.effective
+        session = pr.sessions(str(r.get("session_id") or "")) or {}
+        rows.append((str(base.record.get("t_utc")), [
+            cell(line(str(session.get("candidate") or "")),
+                 line(pr.when(session.get("started_at")) or pr.day(r.get("exam_date"))),
+                 line(f"ідентифікатор {r.get('session_id') or ''}")),
+            cell(line(pr.value(base, "complaint"))),
+            cell(line(pr.when(hold.record.get("t_utc")))) if hold else [],
+            cell(line(pr.person(hold.record.get("user")))) if hold else [],
+            cell(line(pr.value(rel, "decision"))) if rel else [],
+            cell(line(pr.when(rel.record.get("t_utc")))) if rel and not rel.effective.get("still_open") else
+            (cell(line("блокування триває: відкриті інші скарги")) if rel else []),
+            cell(line(pr.person(rel.record.get("user")))) if rel else [],
+            cell(*pr.remarks(hold, view, "uk"), *pr.remarks(rel, view, "uk")),
+        ], _src("holds", hold, rel)))
+    return rows
+
+
+def build_table(pr: Printer, views: dict[str, JournalView]) -> list[tuple[str, list[Cell], list[str]]]:
+    (view,) = views.values()
+    results = {"ok": "виконано", "refused": "відмовлено", "denied": "відмовлено (пароль)", "failed": "помилка"}
+    rows = []
+    for e in view.facts():
+        r = e.effective
+        rows.append((str(e.record.get("t_utc")), [
+            cell(line(pr.when(e.record.get("t_utc")))),
+            cell(line(pr.person(e.record.get("user")))),
+            cell(line(str(r.get("command") or e.type)), line(str(r.get("target") or ""))),
+            cell(line(results.get(str(r.get("result") or ""), str(r.get("result") or "")))),
+        ], _src(view.name, e)))
+    return rows
+
+
+BUILDERS: dict[str, Callable[[Printer, dict[str, JournalView]], list[tuple[str, list[Cell], list[str]]]]] = {
+    "ua-annex2": build_annex2, "ua-annex3": build_annex3, "kz-annex1": build_kz, "ua-holds": build_holds,
+    "table": build_table,
 }
 
 
-def render_html(views: dict[str, JournalView], form: str, centre: str = "", archive: str = "",
-                printed_by: str = "", printed_at: str = "") -> str:
-    """The journal(s) as one printable HTML page laid out like the official form."""
-    if form not in FORM_SPECS:
+@dataclass
+class PrintedForm:
+    """A form rendered for print, and what its verification note says."""
+
+    form: str
+    html: str
+    rows: list[Row]
+    begun: str
+    ended: str
+
+
+def _rows(form: str, pr: Printer, views: dict[str, JournalView]) -> list[Row]:
+    built = BUILDERS[form](pr, views)
+    built.sort(key=lambda t: t[0])
+    return [Row(i, cells, sources) for i, (_t, cells, sources) in enumerate(built, start=1)]
+
+
+def render_form(views: dict[str, JournalView], form: str, settings: Settings,
+                sessions: Callable[[str], Mapping[str, Any] | None] = lambda sid: None,
+                zone: tzinfo | None = None) -> PrintedForm:
+    """The journal(s) as one printable HTML page laid out like the annex: a cover page, then the
+    numbered table. ``sessions`` looks up a session's details (candidate, start) by id."""
+    if form not in SPECS:
         raise UsageError(f"no form {form!r}; forms: {', '.join(FORMS)}")
-    spec = FORM_SPECS[form]
-    rows = spec.build(views)
-    title = spec.title if form != "table" else f"Журнал: {next(iter(views))} / journal: {next(iter(views))}"
-    problems = [p for v in views.values() for p in v.problems]
-    firsts = [e.record.get("t_utc") for v in views.values() for e in v.entries[:1]]
-    lasts = [e.record.get("t_utc") for v in views.values() for e in v.entries[-1:]]
-    meta = (f"{esc(centre)}<br>" if centre else "") + \
-        f"Розпочато / started: {esc(local_time(min(firsts) if firsts else ''))} &nbsp; " \
-        f"Останній запис / last entry: {esc(local_time(max(lasts) if lasts else ''))} &nbsp; " \
-        f"Записів / entries: {sum(len(v.entries) for v in views.values())}"
-    prob_html = ""
-    if problems:
-        prob_html = ('<div class="problems"><b>ЦІЛІСНІСТЬ ЖУРНАЛУ ПОРУШЕНО / THE JOURNAL IS NOT INTACT</b><br>'
-                     + "<br>".join(esc(p) for p in problems) + "</div>")
-    heads = "".join(f"<th>{esc(h)}</th>" for h in spec.headings)
-    nums = "".join(f'<th class="num">{i}</th>' for i in range(1, len(spec.headings) + 1))
-    body = []
-    for r in rows:
-        cells = "".join(f"<td>{c}</td>" for c in r.cells)
-        body.append(f'<tr class="{r.css}"><td class="no">{esc(r.number)}</td>{cells}</tr>')
-    if not body:
-        body.append(f'<tr><td colspan="{len(spec.headings)}">Записів немає / no entries</td></tr>')
-    legend = ""
-    if form == "ua-annex3":
-        legend = ("Номери: П — видача/приймання (журнал devices), З — завантаження (uploads), В — видалення "
-                  "(deletions). / Numbers: П issue/return, З upload, В deletion; the number is the journal entry. ")
-    footer = (f'<p class="small">{legend}Надруковано / printed {esc(printed_at)} — {esc(printed_by)}; архів / archive '
-              f"{esc(archive)}. Записи журналу не редагуються: помилки виправляються новим записом із посиланням "
-              "(KZ 9). Entries are append-only and hash-chained; corrections are new entries.</p>")
-    return Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
-        lang="uk", title=esc(title), subtitle=esc(spec.subtitle), annex=esc(spec.annex), meta=meta,
-        problems=prob_html, headings=heads, numbers=nums, rows="\n".join(body), footer=footer)
+    spec = SPECS[form]
+    pr = Printer(settings, zone or centre_zone(settings.timezone), sessions)
+    rows = _rows(form, pr, views)
+    stamps = [t for v in views.values() for e in v.entries if (t := parse_utc(e.record.get("t_utc")))]
+    begun = pr.day(min(stamps).isoformat()) if stamps else ""
+    ended = pr.day(max(stamps).isoformat()) if stamps else ""
+    responsible = settings.responsible_person() or {}
+    html = _env.get_template("journal.html").render(
+        spec=spec, rows=rows, centre=settings.centre, begun=begun, ended=ended,
+        responsible=str(responsible.get("full_name") or ""), words=WORDS[spec.lang],
+        total_width=sum(spec.widths))
+    return PrintedForm(form, html, rows, begun, ended)
+
+
+def verification_note(printed: PrintedForm, views: dict[str, JournalView], archive: str, printed_by: str,
+                      printed_at: datetime) -> str:
+    """The technical side of a printed form (kept apart from the page): where each row comes from
+    and whether the journals' hash chains are intact."""
+    lines = [f"examrec verification note for form {printed.form}",
+             f"archive: {archive}", f"printed by: {printed_by} at {printed_at.isoformat(timespec='seconds')}",
+             f"journal begun {printed.begun}, last entry {printed.ended}", ""]
+    for name, view in views.items():
+        n, h = view.last
+        state = "chain intact" if view.ok else "NOT INTACT"
+        lines.append(f"journal {name}: {len(view.entries)} entries, {state}, last entry #{n} sha256 {h}")
+        lines += [f"  problem: {p}" for p in view.problems]
+    lines.append("")
+    lines.append("printed rows and the journal entries they show:")
+    lines += [f"  row {r.number}: {', '.join(r.sources)}" for r in printed.rows]
+    return "\n".join(lines) + "\n"
 
 
 def export_csv(view: JournalView) -> str:
@@ -382,37 +561,37 @@ def export_csv(view: JournalView) -> str:
     return buf.getvalue()
 
 
-CONVERTERS = ("chromium", "chromium-browser", "google-chrome", "soffice", "libreoffice", "wkhtmltopdf")
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 
-def find_converter() -> str | None:
-    for name in CONVERTERS:
+def find_chromium() -> str | None:
+    for name in CHROMIUM_NAMES:
         path = shutil.which(name)
         if path:
             return path
     return None
 
 
-def html_to_pdf(html_text: str, pdf: Path, converter: str | None = None) -> str:
-    """Convert with the first converter found; returns its name. Usage error when none is there."""
-    exe = converter or find_converter()
+def html_to_pdf(html_text: str, pdf: Path, chromium: str | None = None, timeout_s: float = 120.0) -> str:
+    """Print the page to PDF with headless Chromium (A4 landscape and page numbers come from the
+    page's CSS); returns the browser's path. A usage error when no Chromium is installed."""
+    exe = chromium or find_chromium()
     if not exe:
-        raise UsageError("no HTML-to-PDF converter found (chromium, libreoffice or wkhtmltopdf): install one, or "
-                         "open the HTML file in a browser and print it")
-    name = Path(exe).name
+        raise UsageError("no Chromium to make the PDF: install it (Debian: apt-get install chromium), or open the "
+                         "HTML file in a browser and print it")
     with tempfile.TemporaryDirectory(prefix="examrec-print-") as tmp:
-        src = Path(tmp) / (pdf.stem + ".html")
+        src = Path(tmp) / "form.html"
         src.write_text(html_text, encoding="utf-8")
-        if name in ("soffice", "libreoffice"):
-            cmd = [exe, "--headless", "--convert-to", "pdf", "--outdir", tmp, str(src)]
-        elif name == "wkhtmltopdf":
-            cmd = [exe, "--quiet", "-O", "Landscape", str(src), str(Path(tmp) / (pdf.stem + ".pdf"))]
-        else:
-            cmd = [exe, "--headless", "--disable-gpu", "--no-sandbox", "--no-pdf-header-footer",
-                   f"--print-to-pdf={Path(tmp) / (pdf.stem + '.pdf')}", src.as_uri()]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        out = Path(tmp) / (pdf.stem + ".pdf")
-        if proc.returncode != 0 or not out.exists():
-            raise UsageError(f"{name} could not make the PDF (exit {proc.returncode}): {proc.stderr.strip()[:300]}")
+        out = Path(tmp) / "form.pdf"
+        cmd = [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={tmp}/profile",
+               "--no-pdf-header-footer", f"--print-to-pdf={out}", src.as_uri()]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise UsageError(f"{exe} did not finish the PDF within {timeout_s:.0f} s") from None
+        if proc.returncode != 0 or not out.exists() or out.stat().st_size == 0:
+            raise UsageError(f"{exe} could not make the PDF (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
+        pdf.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(out), pdf)
-    return name
+    return exe

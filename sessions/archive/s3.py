@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -44,6 +45,7 @@ _CHUNK = 1 << 20
 CHECKSUM_ERRORS = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", "XAmzContentSHA256Mismatch",
                    "InvalidChecksum"}
 ENV_CACHE = "EXAMREC_CACHE_DIR"
+JOURNAL_KEY_RE = re.compile(r"^\d{10}\.json$")
 
 
 def b64_of_hex(hexdigest: str) -> str:
@@ -123,6 +125,7 @@ class S3Backend:
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required"))
         self._tails: dict[str, tuple[int, str]] = {}
+        self._malformed: dict[str, list[str]] = {}
         # The catalog is a local cache of this bucket's index ($EXAMREC_CACHE_DIR or XDG cache).
         base = os.environ.get(ENV_CACHE) or os.path.join(
             os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "examrec")
@@ -152,7 +155,7 @@ class S3Backend:
             msg = err.get("Message") or code
             if code in ("NoSuchBucket",):
                 return NotInitialised(f"{where}: bucket {self.bucket!r} does not exist; "
-                                      f"run: examrec archive init --to {self.url}")
+                                      f"run: examrec archive init --archive {self.url}")
             if code in ("PreconditionFailed",) or status == 412:
                 return AlreadyExists(f"{what}: already stored")
             if code in CHECKSUM_ERRORS:
@@ -208,7 +211,7 @@ class S3Backend:
         if not enabled:
             raise Refused(f"bucket {self.bucket!r} exists without Object Lock: recordings in it could be deleted early. "
                           "Object Lock can only be switched on when a bucket is created: choose a new bucket name "
-                          "(examrec archive init --to s3://NEW-NAME)")
+                          "(examrec archive init --archive s3://NEW-NAME)")
         ver = self._call("read versioning", self.client.get_bucket_versioning, Bucket=self.bucket)
         if ver.get("Status") != "Enabled":
             self._call("enable versioning", self.client.put_bucket_versioning, Bucket=self.bucket,
@@ -236,7 +239,7 @@ class S3Backend:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "NoSuchBucket", "404"):
                 raise NotInitialised(f"archive {self.url} is not initialised (no {SETTINGS_KEY}); "
-                                     f"run: examrec archive init --to {self.url}") from None
+                                     f"run: examrec archive init --archive {self.url}") from None
             raise self._wrap(exc, "read the archive settings") from exc
         except ValueError as exc:
             raise IntegrityError(f"archive {self.url}: {SETTINGS_KEY} is not valid JSON: {exc}") from None
@@ -422,7 +425,9 @@ class S3Backend:
         last_key = None
         while True:
             resp = self._call(f"list journal {name}", self.client.list_objects_v2, **kw)
-            contents = resp.get("Contents", [])
+            # Only keys of the entry form: an object anybody else put there (journals/access/zz) is
+            # never taken for the tail (its name is no number to chain after).
+            contents = [c for c in resp.get("Contents", []) if JOURNAL_KEY_RE.match(c["Key"][len(f"journals/{name}/"):])]
             if contents:
                 last_key = contents[-1]["Key"]
             if not resp.get("IsTruncated"):
@@ -481,12 +486,13 @@ class S3Backend:
         marker = self._journal_key(name, after) if after else None
         grouped = self._group(prefix, key_marker=marker)
         out: list[JournalLine] = []
+        self._malformed[name] = []
         for key in sorted(grouped):
             obj = grouped[key]
-            try:
-                entry = int(key[len(prefix):].split(".")[0])
-            except ValueError:
+            if not JOURNAL_KEY_RE.match(key[len(prefix):]):
+                self._malformed[name].append(key)
                 continue
+            entry = int(key[len(prefix):].split(".")[0])
             if entry <= after:
                 continue
             notes: list[str] = []
@@ -517,6 +523,10 @@ class S3Backend:
         except OSError as exc:
             log.debug("journal cache not written: %s", exc)
         return data
+
+    def malformed_journal_keys(self, name: str) -> list[str]:
+        """Objects under journals/<name>/ the last journal_read skipped: not named like an entry."""
+        return list(self._malformed.get(name, []))
 
     def journal_names(self) -> list[str]:
         resp = self._call("list journals", self.client.list_objects_v2, Bucket=self.bucket, Prefix="journals/",

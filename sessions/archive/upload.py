@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import sys
 import time
 import uuid
@@ -41,17 +40,19 @@ from typing import Any, Callable, Iterable, TextIO
 
 from core import durable
 from sessions.evidence.chain import ChainedLog, read_chain
-from sessions.evidence.layout import (LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_PREFIX, PHOTOS_DIR, RECOVERED_DIR,
+from sessions.evidence.layout import (LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_NAME, PHOTOS_DIR, RECOVERED_DIR,
                                       ManifestError, is_session, out_root_of, read_manifest, session_root,
                                       sessions_by_id, sessions_under)
 from sessions.evidence.manifest import sha256_file
 from sessions.evidence.lock import is_being_written
+from sessions.evidence.nofollow import SymlinkRefused, check_tree
 from sessions.archive.backend import BodyFilter, receipt_key, session_prefix
 from sessions.archive.config import iso, utc_now
-from sessions.archive.errors import AlreadyExists, ArchiveError, ChecksumMismatch, IntegrityError, Unreachable, UsageError
+from sessions.archive.errors import (AlreadyExists, ArchiveError, ChecksumMismatch, IntegrityError, Refused, Unreachable,
+                                     UsageError)
 from sessions.archive.office import ArchiveContext
 from sessions.archive.retention import RetentionPolicy, months_for
-from sessions.archive.workdays import end_of_day, next_working_day, parse_holidays, parse_offset
+from sessions.archive.workdays import Days, as_calendar, end_of_day, next_working_day, parse_offset
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ def resolve_sessions(args: Iterable[str], out_dir: Path | None) -> list[Path]:
     found: list[Path] = []
     for a in args:
         p = session_root(a)
+        try:
+            check_tree(p)  # before resolve(): a linked folder must not be followed to its target
+        except SymlinkRefused as exc:
+            raise Refused(str(exc)) from None
         if is_session(p):
             found.append(p.resolve())
             continue
@@ -145,7 +150,7 @@ def make_plan(session_dir: Path, manifest: dict[str, Any], prefix: str) -> list[
         if not path.is_file():
             continue
         rel = path.relative_to(session_dir).as_posix()
-        if path.name in SKIP_NAMES or path.name.startswith(MANIFEST_TEMP_PREFIX):
+        if path.name in SKIP_NAMES or path.name == MANIFEST_TEMP_NAME:
             continue
         size = path.stat().st_size
         sha, msize = known.get(rel, (None, None))
@@ -270,7 +275,12 @@ class Uploader:
         self.ctx = ctx
         self.backend = ctx.backend
         self.profile_months = profile_months or {}
-        self.device = device or os.environ.get(ENV_DEVICE) or socket.gethostname()
+        # The journal names the recorder by its inventory number (the forms print it), never the
+        # host name of the machine that happens to upload.
+        self.device = device or os.environ.get(ENV_DEVICE) or ctx.user.inventory
+        if not self.device:
+            raise UsageError(f"which recorder is this? give --device INVENTORY (or set ${ENV_DEVICE}); user "
+                             f"{ctx.user.name!r} has no inventory number")
         self.policy = policy or RetentionPolicy()
         self.progress = progress or Progress(enabled=False)
         self.body_filter = body_filter
@@ -281,6 +291,11 @@ class Uploader:
         """Upload one session folder (resuming an interrupted upload); never raises for a
         problem of this session only, but raises Unreachable/Refused/AuthError, which stop all."""
         session_dir = Path(session_dir)
+        try:
+            check_tree(session_dir)
+        except SymlinkRefused as exc:
+            # Uploading would follow the link, and deleting the local copy would delete its target.
+            return UploadResult(session_dir.name, str(session_dir), "refused", str(exc))
         try:
             manifest = read_manifest(session_dir)
         except (ManifestError, OSError) as exc:
@@ -571,18 +586,18 @@ class OverdueSession:
                 "due": self.due.isoformat(), "overdue_hours": round(self.overdue_by.total_seconds() / 3600, 1)}
 
 
-def upload_due(exam_date: date, tz: timezone, holidays: Iterable[str | date] = ()) -> datetime:
+def upload_due(exam_date: date, tz: timezone, holidays: Days = ()) -> datetime:
     """When a session must be in the archive: the end of the next working day (UA IV.1)."""
     return end_of_day(next_working_day(exam_date, holidays), tz)
 
 
 def overdue_sessions(out_dir: str | os.PathLike[str], now: datetime,
-                     holidays: Iterable[str | date] = ()) -> list[OverdueSession]:
+                     holidays: Days = ()) -> list[OverdueSession]:
     """Sessions still on this recorder (not uploaded, or uploaded only in part) after the end of
     the next working day following their exam. ``now`` must be timezone-aware."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    hol = parse_holidays(holidays)
+    hol = as_calendar(holidays)
     out: list[OverdueSession] = []
     for sdir in sessions_under(Path(out_dir)):
         try:

@@ -15,9 +15,10 @@ from sessions.cli.errors import report
 log = logging.getLogger(__name__)
 
 
-def add_access_options(p: argparse.ArgumentParser, url_flag: str = "--archive") -> None:
-    """--archive/--to URL, --user, --archive-config: who works on which archive."""
-    p.add_argument(url_flag, dest="archive", metavar="URL",
+def add_access_options(p: argparse.ArgumentParser, old_flag: str | None = None) -> None:
+    """--archive URL, --user, --archive-config: who works on which archive. ``old_flag`` is an
+    older spelling of --archive that a command keeps accepting (upload's --to)."""
+    p.add_argument("--archive", *((old_flag,) if old_flag else ()), dest="archive", metavar="URL",
                    help="the archive: file:///path or s3://bucket (default: $EXAMREC_ARCHIVE, the connection "
                         "file's `archive`, or the profile's upload.archive)")
     p.add_argument("--user", metavar="NAME", help="your archive user name (default: $EXAMREC_USER); the password "

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sessions import exitcodes
-from sessions.recorder.control import NoRecorder, find_socket, request, socket_path
+from sessions.recorder.control import NoRecorder, SeveralRecorders, find_socket, request, socket_path
 from core.profile import load_profile
 from sessions.evidence.summary import format_table
 
@@ -62,6 +62,9 @@ def _socket(args: argparse.Namespace) -> Path:
 def _ask(args: argparse.Namespace, payload: dict) -> tuple[int, dict]:
     try:
         answer = request(_socket(args), payload)
+    except SeveralRecorders as exc:
+        print(f"examrec: {exc}", file=sys.stderr)
+        return exitcodes.USAGE, {}
     except NoRecorder as exc:
         print(f"examrec: {exc}", file=sys.stderr)
         return exitcodes.UNREACHABLE, {}

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from sessions import exitcodes
+from sessions.evidence import keystore
 from core.profile import load_profile
 from sessions.evidence.signing import (default_key_path, fingerprint, key_path_for, load_key, load_or_create_key,
-                      public_key_hex, public_key_pem)
+                                       load_public_key, public_key_hex, public_key_pem)
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", help="with --export: also write the PEM public key to FILE")
     p.add_argument("--profile", metavar="FILE", help="hardware profile whose signing_key to use")
     p.add_argument("--key", metavar="PATH", help="device key path (overrides the profile and defaults)")
+    p.add_argument("--register", metavar="FILE",
+                   help="trust this public key (PEM or hex, as --export writes) for `examrec verify`; needs --name")
+    p.add_argument("--name", metavar="NAME", help="with --register: the recorder's inventory number (or the office)")
+    p.add_argument("--trusted", action="store_true", help="list the registered (trusted) keys")
+    p.add_argument("--signs", default="recorder", metavar="KIND",
+                   help="with --register: what the key may sign: recorder (sessions, a recorder's journal "
+                        "entries), office (the archive's journal entries and copy kits), or recorder,office")
+    p.add_argument("--trusted-keys", metavar="FILE", help="the key store to use (default: $EXAMREC_TRUSTED_KEYS, "
+                                                          "/etc/examrec/trusted-keys, ~/.config/examrec/trusted-keys)")
     p.set_defaults(func=run)
 
 
+def _trust(args: argparse.Namespace) -> int:
+    store = Path(args.trusted_keys) if args.trusted_keys else keystore.store_path()
+    try:
+        if args.register:
+            if not args.name:
+                print("examrec key: --register needs --name (the recorder's inventory number)", file=sys.stderr)
+                return exitcodes.USAGE
+            try:
+                pub = load_public_key(Path(args.register).read_bytes())
+            except (OSError, ValueError) as exc:
+                print(f"examrec key: cannot use public key {args.register}: {exc}", file=sys.stderr)
+                return exitcodes.USAGE
+            entry = keystore.register(pub, args.name, store, kinds=tuple(args.signs.split(",")))
+            print(f"registered {entry.fingerprint} ({','.join(entry.kinds)}) as {entry.name} in {store}")
+            return exitcodes.OK
+        for entry in keystore.load(store).values():
+            print(f"{entry.fingerprint}  {','.join(entry.kinds):15}  {entry.name}")
+        return exitcodes.OK
+    except keystore.KeyStoreError as exc:
+        print(f"examrec key: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.register or args.trusted:
+        return _trust(args)
     if args.out and not args.export:
         print("examrec key: --out needs --export", file=sys.stderr)
         return exitcodes.USAGE

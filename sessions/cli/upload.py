@@ -1,6 +1,6 @@
 """`examrec upload`: move finished and interrupted sessions into the archive (ST-1; UA IV.1, KZ 11).
 
-    examrec upload [SESSION...] --to URL [--json]     upload (default: every session under --out)
+    examrec upload [SESSION...] --archive URL [--json] upload (default: every session under --out)
     examrec upload --watch [--interval S]             keep uploading when the archive is reachable
                                                       (body-worn: only on the charger)
     examrec upload --overdue [--now ISO]              sessions not uploaded by the end of the next
@@ -28,7 +28,7 @@ from sessions.archive.config import utc_now
 from sessions.archive.office import open_archive
 from sessions.archive.upload import (Progress, Uploader, WatchRound, on_charger, overdue_sessions,
                              resolve_sessions, upload_all, watch)
-from sessions.archive.workdays import parse_holidays
+from sessions.archive.workdays import WorkCalendar
 from core.profile import Profile, chosen_profile_path, load_profile
 
 
@@ -39,12 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sessions", nargs="*", metavar="SESSION",
                    help="session folders or ids (default: every session under --out)")
-    add_access_options(p, url_flag="--to")
+    add_access_options(p, old_flag="--to")     # --to: the old spelling, kept for scripts
     p.add_argument("--out", type=Path, help="recordings root (default: the profile's `out`)")
     p.add_argument("--profile", type=Path, help=f"hardware profile: retention, upload settings "
                                                 f"(default: $EXAMREC_PROFILE, else /etc/examrec/profile.toml)")
     p.add_argument("--device", metavar="INVENTORY", help="this recorder's inventory number for the journal "
-                                                        "(default: $EXAMREC_DEVICE or the host name)")
+                                                        "(default: $EXAMREC_DEVICE, else the inventory number "
+                                                        "of the recorder account)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--watch", action="store_true", help="keep uploading whenever the archive is reachable")
     p.add_argument("--interval", type=float, default=60.0, metavar="S", help="seconds between --watch rounds")
@@ -70,14 +71,19 @@ def cmd_upload(args: argparse.Namespace) -> int:
     out = args.out or profile.resolve(profile.out)
     up = profile.section("upload")
     if args.overdue:
-        return _overdue(args, out, list(up.get("holidays") or []) + list(args.holiday))
+        return _overdue(args, out, WorkCalendar.from_settings(list(up.get("holidays") or []) + list(args.holiday),
+                                                              up.get("working_days"), up.get("holiday_country")))
     months = {profile.name: int(profile.section("retention")["months"])}
     user = resolve_user(args.user)
 
     def open_uploader() -> tuple[Uploader, object]:
         ctx = open_archive(args.archive, user_name=user, command="upload", action="upload",
                            conn_path=args.archive_config, profile_archive=up.get("archive"))
-        uploader = Uploader(ctx, profile_months=months, device=args.device, progress=Progress())
+        try:
+            uploader = Uploader(ctx, profile_months=months, device=args.device, progress=Progress())
+        except Exception as exc:
+            ctx.close(exc)
+            raise
         return uploader, ctx
 
     if args.watch:
@@ -122,6 +128,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
                 print(f"          {p}")
         if not results:
             print(f"nothing to upload under {out}", file=sys.stderr)
+    if counts.get("refused"):
+        return exitcodes.REFUSED
     if counts.get("failed"):
         return exitcodes.FAILED
     if explicit and counts.get("skipped"):
@@ -129,9 +137,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def _overdue(args: argparse.Namespace, out: Path, holidays: list[str]) -> int:
+def _overdue(args: argparse.Namespace, out: Path, calendar: WorkCalendar) -> int:
     now = parse_now(args.now) or utc_now()
-    items = overdue_sessions(out, now, parse_holidays(holidays))
+    items = overdue_sessions(out, now, calendar)
     if args.json:
         print_json([o.to_json() for o in items])
     else:

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from sessions import exitcodes
+from sessions.evidence import keystore
 from sessions.evidence.signing import fingerprint, load_public_key
+from sessions.evidence.nofollow import SymlinkRefused
 from sessions.evidence.verify import BAD_SIGNATURE, INTERRUPTED, NotASession, VerifyReport, verify_session
 
 log = logging.getLogger(__name__)
@@ -26,12 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--public-key", metavar="FILE",
                    help="the signature must be by this key (PEM or hex, as `examrec key --export` writes)")
+    p.add_argument("--trusted-keys", metavar="FILE",
+                   help="without --public-key the key must be registered in this key store (default: "
+                        "$EXAMREC_TRUSTED_KEYS, /etc/examrec/trusted-keys, ~/.config/examrec/trusted-keys)")
     p.set_defaults(func=run)
 
 
 def _print_text(report: VerifyReport) -> None:
     c = report.counts
     print(f"session {report.session} (state {report.state or 'unknown'})")
+    cp = report.checkpoint
+    if cp and cp.get("type") == "heads":
+        frags = ", ".join(f"{s} {h.get('lines')}" for s, h in (cp.get("fragments") or {}).items() if isinstance(h, dict))
+        print(f"last signed checkpoint {cp['seq']} at pts {cp.get('pts_s')} s covers events 1-"
+              f"{(cp.get('events') or {}).get('lines')}; fragment records: {frags or 'none'}")
     summary = (f"verified: {c['segments']}/{c['segments_total']} segments, {c['fragments']} fragment records, "
                f"{c['events']} events, {c['photos']} photos")
     if report.signed_by:
@@ -66,8 +76,29 @@ def run(args: argparse.Namespace) -> int:
     except NotASession as exc:
         print(f"examrec verify: {exc}", file=sys.stderr)
         return exitcodes.USAGE
+    except SymlinkRefused as exc:
+        print(f"examrec verify: refused: {exc}", file=sys.stderr)
+        return exitcodes.REFUSED
+    trusted = True
+    if expected is None and report.public_key:
+        # A valid signature by any key proves nothing: anybody can make a key. It must be one
+        # the office registered for a recorder (sessions/evidence/keystore.py).
+        try:
+            store = keystore.load(Path(args.trusted_keys) if args.trusted_keys else None)
+        except keystore.KeyStoreError as exc:
+            print(f"examrec verify: {exc}", file=sys.stderr)
+            return exitcodes.USAGE
+        known = store.get(report.public_key)
+        known = known if known is not None and known.may_sign("recorder") else None
+        trusted = known is not None
+        report.trusted_as = known.name if known else None
     if args.json:
-        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+        print(json.dumps({**report.to_json(), "trusted": trusted}, ensure_ascii=False, indent=2))
     else:
         _print_text(report)
-    return exitcodes.OK if report.ok else exitcodes.FAILED
+        if report.trusted_as:
+            print(f"the key is registered as {report.trusted_as}")
+        if not trusted:
+            print(f"UNTRUSTED: signed by an unregistered key {fingerprint(report.public_key)}; compare it with the "
+                  "fingerprint the records office registered for the recorder, then `examrec key --register`")
+    return exitcodes.OK if report.ok and trusted else exitcodes.FAILED

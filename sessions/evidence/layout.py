@@ -4,17 +4,17 @@ written, and the one way a segment entry is built and chained.
     <out>/<YYYY-MM-DD>/<session-id>/         the day is the local date the session started
         manifest.json                         MANIFEST_NAME (written before any frame exists)
         events.jsonl                          EVENTS_NAME, hash-chained
+        checkpoints.jsonl                     CHECKPOINTS_NAME, signed while recording (checkpoints.py)
         telemetry.jsonl  route.gpx            TELEMETRY_NAME, ROUTE_NAME (when sensors are set)
         photos/                               PHOTOS_DIR, photo_name()
         recovered/                            RECOVERED_DIR, recovered_name(): what repair set aside
         <stream>/NNNN.mp4                     segment_name(), SEGMENT_RE
         <stream>/fragments.jsonl              FRAGMENTS_NAME, hash-chained
         .recording.lock  .reserve             LOCK_NAME, RESERVE_NAME (never archived)
-        .<name>.tmp                           temp_name(): an atomic write cut off before its rename
+        .manifest.json.tmp                    MANIFEST_TEMP_NAME: a manifest write cut off before its rename
 
 The format itself (what each file holds) is sessions/evidence/FORMAT.md. sensors/gpx.py rebuilds
-route.gpx from telemetry.jsonl with the same two names written out: it sits in a lower layer and
-cannot import this module.
+route.gpx from telemetry.jsonl: it sits in a lower layer and cannot import this module, so it names manifest.json and telemetry.jsonl itself.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 from core import durable
 from sessions.evidence.chain import GENESIS
-from sessions.evidence.manifest import FORMAT, segment_entry_hash
+from sessions.evidence.manifest import FORMAT, FORMATS, segment_entry_hash
 
 MANIFEST_NAME = "manifest.json"
 EVENTS_NAME = "events.jsonl"
@@ -36,15 +36,10 @@ TELEMETRY_NAME = "telemetry.jsonl"
 ROUTE_NAME = "route.gpx"
 PHOTOS_DIR = "photos"
 RECOVERED_DIR = "recovered"
+CHECKPOINTS_NAME = "checkpoints.jsonl"
 LOCK_NAME = ".recording.lock"
 RESERVE_NAME = ".reserve"
-# core.durable.write_file_atomic writes ".<name>.tmp" beside the file and renames it: one left
-# behind means the writer died before the rename; it is never the file itself.
-TEMP_PREFIX = "."
-TEMP_SUFFIX = ".tmp"
-MANIFEST_TEMP_PREFIX = TEMP_PREFIX + MANIFEST_NAME + "."
-# Files of the recorder's own bookkeeping: in the folder while recording, never evidence.
-BOOKKEEPING_NAMES = (LOCK_NAME, RESERVE_NAME)
+MANIFEST_TEMP_NAME = durable.temp_name(MANIFEST_NAME)
 SEGMENT_SUFFIX = ".mp4"
 SEGMENT_RE = re.compile(r"^(?P<stream>[a-z0-9][a-z0-9_-]{0,31})/(?P<num>\d{4})\.mp4$")
 
@@ -60,16 +55,6 @@ class NoManifest(ManifestError, FileNotFoundError):
 
 # ---------------------------------------------------------------------------------------------
 # names
-
-
-def temp_name(name: str) -> str:
-    """The temp file core.durable.write_file_atomic uses for ``name`` in the same folder."""
-    return f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
-
-
-def is_temp_name(name: str) -> bool:
-    """True for an atomic write's temp file left behind by a writer that died before its rename."""
-    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
 def segment_name(stream: str, number: int) -> str:
@@ -161,11 +146,12 @@ def read_manifest(session: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a session's manifest (folder or manifest.json path); the one reader every command uses.
 
     Raises NoManifest when there is none, ManifestError when it is not UTF-8 JSON, not an object,
-    or not of format examrec-session/1 (FORMAT.md).
+    or not of format examrec-session/1 or /2 (FORMAT.md).
     """
+    from sessions.evidence.nofollow import read_bytes  # O_NOFOLLOW: a linked manifest is refused
     path = manifest_path(session)
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)
     except FileNotFoundError:
         raise NoManifest(f"{path.parent}: no {MANIFEST_NAME} here; give the session folder "
                          f"(<out>/<YYYY-MM-DD>/<session-id>)") from None
@@ -182,8 +168,8 @@ def read_manifest(session: str | os.PathLike[str]) -> dict[str, Any]:
         raise ManifestError(f"{path}: not valid UTF-8 JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: not a JSON object")
-    if data.get("format") != FORMAT:
-        raise ManifestError(f"{path}: format is {data.get('format')!r}, expected {FORMAT!r}")
+    if data.get("format") not in FORMATS:
+        raise ManifestError(f"{path}: format is {data.get('format')!r}, expected one of {', '.join(FORMATS)}")
     return data
 
 

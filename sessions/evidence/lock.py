@@ -14,7 +14,7 @@ from sessions.evidence.layout import LOCK_NAME
 
 def hold_shared(session_dir: Path) -> int:
     """Take the shared lock for a writer; keep the returned fd open for the process's life."""
-    fd = os.open(Path(session_dir) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(Path(session_dir) / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     fcntl.flock(fd, fcntl.LOCK_SH)
     return fd
 
@@ -24,7 +24,10 @@ def is_being_written(session_dir: Path) -> bool:
     path = Path(session_dir) / LOCK_NAME
     if not path.exists():
         return False
-    fd = os.open(path, os.O_RDWR)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return False  # a link where the lock belongs: no recorder made it (check_tree refuses the folder)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -13,13 +13,16 @@ import json
 import os
 from typing import Any, Mapping
 
-FORMAT = "examrec-session/1"
+FORMAT = "examrec-session/2"
+FORMAT_V1 = "examrec-session/1"
+# Version 2 signs RFC 8785 (JCS) canonical JSON and keeps checkpoints.jsonl; version 1 is still read.
+FORMATS = (FORMAT_V1, FORMAT)
 STATES = ("recording", "paused", "finished", "interrupted")
 _CHUNK = 1 << 20
 
 
 def canonical_json(obj: Any) -> bytes:
-    """The one byte form that hashes and signatures are computed over (FORMAT.md).
+    """The byte form of format 1's signature and of the segment-entry hashes (FORMAT.md).
 
     NaN and infinities are refused: they are not JSON, and a reader could not reproduce the bytes.
     """

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from core import durable
 from sessions.evidence.layout import RECOVERED_DIR, recovered_name
+from sessions.evidence.nofollow import open_read
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def cut_tail(session: Path, path: Path, keep: int, *, space_first: bool = False)
     """
     session, path = Path(session), Path(path)
     rel = path.relative_to(session).as_posix()
-    with open(path, "rb") as f:
+    with open_read(path) as f:  # O_NOFOLLOW: a segment that is a link is never cut (nofollow.py)
         f.seek(keep)
         tail = f.read()
     digest = hashlib.sha256(tail).hexdigest()
@@ -61,7 +62,7 @@ def _save(session: Path, saved: str, data: bytes) -> None:
 
 
 def _truncate(path: Path, keep: int) -> None:
-    fd = durable.open_fd(path, os.O_WRONLY)
+    fd = durable.open_fd(path, os.O_WRONLY | os.O_NOFOLLOW)
     try:
         durable.truncate(fd, keep)
         durable.fsync(fd)

@@ -10,6 +10,7 @@ changes nothing.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -22,14 +23,18 @@ from core import durable
 from sessions.evidence.chain import read_chain
 from core.clock import SessionClock, iso_utc, utc_now_iso
 from sessions.evidence.events import EventLog
-from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, ManifestError, NoManifest, chain_segments,
-                                      read_manifest, recovered_name, segment_entry, write_manifest)
-from sessions.evidence.manifest import sha256_file
+from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, RESERVE_NAME, ManifestError, NoManifest,
+                                      chain_segments, fragments_path, read_manifest, recovered_name,
+                                      segment_entry, write_manifest)
+from sessions.evidence.checkpoints import OPENING_FIELDS, CheckpointState, read_checkpoints
+from sessions.evidence.chain import GENESIS
 from sessions.evidence.lock import is_being_written
+from sessions.evidence.nofollow import SymlinkRefused, check_tree, is_regular, open_read, sha256_file
 from sessions.evidence.recovered import cut_tail
 
 log = logging.getLogger(__name__)
 LIVE_STATES = ("recording", "paused", "checking", "ready")
+
 
 
 class RepairRefused(Exception):
@@ -74,11 +79,36 @@ def _save_tail(session: Path, path: Path, keep: int, reason: str) -> Trim:
     return Trim(cut.file, cut.kept_bytes, cut.cut_bytes, cut.saved_as, reason, cut.sha256)
 
 
+def _trim_broken_tail(session: Path, path: Path, signed_lines: int) -> Trim | None:
+    """After a power cut the unsynced end of a log can hold a line torn into zeros with whole lines
+    after it. From the first line past the signed checkpoint's heads that is not a chained JSON
+    record, the rest is set aside (never below the heads: verify must see such a change)."""
+    if not is_regular(path):
+        return None
+    with open_read(path) as f:
+        data = f.read()
+    prev, pos = GENESIS, 0
+    for i, line in enumerate(data.split(b"\n")[:-1], start=1):
+        try:
+            rec = json.loads(line)
+            ok = isinstance(rec, dict) and rec.get("prev_sha256") == prev
+        except ValueError:
+            ok = False
+        if not ok:
+            if i <= signed_lines:
+                return None
+            return _save_tail(session, path, pos, "torn by the interruption (unsynced lines)")
+        prev = hashlib.sha256(line).hexdigest()
+        pos += len(line) + 1
+    return None
+
+
 def _trim_torn_line(session: Path, path: Path) -> Trim | None:
     """A chained log's last line without a newline was never complete: set it aside."""
     if not path.exists():
         return None
-    data = path.read_bytes()
+    with open_read(path) as f:
+        data = f.read()
     if not data or data.endswith(b"\n"):
         return None
     keep = data.rfind(b"\n") + 1
@@ -89,6 +119,10 @@ def repair_session(session_dir: Path) -> RepairReport:
     """Repair one session folder (see the module doc). Safe to run on any session: a finished
     or already repaired one is left as it is."""
     session = Path(session_dir)
+    try:
+        check_tree(session)
+    except SymlinkRefused as exc:
+        raise RepairRefused(str(exc)) from None
     if is_being_written(session):
         raise RepairRefused(f"{session}: a recorder process is still writing this session; stop it first")
     try:
@@ -101,19 +135,42 @@ def repair_session(session_dir: Path) -> RepairReport:
     if manifest.get("state") == "finished":
         report.notes.append("finished cleanly: nothing to repair")
         return report
+    checkpoints = read_checkpoints(session)
+    _refuse_laundering(session, manifest, checkpoints)  # before anything is changed
+    reserve = session / RESERVE_NAME
+    if is_regular(reserve):
+        # The dead recorder's disk-space reserve: its bookkeeping, never evidence (verify would
+        # call it an unlisted file, and the session could not be uploaded).
+        reserve.unlink()
+        durable.fsync_dir(session)
+        report.notes.append(f"removed the recorder's space reserve {RESERVE_NAME}")
     trims: list[Trim] = []
+    # The fragment records as they are, before unsynced lines are set aside below: a record whose
+    # bytes match still proves them, so the segment keeps them (verify sees the bytes as kept by
+    # repair, beyond the log).
+    records_by_stream: dict[str, dict[str, list[dict]]] = {}
+    for stream in manifest.get("streams", []):
+        log_file = session / stream["name"] / FRAGMENTS_NAME
+        records_by_stream[stream["name"]] = {}
+        if is_regular(log_file):
+            for rec in read_chain(log_file)[0]:
+                if isinstance(rec.get("file"), str):
+                    records_by_stream[stream["name"]].setdefault(rec["file"], []).append(rec)
+    heads = checkpoints.last_heads or {}
+    signed_lines = {EVENTS_NAME: int((heads.get("events") or {}).get("lines") or 0)}
+    for stream, head in (heads.get("fragments") or {}).items():
+        if isinstance(head, dict):
+            signed_lines[f"{stream}/{FRAGMENTS_NAME}"] = int(head.get("lines") or 0)
     for log_path in [session / EVENTS_NAME, *sorted(session.glob(f"*/{FRAGMENTS_NAME}"))]:
-        t = _trim_torn_line(session, log_path)
+        rel = log_path.relative_to(session).as_posix()
+        t = _trim_broken_tail(session, log_path, signed_lines.get(rel, 0)) or _trim_torn_line(session, log_path)
         if t:
             trims.append(t)
     previous = {seg["file"]: seg for s in manifest.get("streams", []) for seg in s.get("segments", [])}
     last_pts = None
     for stream in manifest.get("streams", []):
         folder = session / stream["name"]
-        records: dict[str, list[dict]] = {}
-        if (folder / FRAGMENTS_NAME).exists():
-            for rec in read_chain(folder / FRAGMENTS_NAME)[0]:
-                records.setdefault(rec["file"], []).append(rec)
+        records = records_by_stream.get(stream["name"], {})
         segments = []
         for path in sorted(folder.glob("*.mp4")):
             rel = path.relative_to(session).as_posix()
@@ -126,7 +183,7 @@ def repair_session(session_dir: Path) -> RepairReport:
                 if scan.header_patch is not None:
                     at, original = scan.header_patch
                     trims.append(_save_tail_copy(session, path, at, 8, "cut during close: original header restored"))
-                    fd = durable.open_fd(path, os.O_WRONLY)
+                    fd = durable.open_fd(path, os.O_WRONLY | os.O_NOFOLLOW)
                     try:
                         durable.pwrite(fd, original, at)
                         durable.fsync(fd)
@@ -160,7 +217,7 @@ def repair_session(session_dir: Path) -> RepairReport:
     report.last_pts_s = last_pts
     already = manifest.get("state") == "interrupted" and manifest.get("repaired")
     if already and not trims and not report.repaired:
-        report.notes.append("already repaired: nothing changed")
+        report.notes.append("already repaired: no file of the recording changed")
         return report
     report.repaired = True
     clock = SessionClock.from_json(manifest["clock"]) if manifest.get("clock") else None
@@ -177,30 +234,59 @@ def repair_session(session_dir: Path) -> RepairReport:
                             "trimmed_bytes": sum(t.trimmed_bytes for t in trims),
                             "files": [asdict(t) for t in trims],
                             "previous_state": report.state}
+    if checkpoints.last_heads is not None:
+        # What the signature of repair rests on: the checkpoint signed while recording, plus the
+        # fragment records after it (verify proves both; repair vouches for nothing else).
+        manifest["repaired"]["checkpoint"] = {"seq": checkpoints.last_heads.get("seq"),
+                                              "pts_s": checkpoints.last_heads.get("pts_s")}
     events.close()
     lines, last = _log_summary(session / EVENTS_NAME)
     manifest.setdefault("events", {})
     manifest["events"].update({"file": EVENTS_NAME, "lines": lines, "last_sha256": last})
-    _seal(manifest)
+    note = _seal(manifest, checkpoints.public_key)
+    if note:
+        report.notes.append(note)
     write_manifest(session, manifest)
     report.state = "interrupted"
     return report
 
 
-def _seal(manifest: dict) -> None:
-    """Sign the repaired manifest when a device key is available (sessions.evidence.signing)."""
-    try:
-        from sessions.evidence.signing import KeyFileError, default_key_path, load_or_create_key, sign_manifest
-    except ImportError:
-        return
+def _refuse_laundering(session: Path, manifest: dict, checkpoints: CheckpointState) -> None:
+    """Repair signs what it writes, so it must not be a way to sign edits: a session whose
+    checkpoints record a signed finish, or whose opening fields (details...) differ from the opening
+    record signed before the first frame, was changed after the fact. Nothing is touched; verify
+    names the change."""
+    if checkpoints.finish is not None:
+        raise RepairRefused(f"{session}: checkpoint {checkpoints.finish.get('seq')} records that this session "
+                            f"finished and its manifest was signed, yet the manifest says state "
+                            f"{manifest.get('state')!r}: it was changed after the finish; repair does not sign "
+                            f"it (run `examrec verify {session}`)")
+    if checkpoints.opening is not None:
+        changed = [k for k in OPENING_FIELDS if manifest.get(k) != checkpoints.opening.get(k)]
+        if changed:
+            raise RepairRefused(f"{session}: {', '.join(changed)} differ from the opening record signed before the "
+                                f"first frame: changed after the start; repair does not sign it "
+                                f"(run `examrec verify {session}`)")
+
+
+def _seal(manifest: dict, checkpoint_key: str | None) -> str | None:
+    """Sign the repaired manifest with the device key, when it is the key that signed the
+    checkpoints (another key would sign what the device never vouched for). Returns a note when
+    the manifest is left unsigned."""
+    from sessions.evidence.signing import (KeyFileError, default_key_path, load_or_create_key, public_key_hex,
+                                           sign_manifest)
     try:
         key = load_or_create_key(default_key_path())
     except (OSError, KeyFileError) as exc:
         log.warning("repaired manifest left unsigned: %s", exc)
-        return
+        return f"left unsigned: {exc}"
+    if checkpoint_key is not None and public_key_hex(key) != checkpoint_key:
+        return ("left unsigned: this machine's device key is not the key that signed the checkpoints; "
+                "the signed checkpoints and the hash chains are the evidence")
     signed = sign_manifest(manifest, key)
     manifest.clear()
     manifest.update(signed)
+    return None
 
 
 def _log_summary(path: Path) -> tuple[int, str]:
@@ -214,7 +300,7 @@ def _save_tail_copy(session: Path, path: Path, at: int, length: int, reason: str
     rel = path.relative_to(session).as_posix()
     saved = session / recovered_name(rel, f"bytes-{at}-{at + length}")
     saved.parent.mkdir(exist_ok=True)
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         f.seek(at)
         durable.write_file_atomic(saved, f.read(length))
     return Trim(rel, path.stat().st_size, 0, saved.relative_to(session).as_posix(), reason)

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from core import durable
-from sessions.evidence.manifest import canonical_json
+from sessions.evidence.jcs import canonicalize
+from sessions.evidence.manifest import FORMAT_V1, canonical_json
 
 if TYPE_CHECKING:
     from core.profile import Profile
@@ -193,8 +194,12 @@ def load_public_key(data: str | bytes) -> Ed25519PublicKey:
 
 
 def signed_body(manifest: Mapping[str, Any]) -> bytes:
-    """The bytes a signature covers: canonical JSON of the manifest without ``signature``."""
-    return canonical_json({k: v for k, v in manifest.items() if k != SIGNATURE_KEY})
+    """The bytes a signature covers: the manifest without ``signature`` in canonical form, RFC 8785
+    (JCS) for format examrec-session/2, the older sorted-keys form for examrec-session/1."""
+    body = {k: v for k, v in manifest.items() if k != SIGNATURE_KEY}
+    if manifest.get("format") == FORMAT_V1:
+        return canonical_json(body)
+    return canonicalize(body)
 
 
 def sign_manifest(manifest: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
@@ -203,8 +208,11 @@ def sign_manifest(manifest: Mapping[str, Any], key: Ed25519PrivateKey) -> dict[s
     The body is first normalised through JSON (tuples become lists, etc.) so what is signed is
     exactly what a reader of manifest.json reconstructs.
     """
-    body = json.loads(signed_body(manifest))
-    value = key.sign(canonical_json(body))
+    # Normalised through JSON as written (not through the canonical form: JCS writes 1.0 as 1, and
+    # the manifest as stored must keep the values the segment-entry hashes were computed over).
+    body = json.loads(json.dumps({k: v for k, v in manifest.items() if k != SIGNATURE_KEY},
+                                 ensure_ascii=False, allow_nan=False))
+    value = key.sign(signed_body(body))
     body[SIGNATURE_KEY] = {"algorithm": ALGORITHM, "public_key": public_key_hex(key), "value": value.hex()}
     return body
 

@@ -25,10 +25,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from sessions.evidence.chain import GENESIS, PREV_KEY, line_hash, read_chain
-from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_PREFIX,
-                                      PHOTOS_DIR, RECOVERED_DIR, ROUTE_NAME, SEGMENT_RE, TELEMETRY_NAME, TEMP_SUFFIX,
-                                      ManifestError, read_manifest, segment_name, segment_number, session_root)
-from sessions.evidence.manifest import STATES, segment_entry_hash, sha256_file
+from sessions.evidence.checkpoints import CHECKPOINTS_NAME, OPENING_FIELDS, read_checkpoints, segment_heads
+from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_NAME,
+                                      PHOTOS_DIR, RECOVERED_DIR, RESERVE_NAME, ROUTE_NAME, SEGMENT_RE, TELEMETRY_NAME,
+                                      ManifestError, fragments_path, read_manifest, segment_name, segment_number,
+                                      session_root)
+from sessions.evidence.manifest import FORMAT_V1, STATES, segment_entry_hash, sha256_hex
+from sessions.evidence.nofollow import SymlinkRefused, check_tree, open_read, sha256_file
 from sessions.evidence.signing import PublicKeyLike, check_signature, fingerprint
 
 log = logging.getLogger(__name__)
@@ -46,8 +49,13 @@ BAD_MANIFEST = "bad-manifest"
 CHANGED_PHOTO = "changed-photo"
 CHANGED_TELEMETRY = "changed-telemetry"
 CHANGED_ROUTE = "changed-route"
+# checkpoints.jsonl (format 2): a checkpoint that is not signed and chained, or a session that
+# says something other than what a signed checkpoint vouched for while recording.
+BAD_CHECKPOINT = "bad-checkpoint"
+CONTRADICTS_CHECKPOINT = "contradicts-checkpoint"
 KINDS = (CHANGED_BYTES, MISSING_SEGMENT, EXTRA_FILE, REORDERED, EDITED_EVENT, REMOVED_EVENT,
-         BAD_SIGNATURE, MISSING_SIGNATURE, INTERRUPTED, BAD_MANIFEST, CHANGED_PHOTO, CHANGED_TELEMETRY)
+         BAD_SIGNATURE, MISSING_SIGNATURE, INTERRUPTED, BAD_MANIFEST, CHANGED_PHOTO, CHANGED_TELEMETRY,
+         CHANGED_ROUTE, BAD_CHECKPOINT, CONTRADICTS_CHECKPOINT)
 
 # The init record of a hybrid fragmented MP4 leaves out the 8-byte box header that closing the
 # file rewrites (free -> mdat); those 8 bytes must still be that header and nothing else.
@@ -85,6 +93,9 @@ class VerifyReport:
     problems: list[Problem] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     signed_by: str | None = None
+    checkpoint: dict[str, Any] | None = None   # what the last valid signed checkpoint covers
+    public_key: str | None = None              # hex key of the signature (or of the checkpoints)
+    trusted_as: str | None = None              # the name it is registered under (set by the caller)
 
     @property
     def untouched(self) -> bool:
@@ -93,7 +104,8 @@ class VerifyReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"session": self.session, "path": str(self.path), "ok": self.ok, "state": self.state,
-                "untouched": self.untouched, "signed_by": self.signed_by,
+                "untouched": self.untouched, "signed_by": self.signed_by, "checkpoint": self.checkpoint,
+                "public_key": self.public_key, "trusted_as": self.trusted_as,
                 "problems": [p.to_json() for p in self.problems], "verified": dict(self.counts)}
 
 
@@ -114,7 +126,7 @@ def hash_ranges(path: Path, ranges: list[tuple[int, int]]) -> tuple[str, int, li
     nxt = 0
     whole = hashlib.sha256()
     pos = 0
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         while chunk := f.read(_CHUNK):
             end = pos + len(chunk)
             view = memoryview(chunk)
@@ -242,6 +254,10 @@ class _FragResult:
     changed: list[str] = field(default_factory=list)  # records whose bytes differ
     order: list[str] = field(default_factory=list)    # records out of file order
     gaps: list[str] = field(default_factory=list)     # bytes between records that no record covers
+    # Records after the proven prefix naming bytes past the end of the file: after a power cut the
+    # log can reach the disk before the bytes it describes (an interruption, unless a signed
+    # checkpoint vouched for them).
+    beyond_end: list[_Rec] = field(default_factory=list)
 
 
 def _parse_records(raw: Iterable[tuple[int, dict[str, Any]]]) -> tuple[list[_Rec], list[str]]:
@@ -278,7 +294,7 @@ def _check_skipping(path: Path, rec: _Rec, size: int) -> str | None:
     if rec.end > size:
         return f"is missing: the file ends at byte {size}"
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         f.seek(a)
         header = f.read(8)
         box_size, box_type = struct.unpack(">I4s", header) if len(header) == 8 else (0, b"")
@@ -337,7 +353,10 @@ def verify_fragments(path: Path, recs: list[_Rec]) -> _FragResult:
             # The writer records every fragment back to back: a hole is a record taken out.
             res.gaps.append(f"bytes {covered}-{r.offset} before {name} (line {r.line}) have no record")
         reason = why[id(r)]
-        if reason is not None:
+        if reason is not None and reason.startswith("is missing") and (not proving or r.offset == res.verified_end) \
+                and r.end > res.size:
+            res.beyond_end.append(r)
+        elif reason is not None:
             res.changed.append(f"{name} (bytes {r.offset}-{r.end}) {reason}")
         if proving:
             if r.offset != res.verified_end:
@@ -379,6 +398,8 @@ class _Verifier:
         self.open_segments = 0
         # `repaired.files` entries by file: what `examrec repair` trimmed or moved to recovered/
         self.repaired_files: dict[str, list[dict[str, Any]]] = {}
+        self.checkpoint: dict[str, Any] | None = None
+        self.checkpoint_key: str | None = None
 
     # -- helpers
     def add(self, file: str, kind: str, detail: str) -> None:
@@ -434,7 +455,10 @@ class _Verifier:
         m = self.manifest
         if m is None:
             return
-        required = self.finished or "repaired" in m or self.expected is not None
+        # A repaired format 2 session may stay unsigned (repaired on a machine without its key):
+        # its signed checkpoints are the evidence then.
+        has_checkpoints = (self.root / CHECKPOINTS_NAME).exists()
+        required = self.finished or ("repaired" in m and not has_checkpoints) or self.expected is not None
         if "signature" not in m:
             if required:
                 why = ("a finished session must be signed" if self.finished else
@@ -453,7 +477,7 @@ class _Verifier:
     def load_fragments(self, stream: str) -> None:
         """Read and chain-check <stream>/fragments.jsonl; group its records by segment file."""
         rel = f"{stream}/{FRAGMENTS_NAME}"
-        path = self.root / stream / FRAGMENTS_NAME
+        path = fragments_path(self.root, stream)
         self.fragments[stream] = {}
         if not _is_regular(path):
             return
@@ -650,6 +674,13 @@ class _Verifier:
         if res.changed:
             extra = f"; {len(res.changed) - 1} later records also differ" if len(res.changed) > 1 else ""
             self.add(f, CHANGED_BYTES, f"{res.changed[0]}{extra}")
+        if res.beyond_end:
+            head = ((self.checkpoint or {}).get("fragments") or {}).get(f.split("/")[0]) or {}
+            signed = [r for r in res.beyond_end if r.line <= int(head.get("lines") or 0)]
+            if signed:
+                self.add(f, CONTRADICTS_CHECKPOINT,
+                         f"{_fragment_name(signed[0])} (bytes {signed[0].offset}-{signed[0].end}) is missing: the file "
+                         f"ends at byte {res.size}, below what checkpoint {self.checkpoint.get('seq')} vouches for")
         self.counts["fragments"] += res.verified
         self.counts["bytes"] += res.size if whole_ok else res.verified_end
         if whole_ok:
@@ -661,6 +692,12 @@ class _Verifier:
         if not recs:
             notes.append("fragments.jsonl has no record of it")
         reps = self.repaired_files.get(f, [])
+        unsigned_beyond = [r for r in res.beyond_end
+                           if r.line > int((((self.checkpoint or {}).get("fragments") or {}).get(f.split("/")[0])
+                                            or {}).get("lines") or 0)]
+        if unsigned_beyond:
+            notes.append(f"{len(unsigned_beyond)} fragment record(s) after byte {res.size} name bytes the "
+                         "interruption took (the record reached the disk before them)")
         if res.stop:
             notes.append(f"unverified from byte {res.verified_end}: {res.stop}")
         elif res.size > res.verified_end:
@@ -823,11 +860,11 @@ class _Verifier:
 
     # -- extra files
     def check_extra(self) -> None:
-        allowed_root = {MANIFEST_NAME, EVENTS_NAME, TELEMETRY_NAME, ROUTE_NAME, LOCK_NAME}
+        allowed_root = {MANIFEST_NAME, EVENTS_NAME, TELEMETRY_NAME, ROUTE_NAME, LOCK_NAME, CHECKPOINTS_NAME}
         dirs = set(self.stream_names) | {PHOTOS_DIR, RECOVERED_DIR}
         for entry in sorted(os.scandir(self.root), key=lambda d: d.name):
             name = entry.name
-            if name.startswith(MANIFEST_TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+            if name == MANIFEST_TEMP_NAME:
                 log.info("ignoring %s: a manifest write cut off before its rename", name)
                 continue
             if entry.is_dir(follow_symlinks=False):
@@ -835,8 +872,12 @@ class _Verifier:
                     self.add(name + "/", EXTRA_FILE, "a folder the manifest does not list")
                 elif name != RECOVERED_DIR:
                     self.check_extra_in(name)
+            elif name == RESERVE_NAME and entry.is_file(follow_symlinks=False) and _all_zero(self.root / name):
+                # The recorder's reserved disk space (released at the stop, left by a kill): zeros only.
+                log.info("ignoring %s: the recorder's reserved space, all zeros", name)
             elif name not in allowed_root:
-                self.add(name, EXTRA_FILE, "a file the manifest does not list")
+                self.add(name, EXTRA_FILE, "a file the manifest does not list"
+                         + ("; the recorder's reserve holds only zeros, this one does not" if name == RESERVE_NAME else ""))
             elif name in (ROUTE_NAME, LOCK_NAME) and not entry.is_file(follow_symlinks=False):
                 self.add(name, EXTRA_FILE, "not a regular file")
             elif name == LOCK_NAME and entry.stat(follow_symlinks=False).st_size:
@@ -864,9 +905,102 @@ class _Verifier:
                      f"the session did not finish (state {self.state!r}); every segment listed was closed "
                      f"and verified ({self.counts['segments']})")
 
+    # -- checkpoints.jsonl
+    def check_checkpoints(self) -> None:
+        """The session against the last valid checkpoint signed while recording (checkpoints.py)."""
+        st = read_checkpoints(self.root)
+        m = self.manifest
+        v1 = m is not None and m.get("format") == FORMAT_V1
+        if not st.present:
+            if m is not None and not v1:
+                self.add(CHECKPOINTS_NAME, BAD_CHECKPOINT, "missing: a format 2 session signs its opening record "
+                                                            "and chain heads while recording")
+            return
+        self.known.add(CHECKPOINTS_NAME)
+        for why in st.problems:
+            self.add(CHECKPOINTS_NAME, BAD_CHECKPOINT, why + f"; only checkpoints 1-{st.valid} count")
+        if st.opening is None:
+            return
+        self.checkpoint_key = st.public_key
+        sig = (m or {}).get("signature")
+        if isinstance(sig, dict) and st.public_key and sig.get("public_key") != st.public_key:
+            self.add(MANIFEST_NAME, BAD_SIGNATURE, f"signed by key {_fp(sig.get('public_key'))}, the checkpoints "
+                                                   f"by key {_fp(st.public_key)}: re-signed by another key")
+        if m is None:
+            return
+        changed = [k for k in OPENING_FIELDS if m.get(k) != st.opening.get(k)]
+        cc = st.opening.get("clock_check")
+        if cc is not None and m.get("clock_check") != cc:
+            changed.append("clock_check")
+        for k in changed:
+            what = ", ".join(sorted(x for x in set(m.get(k) or {}) | set(st.opening.get(k) or {})
+                                    if (m.get(k) or {}).get(x) != (st.opening.get(k) or {}).get(x))) \
+                if isinstance(m.get(k), dict) and isinstance(st.opening.get(k), dict) else ""
+            self.add(MANIFEST_NAME, CONTRADICTS_CHECKPOINT,
+                     f"{k}{' (' + what + ')' if what else ''} differs from the opening record signed before the "
+                     "first frame: changed after the start")
+        if st.finish is not None:
+            if self.state != "finished":
+                self.add(MANIFEST_NAME, CONTRADICTS_CHECKPOINT,
+                         f"checkpoint {st.finish.get('seq')} records that the session finished and its manifest was "
+                         f"signed; this manifest says {self.state!r}: the finished session was changed")
+            elif sha256_hex(_read(self.root / MANIFEST_NAME)) != st.finish.get("manifest_sha256"):
+                self.add(MANIFEST_NAME, CONTRADICTS_CHECKPOINT,
+                         f"not the manifest checkpoint {st.finish.get('seq')} records as signed at the finish")
+        heads = st.last_heads
+        if heads is None:
+            self.checkpoint = {"seq": st.opening.get("seq"), "type": "open", "pts_s": None}
+            return
+        self.checkpoint = {"seq": heads.get("seq"), "type": "heads", "pts_s": heads.get("pts_s"),
+                           "t_utc": heads.get("t_utc"), "events": heads.get("events"),
+                           "fragments": heads.get("fragments"), "segments": heads.get("segments")}
+
+    def check_checkpoint_heads(self) -> None:
+        """Everything below the last checkpoint's heads is still there, unchanged. Run after the
+        chain checks: a log whose own chain already shows the change is not reported twice; this
+        catches the change made with the chain (and the manifest) rebuilt to match."""
+        cp, m = self.checkpoint, self.manifest
+        if cp is None or cp.get("type") != "heads" or m is None:
+            return
+        heads = cp
+        where = f"checkpoint {heads.get('seq')} (pts {heads.get('pts_s')} s)"
+        self._check_log_head(EVENTS_NAME, heads.get("events"), where, REMOVED_EVENT)
+        for stream, head in (heads.get("fragments") or {}).items():
+            self._check_log_head(f"{stream}/{FRAGMENTS_NAME}", head, where, CHANGED_BYTES)
+        now = segment_heads(m)
+        for stream, head in (heads.get("segments") or {}).items():
+            if not isinstance(head, dict) or not head.get("closed") or self._already_reported(MANIFEST_NAME, stream):
+                continue
+            got = now.get(stream, {"closed": 0})
+            entries = next((s.get("segments") for s in m["streams"] if s.get("name") == stream), None) or []
+            n = head["closed"]
+            ok = len(entries) >= n and got["closed"] >= n and segment_entry_hash(entries[n - 1]) == head.get("last_sha256")
+            if not ok:
+                self.add(MANIFEST_NAME, CONTRADICTS_CHECKPOINT,
+                         f"stream {stream}: {where} vouches for {n} closed segments; the manifest lists "
+                         f"{got['closed']} closed, and not the same ones: segments removed or changed")
+
+    def _already_reported(self, rel: str, stream: str | None = None) -> bool:
+        return any(p.kind != INTERRUPTED and p.file == rel and (stream is None or f"stream {stream}" in p.detail)
+                   for p in self.problems)
+
+    def _check_log_head(self, rel: str, head: Any, where: str, kind: str) -> None:
+        if not isinstance(head, dict) or not head.get("lines") or self._already_reported(rel):
+            return
+        n, want = head["lines"], head.get("last_sha256")
+        path = self.root / rel
+        lines = _read_lines(path)[1] if _is_regular(path) else []
+        if len(lines) >= n and lines[n - 1] == want:
+            return
+        self.add(rel, CONTRADICTS_CHECKPOINT,
+                 f"{where} vouches for {n} lines; the file has {len(lines)} and "
+                 + ("line {n} is not the one signed".format(n=n) if len(lines) >= n else "lacks the rest")
+                 + (": lines removed" if len(lines) < n else ": edited"))
+
     def run(self) -> None:
         self.load_manifest()
         self.check_signature()
+        self.check_checkpoints()
         if self.manifest is not None:
             for s in self.manifest["streams"]:
                 if isinstance(s.get("name"), str) and s["name"] in self.stream_names:
@@ -882,11 +1016,32 @@ class _Verifier:
                         self.report_open(f, verify_fragments(self.root / f, recs), recs,
                                          note="no manifest to list it")
         self.check_events()
+        self.check_checkpoint_heads()
         self.check_photos()
         self.check_telemetry()
         self.check_repaired()
         self.check_extra()
         self.check_state()
+
+
+def _all_zero(path: Path) -> bool:
+    with open_read(path) as f:
+        while chunk := f.read(_CHUNK):
+            if chunk.count(0) != len(chunk):
+                return False
+    return True
+
+
+def _fp(hex_key: Any) -> str:
+    try:
+        return fingerprint(str(hex_key))
+    except ValueError:
+        return repr(hex_key)
+
+
+def _read(path: Path) -> bytes:
+    from sessions.evidence.nofollow import read_bytes
+    return read_bytes(path)
 
 
 def _saved_as(rep: dict[str, Any]) -> str | None:
@@ -906,6 +1061,7 @@ def verify_session(path: str | os.PathLike[str], expected_public_key: PublicKeyL
     signed by exactly this key, e.g. the registered key of the device that recorded the exam.
     """
     root = session_root(path)
+    check_tree(root)  # SymlinkRefused: the caller refuses (exit 3), naming the link
     if not root.is_dir():
         raise NotASession(f"{root}: not a folder")
     has_any = (root / MANIFEST_NAME).exists() or (root / EVENTS_NAME).exists() or any(
@@ -916,7 +1072,10 @@ def verify_session(path: str | os.PathLike[str], expected_public_key: PublicKeyL
     v.run()
     session = (v.manifest or {}).get("session_id") if v.manifest else None
     report = VerifyReport(path=root, session=session if isinstance(session, str) else root.name,
-                          state=v.state, problems=v.problems, counts=v.counts, signed_by=v.signed_by)
+                          state=v.state, problems=v.problems, counts=v.counts, signed_by=v.signed_by,
+                          checkpoint=v.checkpoint)
+    sig = (v.manifest or {}).get("signature")
+    report.public_key = (str(sig.get("public_key")) if isinstance(sig, dict) and v.signed_by else None) or v.checkpoint_key
     report.ok = not report.problems
     log.info("verified %s: %s, %d problems", root, "ok" if report.ok else "not ok", len(report.problems))
     return report

@@ -88,6 +88,11 @@ class NoRecorder(Exception):
     """No recorder answers (not running, or another socket path)."""
 
 
+class SeveralRecorders(NoRecorder):
+    """More than one recorder answers and the command did not say which: a usage matter (the
+    command needs --socket or --profile), not an unreachable recorder."""
+
+
 def runtime_dir() -> Path:
     base = os.environ.get("XDG_RUNTIME_DIR")
     return Path(base) / "examrec" if base else Path("/run/examrec")
@@ -137,7 +142,7 @@ def find_socket(explicit: Path | None = None) -> Path:
         return live[0]
     if not live:
         raise NoRecorder(f"no recorder is running (no socket answers in {runtime_dir()})")
-    raise NoRecorder(f"several recorders are running; choose one with --socket: {', '.join(map(str, live))}")
+    raise SeveralRecorders(f"several recorders are running; choose one with --profile or --socket: {', '.join(map(str, live))}")
 
 
 class _Handler(socketserver.StreamRequestHandler):

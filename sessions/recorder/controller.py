@@ -30,8 +30,9 @@ from sessions.evidence.events import EventLog
 from sessions.recorder.sensor_hub import SensorHub
 from sessions.recorder.exam import ExamControl
 from sessions.evidence.chain import GENESIS
+from sessions.evidence.checkpoints import CheckpointLog, jcs_clock
 from sessions.evidence.layout import (EVENTS_NAME, RESERVE_NAME, ROUTE_NAME, TELEMETRY_NAME, chain_segments,
-                                      session_folder, write_manifest)
+                                      segment_entry, session_folder, write_manifest)
 from sessions.evidence.manifest import FORMAT, sha256_file
 from sessions.evidence.software import software_versions
 from core.profile import Profile
@@ -253,7 +254,7 @@ class Recorder(ExamControl):
             "started_at": iso_utc(started),
             "ended_at": None,
             "state": "recording",
-            "clock": {**self.clock.to_json(), "utc_offset": f"{off[:3]}:{off[3:]}"},
+            "clock": jcs_clock({**self.clock.to_json(), "utc_offset": f"{off[:3]}:{off[3:]}"}),
             "details": self.details,
             "streams": [
                 {"name": s.name, "width": s.width, "height": s.height, "fps": s.fps, "audio": bool(s.audio),
@@ -267,6 +268,8 @@ class Recorder(ExamControl):
             "photos": [],
             "events": {"file": EVENTS_NAME, "lines": 0, "last_sha256": GENESIS},
         }
+        self.checkpoints = CheckpointLog(self.session_dir, self.key)
+        self.checkpoints.begin(self.manifest, self.sensors.clock_check if self.sensors and self.sensors.present else None)
         self._write_manifest()
         self.state = "recording"
         self.events.emit("start", capture_ns=self.clock.start_ns, session_id=self.session_id,
@@ -316,6 +319,8 @@ class Recorder(ExamControl):
             self._pump(timeout=0.1)
             self._watch_processes()
             self.watch_streams()
+            with self._lock:
+                self.checkpoints.heads(self.manifest)
             now = time.monotonic_ns()
             if self.stop_ns is not None and not stop_sent and (self._stop_requested.is_set() or now >= self.stop_ns):
                 for rt in self.streams.values():
@@ -379,11 +384,8 @@ class Recorder(ExamControl):
                 case FragmentWritten():
                     rt.last_fragment = msg
                 case SegmentOpened():
-                    first = round(msg.first_pts_s, 6)
                     self._stream_entry(name)["segments"].append(
-                        {"file": msg.file, "sha256": None, "size": None, "frames": 0, "dropped": 0,
-                         "first_pts_s": first, "last_pts_s": first, "stage": msg.stage, "closed": False,
-                         "prev_sha256": GENESIS})
+                        segment_entry(msg.file, first_pts_s=msg.first_pts_s, stage=msg.stage))
                     self._write_manifest()
                 case SegmentDiscarded():
                     segs = self._stream_entry(name)["segments"]
@@ -507,6 +509,8 @@ class Recorder(ExamControl):
                 self.manifest["events"]["last_sha256"] = self.events.last_hash
                 self.manifest["events"].update(lines=self.events.lines, last_sha256=self.events.last_hash)
             write_manifest(self.session_dir, self.manifest)
+            if getattr(self, "checkpoints", None) is not None:
+                self.checkpoints.heads(self.manifest, force=True)
 
     # finishing -----------------------------------------------------------------------------
     def _drain_and_join(self) -> None:
@@ -553,9 +557,12 @@ class Recorder(ExamControl):
         """Last manifest write, signed with the device key: from here on any change is detectable."""
         with self._lock:
             self._chain_segments()
+            self.checkpoints.heads(self.manifest, force=True)
             self.manifest = sign_manifest(self.manifest, self.key)
             assert self.session_dir is not None
-            write_manifest(self.session_dir, self.manifest)
+            path = write_manifest(self.session_dir, self.manifest)
+            self.checkpoints.finish(path.read_bytes(), self.manifest["state"])
+            self.checkpoints.close()
 
 
 def _free_bytes(path: Path) -> int:

@@ -6,7 +6,8 @@ DESIGN, the pause rule (UA II.3) lives in ``pause`` and ``resume``: a pause need
 the vehicle's plate; every stream shows the banner (time, reason, plate) for the profile's
 ``pause_banner_s``, and the stage's segments end at that instant, which is the stage's end in
 the manifest; resume is refused before that instant, needs the plate, starts the next stage's
-segments and shows its own banner for the same time. Both are events.
+segments and shows its own banner for the same time. Both are events. Each stream applies the
+rule by its frames' capture stamps in sessions/recorder/stream/stage_gate.py.
 """
 from __future__ import annotations
 

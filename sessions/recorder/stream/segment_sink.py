@@ -21,6 +21,7 @@ from core.clock import NS_PER_S, SessionClock
 from muxer.fragment_file import FragmentRecord, fsync_dir
 from muxer.segment import AudioTimeline, SegmentResult, SegmentSettings, SegmentWriter
 from sessions.evidence.chain import ChainedLog
+from sessions.evidence.layout import fragments_path, segment_name
 from sessions.evidence.manifest import sha256_file
 from sessions.evidence.recovered import cut_tail
 from sessions.recorder.messages import (FragmentWritten, Report, SegmentClosed, SegmentDiscarded,
@@ -30,7 +31,6 @@ from sessions.recorder.stream.source_thread import SourceThread
 
 log = logging.getLogger(__name__)
 
-FRAGMENT_LOG = "fragments.jsonl"
 AUDIO_TAIL_WAIT_S = 1.0  # at the stop, how long to wait for the sound captured up to the stop instant
 
 
@@ -74,11 +74,14 @@ class SegmentSink:
                 raise RuntimeError(f"{self.spec.name}: segment sink already started")
             self.stream_dir.mkdir(exist_ok=True)
             fsync_dir(self.session_dir)
-            self.fraglog = ChainedLog(self.stream_dir / FRAGMENT_LOG, fsync=False)
+            self.fraglog = ChainedLog(fragments_path(self.session_dir, self.spec.name), fsync=False)
             self._open(first_pts_s, stage)
 
     def stop(self, stage: int, paused: bool) -> None:
-        """At the stop: the sound up to the stop instant, then close the last segment."""
+        """At the stop: the sound up to the stop instant, then close the last segment. Refused
+        before the start."""
+        if self.fraglog is None:
+            raise RuntimeError(f"{self.spec.name}: segment sink not started")
         stop_ns = self.stop_line.at_ns
         if stop_ns is not None and self.audio is not None and not paused:
             deadline = time.monotonic() + AUDIO_TAIL_WAIT_S
@@ -147,9 +150,9 @@ class SegmentSink:
     def _open(self, pts_s: float, stage: int) -> None:
         self.segment_no += 1
         # A process that replaces a killed one must not reuse a number its predecessor took.
-        while (self.stream_dir / f"{self.segment_no:04d}.mp4").exists():
+        while (self.session_dir / segment_name(self.spec.name, self.segment_no)).exists():
             self.segment_no += 1
-        rel = self._rel = f"{self.spec.name}/{self.segment_no:04d}.mp4"
+        rel = self._rel = segment_name(self.spec.name, self.segment_no)
         self.writer = SegmentWriter(self.session_dir / rel, rel, self.settings, self.clock,
                                     on_fragment=self._on_fragment, on_sync=self._on_sync)
         seg_s = self.spec.segment_s
@@ -165,9 +168,10 @@ class SegmentSink:
             return
         self.writer = None
         w.dropped = self._dropped_total() - self._dropped_at_open
-        if w.frames == 0:
+        if w.frames == 0 and self._last_fragment_end == 0:
             # Opened ahead of a first frame that never came (stopped or paused first): it holds
-            # no media at all, so it is not a segment.
+            # no media at all, so it is not a segment. (Once fragments.jsonl records a fragment of
+            # it, e.g. audio written before the first video frame, the file is evidence and stays.)
             w.abandon()
             w.path.unlink(missing_ok=True)
             self._send(SegmentDiscarded(self.spec.name, w.rel))
