@@ -23,6 +23,7 @@ is the receiver's latest speed; gpsd's estimate only when the receiver sends no 
 """
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import socket
@@ -31,7 +32,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from core.clock import NS_PER_S, SessionClock
@@ -246,6 +247,24 @@ class GpsTimeGuard:
             return True
         self.flagged += 1
         return False
+
+
+def route_fixes(records: Iterable[dict[str, Any]]) -> list[GpsFix]:
+    """The telemetry's GPS records as the live route took them: reports flagged ``time_outlier``
+    left out, and gpsd's own speed estimate dropped where the receiver sent speeds of its own
+    (within RECEIVER_SPEED_S), so a route rebuilt by `examrec export-gpx` matches the live one."""
+    recs = [r for r in records if not r.get("time_outlier")]
+    receiver_ns = sorted(int(r.get("capture_ns", 0)) for r in recs if r.get("speed_source") == "receiver")
+    window = int(RECEIVER_SPEED_S * NS_PER_S)
+    out = []
+    for r in recs:
+        fix = GpsFix.from_record(r)
+        if fix.speed_source == "gpsd":
+            i = bisect.bisect_right(receiver_ns, fix.capture_ns)
+            if i > 0 and fix.capture_ns - receiver_ns[i - 1] < window:
+                fix = replace(fix, speed_mps=None, track_deg=None, speed_source=None)
+        out.append(fix)
+    return out
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from core.clock import SessionClock
 from core.profile import load_profile
-from sensors.gpx import GPX_NS
+from sensors.gpx import GPX_NS, export_gpx
 from sensors.nmea import checksum
 from sensors.replay import start_gps_replay
 from sensors.telemetry import read_records
@@ -84,6 +84,16 @@ def test_a_report_dated_a_day_ahead_is_flagged_and_later_fixes_stay_in_the_route
     good = sorted({r["time"] for r in reports if r.get("mode", 0) >= 2 and r.get("time", "").startswith("2025-05-15")})
     assert pts == good, (pts, good)  # every later fix is in the route, the future one is not
     assert any(p > "2025-05-15T06:00:30" for p in pts)
+    # A route rebuilt from the telemetry follows the same rules: same points, same speeds.
+    export_gpx(session, out=tmp_path / "rebuilt.gpx")
+    assert _points(tmp_path / "rebuilt.gpx") == _points(session / "route.gpx")
+
+
+def _points(path: Path) -> list[tuple[str | None, str | None]]:
+    root = ET.parse(path).getroot()
+    speed = "{http://www.garmin.com/xmlschemas/TrackPointExtension/v2}speed"
+    return [(pt.findtext(f"{{{GPX_NS}}}time"), next((e.text for e in pt.iter(speed)), None))
+            for pt in root.iter(f"{{{GPX_NS}}}trkpt")]
 
 
 def test_nothing_captured_after_the_end_is_kept(tmp_path):
