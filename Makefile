@@ -40,6 +40,7 @@ test: apt $(STAMP)
 
 bench: apt $(STAMP)
 	$(PY) bench/throughput.py
+	$(PY) bench/console.py
 
 soak: apt $(STAMP)
 	$(PY) -m pytest -q -m soak -o addopts="" tests/test_crash.py

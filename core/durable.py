@@ -74,6 +74,38 @@ def close(fd: int) -> None:
     _fd_paths.pop(fd, None)
 
 
+class ScheduledFile:
+    """A session file whose writer fsyncs on a schedule (telemetry.jsonl, route.gpx): opened
+    here, its name made durable when it is new, ``wrote(now_ns)`` after each write fsyncs once
+    ``interval_ns`` has passed since the last fsync (0: after every write), ``close`` fsyncs and
+    closes and may be called twice. Not locked: the writer that owns it serialises the calls."""
+
+    def __init__(self, path: Path | str, flags: int, interval_ns: int, mode: int = 0o644):
+        self.path = Path(path)
+        new = not self.path.exists()
+        self.fd = open_fd(self.path, flags, mode)
+        if new:
+            fsync_dir(self.path.parent)  # the file's name must survive a power cut too
+        self.interval_ns = interval_ns
+        self._synced_ns: int | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    def wrote(self, now_ns: int) -> None:
+        """Call after a write made at ``now_ns`` (any monotonic nanosecond clock)."""
+        if self._synced_ns is None or now_ns - self._synced_ns >= self.interval_ns:
+            fsync(self.fd)
+            self._synced_ns = now_ns
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fsync(self.fd)
+            close(self.fd)
+            self.fd = -1
+
+
 def _fsync_path(path: Path | str, flags: int, op: str) -> None:
     fd = os.open(path, flags)
     try:

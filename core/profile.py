@@ -102,6 +102,9 @@ TOP_KEYS: dict[str, Key] = {
     "photos": Key((dict,), default=None),
     "retention": Key((dict,), default=None),
     "upload": Key((dict,), default=None),
+    "exam": Key((dict,), default=None, help="exam defaults: pause reasons, examiner, plate, centre"),
+    "console": Key((dict,), default=None, help="the examiner's console served by `examrec serve`"),
+    "button": Key((dict,), default=None, help="a hardware button (Linux input device) for pause/resume"),
 }
 
 STREAM_KEYS: dict[str, Key] = {
@@ -149,6 +152,8 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
         "min_record_h": Key(NUM, default=2.0, check=_range(0, 100)),
         "sample_s": Key(NUM, default=2.0, check=_range(0.5, 30)),
         "mandatory": Key((list,), default=None),
+        "idle_every_s": Key(NUM, default=600, check=_range(0, 86400),
+                            help="`serve`: run the device checks this often while idle (0: only at each Start)"),
     },
     "photos": {
         "candidate": Key((str,), default=None),
@@ -163,6 +168,27 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
         "holidays": Key((list,), default=[]),
         "working_days": Key((list,), default=[]),
         "holiday_country": Key((str,), default=""),
+    },
+    "exam": {
+        "pause_reasons": Key((list,), default=["candidate asked", "traffic or road closure", "vehicle fault",
+                                              "weather", "medical"],
+                             help="the short list the examiner picks a pause reason from"),
+        "examiner": Key((str,), default=None),
+        "plate": Key((str,), default=None),
+        "centre": Key((str,), default=None),
+        "exam": Key((str,), default=None, check=_one_of(("theory", "practical"))),
+    },
+    "console": {
+        "bind": Key((str,), default="127.0.0.1", help="address the console listens on"),
+        "port": Key((int,), default=8470, check=_range(0, 65535)),
+        "token": Key((str,), default=None, help="PIN or token the console asks for when bound beyond 127.0.0.1"),
+        "language": Key((str,), default="uk", check=_one_of(("uk", "en"))),
+    },
+    "button": {
+        "device": Key((str,), default=None, help="/dev/input/by-id/...-event-kbd (evdev)"),
+        "key_code": Key((int,), default=None, check=_range(1, 767),
+                        help="the evdev key code that toggles pause/resume (default: any key)"),
+        "reason": Key((str,), default="button", help="the pause reason the button logs"),
     },
 }
 
@@ -181,6 +207,7 @@ class OverlaySpec:
     fields: list[str] = field(default_factory=lambda: ["datetime", "duration", "name"])
     position: str = "top-left"
     scale: float = 1.0
+    label: str | None = None   # "DEMO" on every frame of a replay profile: never mistaken for an exam
 
 
 @dataclass
@@ -380,6 +407,8 @@ def load_profile(path: str | Path) -> Profile:
         if enc["crf"] is None and enc["bitrate_kbps"] is None:
             enc["crf"] = 23
         ovl = _check_table(file, f"{prefix}overlay.", _merge(ovl_defaults, s["overlay"]), OVERLAY_KEYS)
+        if top["kind"] == "replay":
+            ovl["label"] = "DEMO"
         streams.append(StreamSpec(
             name=s["name"], source=s["source"], width=s["width"], height=s["height"], fps=float(s["fps"]),
             audio=s["audio"], segment_s=s["segment_s"] or top["segment_s"],

@@ -44,7 +44,7 @@ def overlay_lines(spec: OverlaySpec, stream_name: str, clock: SessionClock, capt
         local = clock.wall_local(capture_ns)
         off = local.strftime("%z")
         lines.append(f"{local:%Y-%m-%d %H:%M:%S} {off[:3]}:{off[3:]}")
-    second: list[str] = []
+    second: list[str] = [spec.label] if spec.label else []
     if "duration" in f:
         second.append(format_duration(clock.pts_s(capture_ns)))
     if "name" in f:

@@ -148,21 +148,19 @@ class GpxWriter:
         self.clock = clock
         self._track = _Track(gap_s=gap_s)
         self._lock = threading.Lock()
-        self._fsync_ns = int(fsync_interval_s * NS_PER_S)
-        self._last_sync_ns = 0
         self._seg_open = False
         self._last_point_at = 0  # offset of the last point, for 'replace'
         self._last_point_len = 0
         head = header(name, desc, start_utc).encode()
         try:
-            self._fd = durable.open_fd(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            self._file = durable.ScheduledFile(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL,
+                                               int(fsync_interval_s * NS_PER_S))
         except FileExistsError:
             raise GpxError(f"{self.path} already exists; a session's route is written once "
                            f"(rebuild it with `examrec export-gpx`)") from None
         self._pwrite(head + TAIL_NO_SEG.encode(), 0)
         self._end = len(head)  # where the closing tags start
-        durable.fsync(self._fd)
-        durable.fsync_dir(self.path.parent)
+        durable.fsync(self._file.fd)  # a new route is a complete GPX document from the start
 
     @property
     def points(self) -> int:
@@ -179,7 +177,7 @@ class GpxWriter:
     def add(self, fix: GpsFix) -> bool:
         """Add one GPS report; True when the file changed (reports without a fix only end a segment)."""
         with self._lock:
-            if self._fd < 0:
+            if self._file.closed:
                 raise GpxError(f"{self.path}: writer is closed")
             action = self._track.decide(fix)
             if action == "skip":
@@ -204,26 +202,18 @@ class GpxWriter:
                 self._last_point_len = len(point.encode())
                 self._pwrite(data + TAIL_OPEN_SEG.encode(), self._end)
                 self._end += len(data)
-            self._maybe_sync(fix.capture_ns)
+            self._file.wrote(fix.capture_ns)
             return True
 
     def _pwrite(self, data: bytes, offset: int) -> None:
         written = 0
         while written < len(data):  # a short write (a signal, a nearly full disk) continues
-            written += durable.pwrite(self._fd, data[written:], offset + written)
-
-    def _maybe_sync(self, now_ns: int) -> None:
-        if now_ns - self._last_sync_ns >= self._fsync_ns:
-            durable.fsync(self._fd)
-            self._last_sync_ns = now_ns
+            written += durable.pwrite(self._file.fd, data[written:], offset + written)
 
     def close(self) -> None:
         """Force the file to the disk and close it; safe to call twice."""
         with self._lock:
-            if self._fd >= 0:
-                durable.fsync(self._fd)
-                durable.close(self._fd)
-                self._fd = -1
+            self._file.close()
 
 
 @dataclass

@@ -33,35 +33,25 @@ class TelemetryWriter:
 
     def __init__(self, path: Path | str, fsync_interval_s: float = 1.0):
         self.path = Path(path)
-        created = not self.path.exists()
-        self._fd = durable.open_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        if created:
-            durable.fsync_dir(self.path.parent)  # the file's name must survive a power cut too
+        self._file = durable.ScheduledFile(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                                           round(fsync_interval_s * 1e9))
         self._lock = threading.Lock()
-        self._interval = fsync_interval_s
-        self._last_sync = time.monotonic()
         self.lines = 0
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record (a single write, so concurrent writers never interleave a line)."""
         data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
         with self._lock:
-            if self._fd < 0:
+            if self._file.closed:
                 raise ValueError(f"{self.path}: telemetry writer is closed")
-            durable.append(self._fd, data)
+            durable.append(self._file.fd, data)
             self.lines += 1
-            now = time.monotonic()
-            if now - self._last_sync >= self._interval:
-                durable.fsync(self._fd)
-                self._last_sync = now
+            self._file.wrote(time.monotonic_ns())
 
     def close(self) -> None:
         """fsync and close; safe to call twice."""
         with self._lock:
-            if self._fd >= 0:
-                durable.fsync(self._fd)
-                durable.close(self._fd)
-                self._fd = -1
+            self._file.close()
 
 
 def read_records(path: Path | str, type_: str | None = None) -> Iterator[dict[str, Any]]:

@@ -38,6 +38,7 @@ def test_the_wheel_ships_the_format_the_forms_and_an_spdx_licence(tmp_path):
         names = set(z.namelist())
         metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "sessions/evidence/FORMAT.md" in names
+    assert {f"sessions/web/review/review.{ext}" for ext in ("html", "js", "css")} <= names  # the review page
     assert {n for n in names if n.startswith("sessions/archive/forms/")} >= {"sessions/archive/forms/journal.html"}
     assert "sessions/evidence/layout.py" in names and "sessions/cli/__main__.py" in names
     assert "License-Expression: GPL-3.0-or-later" in metadata.splitlines()

@@ -33,7 +33,7 @@ MS = 1_000_000
 def _sample(cls: type) -> object:
     """An instance of a message class with a plain value in every field."""
     clock = SessionClock(start_ns=123 * NS_PER_S, wall_anchor_ns=1_700_000_000 * NS_PER_S)
-    values = {int: 7, float: 1.5, str: "cabin", bool: True}
+    values = {int: 7, float: 1.5, str: "cabin", bool: True, bytes: b"\xff\xd8 a thumbnail"}
     kwargs = {}
     for f in dataclasses.fields(cls):
         t = str(f.type)
@@ -51,7 +51,7 @@ def _sample(cls: type) -> object:
 def test_every_message_crosses_a_process_pipe_unchanged():
     classes = [c for c in vars(messages).values()
                if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == messages.__name__]
-    assert len(classes) == 21
+    assert len(classes) == 22
     reader, writer = mp.get_context("spawn").Pipe(duplex=False)
     try:
         for cls in classes:
@@ -81,6 +81,17 @@ def test_stage_gate_pause_rule_and_resume_banner():
     st = gate.dress(t0 + 399 * NS_PER_S)
     assert st.stage == 2 and st.banner.startswith("RESUME")
     assert gate.dress(t0 + 400 * NS_PER_S).banner is None           # the resume banner ends on time
+
+
+def test_stage_gate_resume_during_the_banner_withdraws_the_pause():
+    gate = StageGate()
+    t0 = 1000 * NS_PER_S
+    gate.pause(messages.Pause(at_ns=t0 + 3 * NS_PER_S, banner="PAUSE 10:00:03 route AA1", banner_lead_ns=3 * NS_PER_S))
+    assert gate.dress(t0 + 1 * NS_PER_S).banner.startswith("PAUSE")
+    gate.resume(messages.Resume(stage=1, banner="RESUME 10:00:01 AA1  STAGE 1", banner_until_ns=t0 + 4 * NS_PER_S))
+    assert not gate.pause_due(t0 + 3 * NS_PER_S) and not gate.paused and gate.stage == 1   # no cut
+    assert gate.dress(t0 + 3 * NS_PER_S).banner.startswith("RESUME")
+    assert gate.dress(t0 + 4 * NS_PER_S).banner is None
 
 
 def test_stage_gate_lights_pedals_on_exactly_the_frames_inside_an_actuation():

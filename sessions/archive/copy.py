@@ -207,9 +207,11 @@ def check_request(req: CopyRequest, exam_date: date, today: date) -> None:
 
 
 def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = None,
-               progress: Callable[[int, int, int], None] | None = None) -> CopyResult:
+               progress: Callable[[int, int, int], None] | None = None,
+               add_page: Callable[[Path, Path], object] | None = None) -> CopyResult:
     """Write the copy and its kit to ``req.dest`` and journal it. ``progress(done, of, bytes)``
-    is called after each object."""
+    is called after each object. ``add_page(dest, session folder)`` adds the review page to the
+    kit (the web role provides it: sessions/web/review_kit.py; the archive cannot import it)."""
     now = office.now()
     today = today or now.astimezone().date()
     row: SessionRow = office.session(req.session)
@@ -354,6 +356,8 @@ def _finish_copy(office: RecordsOffice, req: CopyRequest, row: SessionRow, recei
     office_fp = countersign(dest, office.journals._signing_key(), row.session_id, entry.number)
     readme += COUNTERSIGN_TEXT.format(office_fingerprint=office_fp, entry=entry.number)
     (dest / "README.txt").write_text(readme, encoding="utf-8")
+    if add_page is not None:
+        add_page(dest, root)
     durable.fsync_tree(dest)  # a copy on a USB stick must be on the stick when the clerk pulls it out
     return CopyResult(row.session_id, str(dest), len(sums), total, deadline, late, notice, entry.number, warnings)
 

@@ -271,8 +271,10 @@ class Uploader:
     def __init__(self, ctx: ArchiveContext, *, profile_months: dict[str, int] | None = None,
                  device: str | None = None, policy: RetentionPolicy | None = None,
                  progress: Progress | None = None, body_filter: BodyFilter | None = None,
-                 after_put: Callable[[str], None] | None = None, now: Callable[[], datetime] = utc_now):
+                 after_put: Callable[[str], None] | None = None, now: Callable[[], datetime] = utc_now,
+                 test_sessions: bool = False):
         self.ctx = ctx
+        self.test_sessions = test_sessions  # take demo (replay) sessions, told they are tests
         self.backend = ctx.backend
         self.profile_months = profile_months or {}
         # The journal names the recorder by its inventory number (the forms print it), never the
@@ -310,6 +312,12 @@ class Uploader:
                 res.status = "skipped"
                 res.message = (f"state {state!r} and no recorder holds it: the recording was cut off; "
                                f"run `examrec repair {session_dir}` first, then upload")
+            return res
+        if manifest.get("demo") and not self.test_sessions:
+            # A replay demo signed like an exam must never be filed as one by accident.
+            res.status = "refused"
+            res.message = ("a DEMO session (recorded from the replay profile), not an exam; it stays here. "
+                           "To archive it as a test, run upload with --test-session")
             return res
         lock = _session_upload_lock(out_root_of(session_dir), sid)
         if lock is None:

@@ -14,12 +14,15 @@ from sessions.evidence.software import version_text
 # Modules that add commands, in the order they appear in `examrec --help`.
 COMMAND_MODULES = (
     "sessions.cli.record",
+    "sessions.cli.serve",
+    "sessions.cli.start",
     "sessions.cli.check",
     "sessions.cli.control",
     "sessions.cli.repair",
     "sessions.cli.verify",
     "sessions.cli.key",
     "sessions.cli.export_gpx",
+    "sessions.cli.view",
     "sessions.cli.devices",
     "sessions.cli.upload",
     "sessions.cli.archive",

@@ -12,6 +12,7 @@
     archive hold SESSION --complaint REF      block deletion while a complaint is open
     archive release SESSION --decision REF    record the decision, lift the hold
     archive copy SESSION --to DIR ...         issue a verified copy (annex 2 journal)
+    archive view SESSION [--port N] [--open]  watch a stored session in the browser (read-only)
     archive journal list|print|export|correct NAME
 
 --archive URL names the archive in every command; --to DIR only a copy's folder. Every command
@@ -27,6 +28,7 @@ import argparse
 import getpass
 import os
 import sys
+import tempfile
 from datetime import date, tzinfo
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +41,7 @@ from sessions.archive.catalog import Query, SessionRow
 from sessions.cli.archive_common import add_access_options, handles_errors, parse_now, print_json
 from sessions.archive.config import ROLES, Settings, iso, load_connection, resolve_archive, utc_now
 from sessions.archive.copy import CopyRequest, issue_copy, parse_date
-from sessions.archive.errors import Refused, UsageError
+from sessions.archive.errors import IntegrityError, Refused, UsageError
 from sessions.archive.localtime import centre_zone, check_zone, parse_utc
 from sessions.archive.journals import JOURNALS, JournalView, Journals, check_name
 from sessions.archive.office import ArchiveContext, RecordsOffice, open_archive, receipt_summary
@@ -47,6 +49,8 @@ from sessions.archive.printing import (DEFAULT_FORM, FORM_JOURNALS, FORMS, expor
                                        verification_note)
 from sessions.archive.retention import RetentionPolicy
 from sessions.archive.workdays import HOLIDAY_COUNTRIES, parse_holidays, public_holidays
+from sessions.cli.view import add_serve_options, serve
+from sessions.web.review_kit import add_copy_page
 
 # The SeaweedFS identities of hw-profiles/seaweedfs-iam.json that must never delete anything.
 DEFAULT_DENY_PRINCIPALS = ("arn:aws:iam::000000000000:user/examrec-recorder",
@@ -172,6 +176,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true")
     add_access_options(q)
     q.set_defaults(func=cmd_show)
+
+    q = asub.add_parser("view", help="watch a stored session in the browser (fetched into a temporary folder)")
+    q.add_argument("session", metavar="SESSION", help="session id (or a unique beginning of it)")
+    add_serve_options(q)
+    add_access_options(q)
+    q.set_defaults(func=cmd_view)
 
     q = asub.add_parser("check", help="compare the storage with each session's receipt (tampering, loss)")
     q.add_argument("sessions", nargs="*", metavar="SESSION", help="default: every stored session")
@@ -538,6 +548,22 @@ def _progress_line(verb: str) -> Callable[[int, int, int | None], None]:
     return show
 
 
+@handles_errors("archive view")
+def cmd_view(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="examrec-view-") as tmp:
+        with _open(args, "archive view", "show") as ctx:
+            office = RecordsOffice(ctx)
+            row = office.session(args.session)
+            root = Path(tmp) / row.session_id
+            for o in office.receipt(row).get("objects", []):
+                (root / o["file"]).parent.mkdir(parents=True, exist_ok=True)
+                if office.backend.download(o["key"], root / o["file"]) != o["sha256"]:
+                    raise IntegrityError(f"{o['key']}: the stored bytes differ from the receipt; "
+                                         f"run `examrec archive check {row.session_id}`")
+            ctx.detail = "opened for review"
+        return serve(root, args)
+
+
 @handles_errors("archive check")
 def cmd_check(args: argparse.Namespace) -> int:
     with _open(args, "archive check", "check") as ctx:
@@ -638,7 +664,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
                       requested=parse_date(args.requested, "--requested"), representative=args.representative,
                       authority=args.authority, authority_request=args.authority_request, medium=args.medium)
     with _open(args, "archive copy", "copy") as ctx:
-        res = issue_copy(RecordsOffice(ctx), req, progress=_progress_line("copying"))
+        res = issue_copy(RecordsOffice(ctx), req, progress=_progress_line("copying"), add_page=add_copy_page)
         ctx.detail = f"to {res.dest} for {args.representative or args.applicant}, journal entry {res.journal_entry}"
         if args.json:
             print_json(res.to_json())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from sessions import exitcodes
@@ -27,21 +28,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_status)
     p = sub.add_parser("pause", help="end the current exam stage (UA II.3)",
                        description="Pause between exam stages: a banner with the time, reason and plate shows on "
-                                   "every stream for 3 s, then the stage's segments end; logged as an event.")
-    p.add_argument("--reason", required=True)
-    p.add_argument("--plate", required=True, help="the vehicle's plate")
+                                   "every stream for 3 s, then the stage's segments end; logged as an event. "
+                                   "A `resume` while the banner shows cancels the pause.")
+    p.add_argument("--reason", help="the reason, or the number of one of the profile's reasons "
+                                    "([exam] pause_reasons); without it, the list is offered on a terminal")
+    p.add_argument("--plate", help="the vehicle's plate (default: the exam's)")
     _socket_args(p)
-    p.set_defaults(func=lambda a: _send(a, {"cmd": "pause", "reason": a.reason, "plate": a.plate}))
+    p.set_defaults(func=cmd_pause)
     r = sub.add_parser("resume", help="start the next exam stage",
                        description="Resume after a pause: the next stage's segments start, a banner shows for 3 s, "
-                                   "the time and plate are logged.")
-    r.add_argument("--plate", required=True, help="the vehicle's plate")
+                                   "the time and plate are logged. During the pause's banner it cancels the pause.")
+    r.add_argument("--plate", help="the vehicle's plate (default: the exam's)")
     _socket_args(r)
     r.set_defaults(func=lambda a: _send(a, {"cmd": "resume", "plate": a.plate}))
     t = sub.add_parser("stop", help="end the session (an event; the recording is kept)",
-                       description="Stop the running session cleanly. Stopping is an event; nothing is deleted.")
+                       description="Stop the running session cleanly, wait until it is closed and signed, "
+                                   "then print 'saved: <folder>' and the verify result. Stopping is an event; "
+                                   "nothing is deleted.")
+    t.add_argument("--timeout", type=float, default=60.0, metavar="S", help="how long to wait for the session to close")
     _socket_args(t)
-    t.set_defaults(func=lambda a: _send(a, {"cmd": "stop"}))
+    t.set_defaults(func=cmd_stop)
     ph = sub.add_parser("photo", help="take a still from a camera during the session",
                         description="Save a JPEG still (hashed in the manifest) from the candidate's camera, "
                                     "or the examiner's, or a named stream.")
@@ -86,6 +92,69 @@ def _send(args: argparse.Namespace, payload: dict) -> int:
     return code
 
 
+def pick_reason(given: str | None, reasons: list[str]) -> str | None:
+    """The pause reason: typed text, a number from the profile's list, or (on a terminal) asked."""
+    if given and given.strip().isdigit() and reasons:
+        n = int(given.strip())
+        return reasons[n - 1] if 1 <= n <= len(reasons) else None
+    if given:
+        return given.strip()
+    if not sys.stdin.isatty() or not reasons:
+        return None
+    for i, r in enumerate(reasons, start=1):
+        print(f"  {i}. {r}", file=sys.stderr)
+    answer = input("reason (number or text): ").strip()
+    return pick_reason(answer, reasons) if answer else None
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    code, st = _ask(args, {"cmd": "status"})
+    if code != exitcodes.OK:
+        return code
+    reasons = list(st.get("pause_reasons") or [])
+    reason = pick_reason(args.reason, reasons)
+    if not reason:
+        listed = "; ".join(f"{i}. {r}" for i, r in enumerate(reasons, start=1))
+        print(f"examrec: pause needs a reason: --reason TEXT or --reason N from the profile's list ({listed})",
+              file=sys.stderr)
+        return exitcodes.USAGE
+    return _send(args, {"cmd": "pause", "reason": reason, "plate": args.plate})
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop, wait for the session to be closed and signed, then say where it is and whether it verifies."""
+    code, answer = _ask(args, {"cmd": "stop"})
+    if code != exitcodes.OK:
+        return code
+    folder = Path(answer["session"])
+    sock = _socket(args)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            st = request(sock, {"cmd": "status"}, timeout=5)
+        except NoRecorder:
+            break  # a one-shot `record` ends with its session
+        if st.get("state") not in ("recording", "paused", "stopping") or st.get("session") != str(folder):
+            break
+        time.sleep(0.2)
+    else:
+        print(f"examrec: the session {folder} did not close within {args.timeout:g} s", file=sys.stderr)
+        return exitcodes.FAILED
+    from sessions.evidence.verify import NotASession, verify_session
+    try:
+        report = verify_session(folder)
+        ok, detail = report.ok, ("ok" if report.ok else "; ".join(str(p) for p in report.problems[:3]))
+    except NotASession as exc:
+        ok, detail = False, str(exc)
+    if args.json:
+        print(json.dumps({"saved": str(folder), "session_id": answer.get("session_id"), "verify_ok": ok,
+                          "verify": detail}, ensure_ascii=False, indent=2))
+    else:
+        print(f"saved: {folder}")
+        print(f"verify: {detail}")
+    return exitcodes.OK if ok else exitcodes.FAILED
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     code, st = _ask(args, {"cmd": "status"})
     if code != exitcodes.OK:
@@ -94,8 +163,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(st, ensure_ascii=False, indent=2))
         return code
     extra = f"  paused at {st['paused_at']}" if st.get("paused_at") else ""
-    print(f"{st['state'].upper()}  stage {st['stage']}  {st['elapsed']}{extra}  session {st['session_id']}")
-    table = format_table(st["streams"], ["stream", "health", "fps", "frames", "dropped", "mb"])
+    print(f"{st['state'].upper()}  stage {st['stage']}  {st['elapsed']}{extra}  session {st['session_id'] or '-'}"
+          + ("  DEMO" if st.get("demo") else ""))
+    if st.get("console_url"):
+        print(f"console: {st['console_url']}")
+    table = format_table(st["streams"], ["stream", "state", "health", "fps", "frames", "dropped", "mb"]) if st["streams"] else ""
     if sys.stdout.isatty():  # a stream that is not recording shows red on the examiner's terminal
         lines = table.splitlines()
         for i, s in enumerate(st["streams"], start=1):

@@ -13,6 +13,7 @@ from core.profile import chosen_profile_path, load_profile
 from sessions.recorder.checks import results_table
 from sessions.cli.check import interrupts_raise
 from sessions.cli.repair import repair_interrupted
+from sessions.cli.statusline import StatusTerminal
 from sessions.recorder.control import AlreadyRunning, ControlServer, socket_path
 from sessions.recorder.controller import Recorder
 from sessions.evidence.layout import ManifestError
@@ -147,16 +148,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=cmd_info)
 
 
-def _progress(rec: Recorder) -> None:
-    """One status line on the examiner's terminal: state, stage, time, and every camera live or not."""
-    if not sys.stderr.isatty():
-        return
-    st = rec.status()
-    red, plain = ("\033[1;31m", "\033[0m") if sys.stderr.isatty() else ("", "")
-    cams = "  ".join(f"{s['stream']} LIVE" if s["health"] == "ok" else f"{red}{s['stream']} {s['health'].upper()}{plain}"
-                     for s in st["streams"])
+def status_line(st: dict) -> str:
+    """The examiner's one-line view: state, stage, time, and every camera LIVE, PAUSED or not."""
+    red, plain = "\033[1;31m", "\033[0m"
+    cams = "  ".join(f"{s['stream']} {s['state']}" if s["state"] in ("LIVE", "PAUSED")
+                     else f"{red}{s['stream']} {s['state']}{plain}" for s in st["streams"])
     state = "REC" if st["state"] == "recording" else st["state"].upper()
-    print(f"\r\033[K● {state} stage {st['stage']} {st['elapsed']}  {cams}", end="", file=sys.stderr, flush=True)
+    return f"● {state} stage {st['stage']} {st['elapsed']}  {cams}"
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -178,6 +176,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(f"examrec: not recording: {exc}", file=sys.stderr)
         return exitcodes.REFUSED
     rec: Recorder | None = None
+    # On a terminal: one status line at the bottom, log lines (of every process) above it.
+    terminal = StatusTerminal().start() if StatusTerminal.wanted() else None
     try:
         if out_root.exists():
             # A session left without a clean stop (power cut, kill) is made playable before anything new.
@@ -203,7 +203,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         rec.start(duration_s=args.duration)
         if not args.json:
             print(f"recording {profile.name} -> {session_dir}  (control: {control.path})", file=sys.stderr)
-        code = rec.run(progress=_progress)
+        code = rec.run(progress=(lambda r: terminal.show(status_line(r.status()))) if terminal else None)
     except BaseException as exc:
         if rec is not None and rec.streams:
             if rec.state in ("recording", "paused", "stopping"):
@@ -213,8 +213,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         raise
     finally:
         control.stop()
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+        if terminal is not None:
+            terminal.stop()
     if args.json:
         print(json.dumps(rec.manifest, indent=2, ensure_ascii=False))
     else:
@@ -237,7 +237,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     d = info["details"]
     print(f"session   {info['session_id']}")
     print(f"profile   {info['profile']}")
-    print(f"state     {info['state']}" + ("  (repaired)" if info["repaired"] else ""))
+    print(f"state     {info['state']}" + ("  (repaired)" if info["repaired"] else "")
+          + ("  DEMO: recorded from a replay profile, not an exam" if info["demo"] else ""))
     print(f"started   {info['started_at']}")
     print(f"ended     {info['ended_at'] or '-'}" + (f"  ({info['duration_s']:.1f} s)" if info["duration_s"] else ""))
     if d:

@@ -54,6 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--power-supply-root", type=Path, metavar="DIR",
                    help="where the power supplies are reported (default /sys/class/power_supply)")
     p.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--test-session", action="store_true",
+                   help="accept DEMO sessions (recorded from a replay profile) as tests; without it they are refused")
     p.add_argument("--overdue", action="store_true", help="list sessions past the upload deadline and exit")
     p.add_argument("--now", metavar="ISO", help="with --overdue: judge at this time (default: now)")
     p.add_argument("--holiday", action="append", default=[], metavar="YYYY-MM-DD",
@@ -80,7 +82,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
         ctx = open_archive(args.archive, user_name=user, command="upload", action="upload",
                            conn_path=args.archive_config, profile_archive=up.get("archive"))
         try:
-            uploader = Uploader(ctx, profile_months=months, device=args.device, progress=Progress())
+            uploader = Uploader(ctx, profile_months=months, device=args.device, progress=Progress(),
+                                test_sessions=args.test_session)
         except Exception as exc:
             ctx.close(exc)
             raise
@@ -132,7 +135,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         return exitcodes.REFUSED
     if counts.get("failed"):
         return exitcodes.FAILED
-    if explicit and counts.get("skipped"):
+    if counts.get("refused") or explicit and counts.get("skipped"):
         return exitcodes.REFUSED
     return exitcodes.OK
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sessions.evidence.chain import ChainedLog
 from core.clock import SessionClock, iso_utc, utc_now_iso
@@ -17,6 +17,8 @@ class EventLog:
     def __init__(self, path: Path, clock: SessionClock | None = None):
         self._log = ChainedLog(Path(path), fsync=True)
         self.clock = clock
+        # Called with each record once it is written (the recorder service shows faults live).
+        self.observers: list[Callable[[dict[str, Any]], None]] = []
 
     def emit(self, type_: str, capture_ns: int | None = None, **fields: Any) -> dict[str, Any]:
         """Append one event; ``capture_ns`` (monotonic) places it on the session timeline."""
@@ -32,6 +34,8 @@ class EventLog:
             record["t_utc"] = utc_now_iso()
         record.update(fields)
         self._log.append(record)
+        for observe in self.observers:
+            observe(record)
         return record
 
     @property

@@ -71,4 +71,5 @@ def _summary(session: Path, m: dict[str, Any]) -> dict[str, Any]:
         "events": dict(counts), "faults": faults, "repaired": m.get("repaired"),
         "sensors": m.get("sensors"), "clock_check": m.get("clock_check"),
         "signed": "signature" in m,
+        "demo": bool(m.get("demo")),
     }

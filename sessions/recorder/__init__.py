@@ -8,6 +8,9 @@
   sensor_hub      GPS and pedals glue: telemetry, route, overlay values, sensor events
   checks          the pre-exam checks      control  the control socket (pause/resume/stop/photo)
   devices         what is connected (``examrec devices``)
+  service         `examrec serve`: the always-running recorder, idle between exams
+  sdnotify        systemd's notify protocol (READY, STATUS, WATCHDOG)
+  button          a hardware button (Linux input event device) mapped to pause/resume
 
 May import core/, capture/, sensors/, muxer/ and sessions.evidence; imported by sessions.cli.
 """

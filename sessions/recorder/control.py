@@ -28,7 +28,11 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "ping": (), "status": (), "stop": (),
     "pause": ("reason", "plate"), "resume": ("plate",),
     "photo": ("role", "stream"),
+    # the recorder service's (`examrec serve`): start an exam, acknowledge a fault, the button
+    "start": ("details", "force", "wait"), "ack": ("fault", "by"), "toggle": ("reason",),
 }
+FLAGS = ("force", "wait")
+MAX_DETAILS = 16
 
 
 class RequestError(ValueError):
@@ -38,6 +42,20 @@ class RequestError(ValueError):
 def _field(req: dict[str, Any], key: str) -> None:
     value = req[key]
     if value is None:
+        return
+    if key in FLAGS:
+        if not isinstance(value, bool):
+            raise RequestError(f"{key}: must be true or false")
+        return
+    if key == "fault":
+        if type(value) is not int or not 0 <= value < 2**31:
+            raise RequestError("fault: must be a fault number")
+        return
+    if key == "details":
+        if not isinstance(value, dict) or len(value) > MAX_DETAILS:
+            raise RequestError(f"details: must be an object of at most {MAX_DETAILS} text fields")
+        for name, text in value.items():
+            _field({str(name)[:40]: text}, str(name)[:40])
         return
     if not isinstance(value, str):
         raise RequestError(f"{key}: must be text, got {type(value).__name__}")

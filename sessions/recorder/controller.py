@@ -40,7 +40,7 @@ from sessions.evidence.lock import hold_shared
 from sessions.evidence.signing import fingerprint, key_path_for, load_or_create_key, sign_manifest
 from sessions.recorder.messages import (Abort, CheckDone, Done, FragmentWritten, IoError, Paused, PhotoTaken, Ready,
                                         Report, SegmentClosed, SegmentDiscarded, SegmentOpened, Start, Stats, Stop,
-                                        StreamEvent)
+                                        StreamEvent, Thumbnail)
 from sessions.recorder.stream.job import StreamJob
 from sessions.recorder.stream.process import run_stream
 
@@ -108,6 +108,9 @@ class Recorder(ExamControl):
         self.state = "checking"
         self.checks = []
         self.stage = 1
+        self.thumbnails = False  # stream processes send small JPEGs (the console shows them)
+        self.notice_shown_on = "examiner terminal"
+        self.on_thumbnail: Callable[[str, bytes], None] | None = None  # the console's live pictures
 
     # set-up --------------------------------------------------------------------------------
     def prepare(self) -> Path:
@@ -131,7 +134,8 @@ class Recorder(ExamControl):
         self.events = EventLog(self.session_dir / EVENTS_NAME)
         self.sensors.start_readers()
         for spec in self.profile.streams:
-            job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime)
+            job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime,
+                            thumbnails=self.thumbnails)
             rt = StreamRuntime(name=spec.name, job=job)
             self.streams[spec.name] = rt
             self._spawn(rt)
@@ -250,6 +254,8 @@ class Recorder(ExamControl):
             "session_id": self.session_id,
             "profile": self.profile.name,
             "profile_kind": self.profile.kind,
+            # A replay profile records a demo: marked so nobody files it as an exam.
+            **({"demo": True} if self.profile.kind == "replay" else {}),
             "software": software_versions(),
             "started_at": iso_utc(started),
             "ended_at": None,
@@ -280,7 +286,7 @@ class Recorder(ExamControl):
         failed = self.failed_checks()
         if failed:
             self.events.emit("forced", capture_ns=self.clock.start_ns, failed=[c.to_json() for c in failed])
-        self.events.emit("notice", capture_ns=self.clock.start_ns, text=self.profile.notice, shown_on="examiner terminal")
+        self.events.emit("notice", capture_ns=self.clock.start_ns, text=self.profile.notice, shown_on=self.notice_shown_on)
         if self.sensors is not None and self.sensors.present:
             self.manifest["clock_check"] = self.sensors.clock_check
             self.sensors.log_clock_check()
@@ -381,6 +387,9 @@ class Recorder(ExamControl):
             match msg:
                 case Stats():
                     self._stats(rt, msg)
+                case Thumbnail():
+                    if self.on_thumbnail is not None:
+                        self.on_thumbnail(name, msg.jpeg)
                 case FragmentWritten():
                     rt.last_fragment = msg
                 case SegmentOpened():

@@ -5,9 +5,10 @@ status and control, face stills, device-fault watch. Mixed into the session cont
 DESIGN, the pause rule (UA II.3) lives in ``pause`` and ``resume``: a pause needs its reason and
 the vehicle's plate; every stream shows the banner (time, reason, plate) for the profile's
 ``pause_banner_s``, and the stage's segments end at that instant, which is the stage's end in
-the manifest; resume is refused before that instant, needs the plate, starts the next stage's
-segments and shows its own banner for the same time. Both are events. Each stream applies the
-rule by its frames' capture stamps in sessions/recorder/stream/stage_gate.py.
+the manifest; a resume before that instant cancels the pause (the stage goes on uncut, the
+resume event says ``cancelled_pause``); after it, a resume starts the next stage's segments and
+shows its own banner for the same time. The plate defaults to the exam's. Both are events.
+Each stream applies the rule by its frames' capture stamps in sessions/recorder/stream/stage_gate.py.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 CHECK_LEAD_NS = 300_000_000
 WATCHDOG_S = 1.5   # a stream process silent this long is a fault (it reports twice a second)
+CANCEL_MARGIN_NS = 250_000_000  # a resume closer than this to the pause instant waits for the pause
 
 
 class IllegalTransition(Exception):
@@ -107,13 +109,15 @@ class ExamControl:
             if cmd == "status":
                 return {"ok": True, **self.status()}
             if cmd == "pause":
-                return {"ok": True, **self.pause(str(req.get("reason", "")).strip(), str(req.get("plate", "")).strip())}
+                return {"ok": True, **self.pause(str(req.get("reason") or "").strip(),
+                                                 str(req.get("plate") or "").strip())}
             if cmd == "resume":
-                return {"ok": True, **self.resume(str(req.get("plate", "")).strip())}
+                return {"ok": True, **self.resume(str(req.get("plate") or "").strip())}
             if cmd == "stop":
                 if self.state not in ("recording", "paused"):
                     raise IllegalTransition(f"cannot stop: the session is {self.state}")
-                self.request_stop("examrec stop")
+                self.request_stop(str(req.get("reason") or "examrec stop"))
+                self.state = "stopping"
                 return {"ok": True, "state": "stopping", "session": str(self.session_dir)}
             if cmd == "photo":
                 return {"ok": True, **self.photo(req.get("role"), req.get("stream"))}
@@ -131,21 +135,36 @@ class ExamControl:
                 health = "FAULT"
             elif st is not None and st.audio_fault:
                 health = "FAULT (audio)"
-            streams.append({"stream": name, "fps": rt.fps, "frames": st.encoded if st else 0,
-                            "dropped": st.dropped if st else 0, "health": health,
-                            "mb": round(st.bytes / 1e6, 1) if st else 0.0})
+            streams.append({"stream": name, "state": self.stream_state(rt), "fps": rt.fps,
+                            "frames": st.encoded if st else 0, "dropped": st.dropped if st else 0,
+                            "health": health, "mb": round(st.bytes / 1e6, 1) if st else 0.0})
         free = shutil.disk_usage(self.out_root).free if self.out_root.exists() else None
         out = {"state": self.state, "stage": self.stage, "session_id": self.session_id,
                "session": str(self.session_dir), "profile": self.profile.name,
                "elapsed_s": round(self.clock.pts_s(now), 1) if self.clock else 0.0,
                "elapsed": format_duration(self.clock.pts_s(now)) if self.clock else "00:00:00",
                "streams": streams, "disk_free_gb": None if free is None else round(free / 1e9, 2),
-               "details": self.details}
+               "details": self.details, "pause_reasons": list(self.profile.section("exam")["pause_reasons"]),
+               "demo": self.profile.kind == "replay"}
         if self.pause_at_ns is not None and self.clock is not None:
             out["paused_at"] = self.clock.wall_local(self.pause_at_ns).strftime("%H:%M:%S")
         out.update(self.sensor_status())
         out["uploads_overdue"] = self.overdue_uploads()
         return out
+
+    def stream_state(self, rt) -> str:
+        """One word for the examiner: LIVE (recording), PAUSED (the session is between stages),
+        STALLED (the camera gives no frames), LOST (the stream's process or device is gone)."""
+        if not rt.ready or rt.stalled or (rt.process is not None and not rt.process.is_alive() and not rt.done):
+            return "LOST"
+        if rt.stats is not None and rt.stats.fault:
+            return "STALLED"
+        if self.state == "paused":
+            # During the pause's banner the stream still records: PAUSED once it has stopped.
+            return "PAUSED" if rt.stats is not None and rt.stats.paused else "LIVE"
+        if self.state in ("recording", "stopping"):
+            return "LIVE"
+        return self.state.upper()
 
     def overdue_uploads(self) -> list[str]:
         """Ids of earlier sessions in the output folder past their upload deadline (looked up at
@@ -165,14 +184,17 @@ class ExamControl:
         return self.sensors.status() if self.sensors is not None else {}
 
     # stages ------------------------------------------------------------------------------
-    def pause(self, reason: str, plate: str) -> dict[str, Any]:
+    def pause(self, reason: str, plate: str = "") -> dict[str, Any]:
         """End the current stage (UA II.3): a banner on every stream for the last seconds, then
-        the stage's segments close; the time, reason and plate go to the event log."""
+        the stage's segments close; the time, reason and plate go to the event log. The plate,
+        when not given, is the exam's (its details)."""
         with self._lock:
             if self.state != "recording":
                 raise IllegalTransition(f"cannot pause: the session is {self.state}")
+            plate = plate or str(self.details.get("plate") or "")
             if not reason or not plate:
-                raise IllegalTransition("pause needs the reason and the vehicle's plate (--reason, --plate)")
+                raise IllegalTransition("pause needs the reason and the vehicle's plate (--reason, --plate; "
+                                        "the plate defaults to the exam's)")
             assert self.clock is not None and self.events is not None
             # The pause rule: the banner shows for pause_banner_s, then the stage ends.
             lead_ns = round(self.profile.pause_banner_s * NS_PER_S)
@@ -188,24 +210,45 @@ class ExamControl:
             stage["end_pts_s"] = round(self.clock.pts_s(at), 6)
             self.manifest["state"] = "paused"
             self._write_manifest()
-            return {"state": "paused", "stage": self.stage, "paused_at": when, "banner": banner}
+            return {"state": "paused", "stage": self.stage, "paused_at": when, "banner": banner,
+                    "banner_s": self.profile.pause_banner_s}
 
-    def resume(self, plate: str) -> dict[str, Any]:
-        """Start the next stage: new segments, a banner for the first seconds, a resume event."""
+    def resume(self, plate: str = "") -> dict[str, Any]:
+        """Start the next stage: new segments, a banner for the first seconds, a resume event.
+
+        A resume while the pause's banner still shows (before the pause takes effect) cancels
+        the pause: the stage goes on without a gap, and the resume event says so."""
+        pause_at = self.pause_at_ns
+        if self.state == "paused" and pause_at is not None:
+            left = pause_at - time.monotonic_ns()
+            if 0 <= left < CANCEL_MARGIN_NS:
+                # Too close to the pause instant to be sure every stream hears the cancel before
+                # it: let the pause happen, then resume normally.
+                time.sleep(left / NS_PER_S + 0.1)
         with self._lock:
             if self.state != "paused":
                 raise IllegalTransition(f"cannot resume: the session is {self.state}, not paused")
+            plate = plate or str(self.details.get("plate") or "")
             if not plate:
-                raise IllegalTransition("resume needs the vehicle's plate (--plate)")
+                raise IllegalTransition("resume needs the vehicle's plate (--plate; it defaults to the exam's)")
             assert self.clock is not None and self.events is not None and self.pause_at_ns is not None
             now = time.monotonic_ns()
-            if now < self.pause_at_ns:
-                raise IllegalTransition(f"the pause takes effect at "
-                                        f"{self.clock.wall_local(self.pause_at_ns):%H:%M:%S}; resume after it")
-            self.stage += 1
             when = self.clock.wall_local(now).strftime("%H:%M:%S")
-            banner = f"RESUME {when} {plate}  STAGE {self.stage}"
             until = now + round(self.profile.pause_banner_s * NS_PER_S)
+            if now < self.pause_at_ns:
+                banner = f"RESUME {when} {plate}  STAGE {self.stage}"
+                for rt in self.streams.values():
+                    # A resume of the stage going on withdraws the pause (see the stage gate).
+                    rt.cmd_q.put(Resume(self.stage, banner, until))
+                self.pause_at_ns = None
+                self.state = "recording"
+                self.events.emit("resume", capture_ns=now, stage=self.stage, plate=plate, cancelled_pause=True)
+                self.manifest["stages"][-1]["end_pts_s"] = None
+                self.manifest["state"] = "recording"
+                self._write_manifest()
+                return {"state": "recording", "stage": self.stage, "resumed_at": when, "cancelled_pause": True}
+            self.stage += 1
+            banner = f"RESUME {when} {plate}  STAGE {self.stage}"
             for rt in self.streams.values():
                 rt.cmd_q.put(Resume(self.stage, banner, until))
             self.pause_at_ns = None

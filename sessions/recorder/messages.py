@@ -138,6 +138,15 @@ class Stats:
     skipped: int
     stage: int
     paused: bool
+    audio_dbfs: float | None = None   # the level of the newest sound block (the console's meter)
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """A small JPEG of a frame just captured, about twice a second, for the examiner's console."""
+
+    stream: str
+    jpeg: bytes
 
 
 @dataclass(frozen=True)
@@ -235,5 +244,5 @@ class Done:
     reason: str
 
 
-Report = Union[Ready, CheckDone, Stats, SegmentOpened, SegmentDiscarded, SegmentClosed, FragmentWritten,
-               StreamEvent, PhotoTaken, Paused, IoError, Done]
+Report = Union[Ready, CheckDone, Stats, Thumbnail, SegmentOpened, SegmentDiscarded, SegmentClosed,
+               FragmentWritten, StreamEvent, PhotoTaken, Paused, IoError, Done]

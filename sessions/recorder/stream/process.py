@@ -25,7 +25,7 @@ from core.clock import NS_PER_S, SessionClock
 from muxer.overlay import Overlay
 from sessions.recorder.messages import (Abort, Command, Done, IoError, Pause, PedalSpans, Ready, Report, Resume,
                                         RunCheck, SensorOverlay, Start, Stats, Stop, StreamEvent, TakePhoto,
-                                        Paused)
+                                        Paused, Thumbnail)
 from sessions.recorder.stream.check import run_check
 from sessions.recorder.stream.job import StopLine, StreamJob
 from sessions.recorder.stream.photo_sink import PhotoSink
@@ -40,6 +40,8 @@ FRAME_WAIT_S = 0.05     # how long the loop waits for a frame before looking at 
 AUDIO_QUEUE_BLOCKS = 2000
 AUDIO_FULL_WAIT_S = 1.0
 STOP_GRACE_NS = NS_PER_S // 2  # past the stop instant with no frame: the source delivers nothing more
+THUMB_INTERVAL_S = 0.5  # the console's live picture: about 2 fps
+THUMB_WIDTH = 320
 
 
 class StreamProcess:
@@ -67,6 +69,7 @@ class StreamProcess:
         self.last_pts_s: float | None = None
         self.last_frame_mono = time.monotonic()
         self.exit_reason = "stop"
+        self.next_thumbnail = 0.0
 
     # reports ---------------------------------------------------------------------------------
     def send(self, report: Report) -> None:
@@ -224,6 +227,9 @@ class StreamProcess:
                                message=f"no frame for {self.job.stall_s:.1f} s (stalled)")
                 continue
             self.last_frame_mono = time.monotonic()
+            if self.job.thumbnails and self.last_frame_mono >= self.next_thumbnail:
+                self.next_thumbnail = self.last_frame_mono + THUMB_INTERVAL_S
+                self._send_thumbnail(frame.image)
             self._poll_commands()  # what arrived while waiting (a pedal edge) applies to this frame
             t = frame.capture_ns
             if stop.passed(t):
@@ -244,6 +250,16 @@ class StreamProcess:
             self.encoded += 1
             self.last_pts_s = pts_s
         segments.stop(gate.stage, gate.paused)
+
+    def _send_thumbnail(self, image) -> None:
+        """A small JPEG of the frame just captured, for the console (a nearest-neighbour downscale
+        and the encode of a 320-pixel-wide picture: well under a millisecond each)."""
+        import cv2
+        h, w = image.shape[:2]
+        small = cv2.resize(image, (THUMB_WIDTH, max(2, h * THUMB_WIDTH // w)), interpolation=cv2.INTER_NEAREST)
+        ok, jpg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 70])
+        if ok:
+            self.send(Thumbnail(self.name, jpg.tobytes()))
 
     def _disk_error(self, exc: OSError) -> None:
         """The disk is full (or failing): say so and stop, the open segment cut back to its last
@@ -266,7 +282,16 @@ class StreamProcess:
                      encoded=self.encoded, bytes=self.segments.bytes if self.segments else 0,
                      last_pts_s=self.last_pts_s, fault=v.faulted if v else False,
                      audio_fault=a.faulted if a else False, queue=v.queue.qsize() if v else 0,
-                     skipped=v.skipped if v else 0, stage=self.gate.stage, paused=self.gate.paused)
+                     skipped=v.skipped if v else 0, stage=self.gate.stage, paused=self.gate.paused,
+                     audio_dbfs=_dbfs(a.latest.samples) if a is not None and a.latest is not None else None)
+
+
+def _dbfs(samples) -> float:
+    """Level of a block of 16-bit samples in dB full scale (-120 for silence)."""
+    import numpy as np
+    x = samples.astype(np.float32)
+    rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
+    return round(20 * float(np.log10(rms / 32768)), 1) if rms > 0.33 else -120.0
 
 
 def run_stream(job: StreamJob, out_conn, cmd_q) -> None:

@@ -50,6 +50,7 @@ class SourceThread(Generic[Item]):
         self.faulted = False      # the device is not delivering; the thread reopens it
         self.captured = 0         # items taken from the device in this run
         self.dropped = 0          # items the consumer could not take in time
+        self.latest: Any = None   # the newest item captured
         self._skipped_base: int | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -152,6 +153,7 @@ class SourceThread(Generic[Item]):
             if self.skip_before_start and item.capture_ns < clock.start_ns:
                 continue
             self.captured += 1
+            self.latest = item        # what the console's meter looks at (read, never consumed)
             self._put(item)
             if stop.passed(item.capture_ns):
                 break

@@ -5,6 +5,7 @@ The pause rule, as the stream sees it (the controller decides the instants, sess
 exam.py): the PAUSE banner is drawn on frames captured from ``at - banner lead``; the first frame
 captured at or after ``at`` ends the stage (its segment closes there) and no frame is recorded
 until a resume, whose banner is drawn on the new stage's frames captured before its end instant.
+A resume of the current stage before ``at`` withdraws the pause (and shows its own banner).
 Everything is decided by each frame's capture stamp, so every stream cuts at the same instant.
 """
 from __future__ import annotations
@@ -37,6 +38,10 @@ class StageGate:
         self._pause_banner_from_ns = cmd.at_ns - cmd.banner_lead_ns
 
     def resume(self, cmd: Resume) -> None:
+        if cmd.stage == self.stage and not self.paused:
+            # A resume of the stage going on: the pause not yet in effect is withdrawn (the
+            # examiner resumed during the banner), and the stage goes on without a cut.
+            self.pause_at_ns = None
         self.stage = cmd.stage
         self.paused = False
         self.overlay.stage = cmd.stage

@@ -1,0 +1,32 @@
+// The console's words in Ukrainian and English; the profile's [console] language is the default,
+// the EN/UK button switches (kept in this browser).
+window.I18N = {
+  uk: {
+    idle: "ОЧІКУВАННЯ", starting: "ПЕРЕВІРКА", recording: "ЗАПИС", paused: "ПАУЗА", stopping: "ЗБЕРЕЖЕННЯ",
+    stage: "Етап", sound: "Звук", brake: "ГАЛЬМО", clutch: "ЗЧЕПЛЕННЯ", disk: "Диск", hours: "год",
+    uploads: "Не вивантажено", start: "Почати", pause: "Пауза", resume: "Продовжити", photo: "Фото",
+    stop: "Стоп", new_exam: "Новий іспит", candidate: "Кандидат (ПІБ)", candidate_id: "Документ кандидата",
+    exam: "Іспит", practical: "практичний", theory: "теоретичний", examiner: "Екзаменатор",
+    plate: "Номерний знак", centre: "Центр", cancel: "Скасувати", pause_reason: "Пауза: причина",
+    other_reason: "Інша причина", stop_confirm: "Зупинити іспит і зберегти запис?", saved: "Збережено",
+    ok: "OK", pausing_in: "Пауза через", session: "Сесія", duration: "Тривалість", verify: "Перевірка",
+    folder: "Тека", ack: "Прийнято", fault: "Несправність", no_fix: "немає фіксації",
+    LIVE: "НАЖИВО", PAUSED: "ПАУЗА", STALLED: "ЗАВИСЛА", LOST: "ВТРАЧЕНО", IDLE: "ОЧІКУВАННЯ",
+    STARTING: "ПЕРЕВІРКА", STOPPING: "ЗБЕРЕЖЕННЯ", dropped: "втрачено кадрів", need_reason: "Оберіть або введіть причину",
+    photo_taken: "Фото зроблено", refused: "Відмовлено",
+  },
+  en: {
+    idle: "IDLE", starting: "CHECKING", recording: "REC", paused: "PAUSED", stopping: "SAVING",
+    stage: "Stage", sound: "Sound", brake: "BRAKE", clutch: "CLUTCH", disk: "Disk", hours: "h",
+    uploads: "Uploads due", start: "Start", pause: "Pause", resume: "Resume", photo: "Photo",
+    stop: "Stop", new_exam: "New exam", candidate: "Candidate (full name)", candidate_id: "Candidate ID",
+    exam: "Exam", practical: "practical", theory: "theory", examiner: "Examiner",
+    plate: "Plate", centre: "Centre", cancel: "Cancel", pause_reason: "Pause: reason",
+    other_reason: "Other reason", stop_confirm: "Stop the exam and save the recording?", saved: "Saved",
+    ok: "OK", pausing_in: "Pause in", session: "Session", duration: "Duration", verify: "Verify",
+    folder: "Folder", ack: "Acknowledge", fault: "Fault", no_fix: "no fix",
+    LIVE: "LIVE", PAUSED: "PAUSED", STALLED: "STALLED", LOST: "LOST", IDLE: "IDLE",
+    STARTING: "CHECKING", STOPPING: "SAVING", dropped: "dropped frames", need_reason: "Pick or type a reason",
+    photo_taken: "Photo taken", refused: "Refused",
+  },
+};
