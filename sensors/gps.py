@@ -166,6 +166,7 @@ class GpsState:
     last_report_ns: int | None = None
     speed_mps: float | None = None  # the speed to show, see the module docstring
     speed_source: str | None = None
+    speed_fix: GpsFix | None = None  # the report that speed came from
 
     @property
     def speed_kmh(self) -> float | None:
@@ -563,7 +564,7 @@ class GpsReader:
                 speed = {}
                 # gpsd's estimate only when the receiver sends no speed of its own.
                 if fix.speed_source == "receiver" or (fix.speed_source == "gpsd" and not self._receiver_sends_speed(stamp)):
-                    speed = {"speed_mps": fix.speed_mps, "speed_source": fix.speed_source}
+                    speed = {"speed_mps": fix.speed_mps, "speed_source": fix.speed_source, "speed_fix": fix}
                 self._state = replace(self._state, last_fix=fix, last_report_ns=stamp, **speed)
             self._set_fix(True, stamp, f"fix mode {fix.mode}", mode=fix.mode)
         else:

@@ -35,8 +35,13 @@ class SessionTruth:
         fixes: list[tuple[int, float | None, bool]] = []
         tele = session / "telemetry.jsonl"
         if tele.exists():
-            for line in tele.read_text().splitlines():
-                rec = json.loads(line)
+            recs = [json.loads(line) for line in tele.read_text().splitlines()]
+            # The picture shows the receiver's own speed; gpsd's estimates (marked "gpsd") only
+            # from a receiver that sends none, so with receiver speeds about they are no truth.
+            receiver = any(r.get("speed_source") == "receiver" for r in recs)
+            for rec in recs:
+                if receiver and rec.get("speed_source") == "gpsd":
+                    continue
                 if rec["type"] == "gps":
                     speed = rec.get("speed")
                     fix = rec.get("mode", 0) >= 2 and "lat" in rec

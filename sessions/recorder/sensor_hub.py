@@ -83,10 +83,12 @@ class SensorHub:
             self.pedals.set_clock(clock)
         if self.gps is not None:
             self.gpx = GpxWriter(self.session_dir / ROUTE_NAME, name=session_id, start_utc=started_utc, clock=clock)
-            # The fix the session starts with (the overlay shows it from the first frame on).
-            last = self.gps.state().last_fix
-            if last is not None:
-                self._on_fix(last)
+            # The fix the session starts with (the overlay shows it from the first frame on), and
+            # the receiver's report whose speed the first frames show when that was an earlier one.
+            st = self.gps.state()
+            for fix in sorted({id(f): f for f in (st.speed_fix, st.last_fix) if f is not None}.values(),
+                              key=lambda f: f.capture_ns):
+                self._on_fix(fix)
         self._streams = streams
         # The readers ran during the checks: the manifest counts what happened in the session only.
         self._baseline = self._raw_counters()
