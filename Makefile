@@ -42,8 +42,9 @@ bench: apt $(STAMP)
 	$(PY) bench/throughput.py
 	$(PY) bench/console.py
 
+# Prints the seeds (replay: EXAMREC_CRASH_SEED=<seed> make soak) and the loss per stream and rate.
 soak: apt $(STAMP)
-	$(PY) -m pytest -q -m soak -o addopts="" tests/test_crash.py
+	$(PY) -m pytest -q -s -m soak -o addopts="" tests/test_crash.py
 
 clean:
 	rm -rf $(VENV) recordings .pytest_cache

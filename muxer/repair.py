@@ -5,14 +5,20 @@ then moof+mdat pairs; a cleanly closed one has a regular moov at the end. After 
 cut, the file ends somewhere in a fragment, or has zeros where unsynced data never reached the
 disk. We walk the top-level boxes, accept each fragment that is complete (and whose bytes match
 fragments.jsonl where it has a record), and cut after the last good one. The cut bytes are moved
-aside, never deleted, and nothing before the cut is rewritten.
+aside, never deleted, and nothing before the cut is rewritten. :func:`append_index` then closes
+the segment as the muxer would have (a regular moov after the fragments), so every player sees
+its length and seeks in it.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from core import durable
+from muxer.mp4_index import NotIndexable, boxes, build_index, reopened
 
 KNOWN_TOP = {b"ftyp", b"free", b"moov", b"mdat", b"moof", b"mfra", b"sidx", b"styp", b"skip", b"wide", b"udta", b"uuid"}
 
@@ -198,3 +204,76 @@ def _matches(data: bytes, rec: dict) -> bool:
     else:
         chunk = data[rec["offset"]:rec["end"]]
     return hashlib.sha256(chunk).hexdigest() == rec["sha256"]
+
+
+@dataclass
+class IndexResult:
+    """The index appended to a segment cut off before its close (see :mod:`muxer.mp4_index`)."""
+
+    offset: int          # where the index (a regular moov) starts: the end of the last fragment
+    size: int            # its length; the file ends right after it
+    header_at: int       # the 8 bytes turned from a free header into the mdat header
+
+    def to_json(self) -> dict:
+        return {"offset": self.offset, "size": self.size}
+
+
+def append_index(path: Path) -> IndexResult:
+    """Close a segment that holds only complete fragments (trimmed by :func:`scan_segment`) as
+    the muxer's close would: append a regular moov indexing every sample, then turn the
+    placeholder's header into the mdat header reaching it, so every player finds its length and
+    can seek. No byte of a fragment changes; the moov is appended and fsynced before the header
+    is rewritten, so a cut in between leaves a file :func:`scan_segment` trims back.
+    Raises ``mp4_index.NotIndexable`` when the file is not such a segment."""
+    path = Path(path)
+    data = path.read_bytes()
+    plan = build_index(data)
+    fd = durable.open_fd(path, os.O_WRONLY)
+    try:
+        durable.pwrite(fd, plan.moov, plan.end)
+        durable.fsync(fd)
+        durable.pwrite(fd, plan.header, plan.header_at)
+        durable.fsync(fd)
+    finally:
+        durable.close(fd)
+    return IndexResult(plan.end, len(plan.moov), plan.header_at)
+
+
+def index_problem(path: Path, offset: int, size: int) -> str | None:
+    """Is the end of ``path`` exactly the index :func:`append_index` computes from its first
+    ``offset`` bytes? None when it is, else what differs (the index is a function of the
+    fragments before it, so any change to it, or to them, shows here)."""
+    data = Path(path).read_bytes()
+    if len(data) != offset + size:
+        return f"the file has {len(data)} bytes; fragments up to {offset} and an index of {size} make {offset + size}"
+    top = boxes(data, 0, offset)
+    at = next((b.start for b in top if b.type == b"mdat" and b.header == 8), None)
+    if at is None:
+        return "no mdat header spanning the fragments"
+    try:
+        plan = build_index(reopened(data[:offset], at))
+    except NotIndexable as exc:
+        return f"the fragments before the index cannot be indexed ({exc})"
+    if plan.header != data[at:at + 8]:
+        return f"the mdat header at {at} does not reach the index"
+    if plan.moov != data[offset:]:
+        return "the index differs from the one its fragments give (changed)"
+    return None
+
+
+def index_segment(path: Path) -> tuple[IndexResult | None, str]:
+    """Give a segment without its closing index one (:func:`append_index`). Returns the index
+    and what was done. A file that already ends with the index its fragments give (a repair cut
+    off after indexing) keeps it; a file the muxer closed, or one that cannot be indexed, is
+    left as it is (None, and why)."""
+    path = Path(path)
+    data = path.read_bytes()
+    top = boxes(data)
+    if len(top) >= 2 and top[-1].type == b"moov" and top[-2].type == b"mdat" and top[-1].end == len(data):
+        if index_problem(path, top[-1].start, top[-1].size) is None:
+            return IndexResult(top[-1].start, top[-1].size, top[-2].start), "indexed by an earlier repair"
+        return None, "closed by the recorder"
+    try:
+        return append_index(path), "index appended"
+    except NotIndexable as exc:
+        return None, f"left fragmented: {exc}"

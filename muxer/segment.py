@@ -7,6 +7,7 @@ are the session timeline: PTS = capture time - session start, in every segment.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +21,7 @@ from core.clock import NS_PER_S, SessionClock
 from core.profile import EncoderSpec
 
 from muxer.fragment_file import FragmentFile, FragmentRecord
+from muxer.fragment_flush import FragmentFlush
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,16 @@ class AudioTimeline:
 
 
 class SegmentWriter:
-    """Writes one segment file; ``close()`` finalises it into a regular seekable MP4."""
+    """Writes one segment file; ``close()`` finalises it into a regular seekable MP4.
+
+    What a kill can cost is how long a captured frame waits before its fragment is written. Two
+    things made slow streams wait far longer than ``fragment_ms``: the encoder held one frame
+    back (x264 without ``tune=zerolatency``), and the muxer ends a fragment only when a later
+    packet arrives (a 10 fps frame waited for the two frames after it: 0.3 s). So the encoder
+    holds nothing, and :meth:`flush_if_due` ends the open fragment as soon as its oldest sample
+    is ``fragment_ms`` old: the stream loop calls it whenever it wakes without a frame, and
+    :meth:`wait_s` tells it how long it may sleep.
+    """
 
     def __init__(self, path: Path, rel: str, settings: SegmentSettings, clock: SessionClock,
                  on_fragment: Callable[[FragmentRecord], None] | None = None,
@@ -121,9 +132,15 @@ class SegmentWriter:
         self.rel = rel
         self.settings = settings
         self.clock = clock
-        self.file = file_type(self.path, settings.fsync_interval_ms * 1_000_000, on_fragment, on_sync)
+        self._user_on_fragment = on_fragment
+        self.file = file_type(self.path, settings.fsync_interval_ms * 1_000_000, self._fragment_written, on_sync)
         self.container = av.open(self.file, "w", format="mp4",
                                  options=container_options(settings.fragment_ms, settings.audio))
+        self._flusher = FragmentFlush(self.container)
+        self.max_age_ns = settings.fragment_ms * 1_000_000
+        self.forced_fragments = 0       # fragments ended by flush_if_due (the rest by the muxer)
+        self._open_since_ns: int | None = None  # capture time of the oldest sample not yet written
+        self._written_marker = 0        # counts written fragments, to see a flush inside mux()
         vs = self.container.add_stream("libx264", rate=Fraction(settings.fps).limit_denominator(1001))
         vs.width, vs.height, vs.pix_fmt = settings.width, settings.height, "yuv420p"
         vs.time_base = VIDEO_TB
@@ -131,7 +148,9 @@ class SegmentWriter:
         cc.time_base = VIDEO_TB
         cc.gop_size = settings.gop
         cc.thread_count = 1  # one thread per stream: the streams themselves use the cores
-        opts = {"preset": settings.encoder.preset}
+        # zerolatency: x264 returns each frame's packet at once (ultrafast alone held one frame
+        # back; slower presets hold 4-11 for lookahead and B-frames): a held frame is a lost one.
+        opts = {"preset": settings.encoder.preset, "tune": "zerolatency"}
         if settings.encoder.crf is not None:
             opts["crf"] = str(settings.encoder.crf)
         else:
@@ -164,7 +183,14 @@ class SegmentWriter:
         frame.pts = pts
         frame.time_base = VIDEO_TB
         for packet in self.video.encode(frame):
-            self.container.mux(packet)
+            if not packet.duration:
+                # A fragment ended before the next frame exists takes its last sample's length
+                # from here. The muxer moves a next frame that starts before that guess ends
+                # to where it ends, so guess short (half a frame), not the nominal interval: a
+                # camera's jitter never shifts a frame. Where the next frame came before the
+                # fragment ended, the muxer uses the true length instead.
+                packet.duration = max(1, self._frame_ticks // 2)
+            self._mux(packet)
         self.frames += 1
         pts_s = pts / 90000
         if self.first_pts_s is None:
@@ -185,10 +211,72 @@ class SegmentWriter:
         frame.pts = pts
         frame.time_base = AUDIO_TB
         for packet in self.audio.encode(frame):
-            self.container.mux(packet)
+            self._mux(packet)
         if self.audio_first_pts is None:
             self.audio_first_pts = pts
         self.audio_end_pts = pts + samples.shape[0]
+
+    # fragments ---------------------------------------------------------------------------
+    @property
+    def _frame_ticks(self) -> int:
+        return max(1, round(90000 / self.settings.fps))
+
+    def _fragment_written(self, record: FragmentRecord) -> None:
+        if record.kind == "fragment":
+            self._written_marker += 1
+        if self._user_on_fragment is not None:
+            self._user_on_fragment(record)
+
+    def _mux(self, packet: av.Packet) -> None:
+        """Mux one packet and keep track of the oldest sample not yet in a written fragment."""
+        before = self._written_marker
+        self.container.mux(packet)
+        if packet.pts is None:
+            return
+        sample_ns = self.clock.start_ns + round(float(packet.pts * packet.time_base) * NS_PER_S)
+        if self._written_marker != before:
+            # The muxer ended the fragment before this packet: the open one starts with it.
+            self._open_since_ns = sample_ns
+        elif self._open_since_ns is None or sample_ns < self._open_since_ns:
+            self._open_since_ns = sample_ns
+
+    @property
+    def can_flush(self) -> bool:
+        """Whether fragments can be ended on demand with this PyAV (see muxer.fragment_flush)."""
+        return self._flusher.available
+
+    def due_ns(self) -> int | None:
+        """When the open fragment must be written (its oldest sample is then ``fragment_ms``
+        old); None when everything muxed is written already."""
+        if self._open_since_ns is None or not self._flusher.available or self.closed:
+            return None
+        return self._open_since_ns + self.max_age_ns
+
+    def wait_s(self, longest: float, now_ns: int | None = None) -> float:
+        """How long the caller may wait for the next frame before :meth:`flush_if_due` is due."""
+        due = self.due_ns()
+        if due is None:
+            return longest
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        return min(longest, max(0.0, (due - now) / NS_PER_S))
+
+    def flush_if_due(self, now_ns: int | None = None) -> bool:
+        """Write the open fragment if its oldest sample is ``fragment_ms`` old (capture clock).
+        Returns whether a fragment was ended. Raises OSError as writing does (disk full)."""
+        due = self.due_ns()
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        if due is None or now < due:
+            return False
+        before = self._written_marker
+        try:
+            self._flusher.flush()
+        except OSError as exc:
+            raise (self.file.error or exc) from None  # the file layer's own error (ENOSPC) says more
+        self._open_since_ns = None
+        if self._written_marker != before:
+            self.forced_fragments += 1
+            return True
+        return False
 
     def close(self) -> SegmentResult:
         """Flush the encoders and finalise the file (regular MP4 with a moov at the end)."""

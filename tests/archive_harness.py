@@ -41,7 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 IAM_TEMPLATE = ROOT / "hw-profiles" / "seaweedfs-iam.json"
 TEMPLATE_BUCKET = "examrec"
 IDENTITY = {"admin": "examrec-admin", "officer": "examrec-officer", "head": "examrec-head",
-            "recorder": "examrec-recorder"}
+            "recorder": "examrec-recorder",
+            # A second recorder of the IAM file: its S3 keys must not write into the first one's inbox.
+            "recorder2": "examrec-recorder-2"}
 USERS = {"olena": "officer", "car7": "recorder", "boss": "head"}
 PASSWORDS = {"olena": "officer-pass-1", "car7": "recorder-pass-1", "boss": "head-pass-1"}
 # What the forms print for each login: people by full name, the recorder by its inventory number.

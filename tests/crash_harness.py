@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,40 +20,38 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTOR = 512
 
 
+# The rates the profiles use (hw-profiles/*.toml): every one is killed and cut, and its loss
+# measured against the same bounds.
+STREAM_FPS = {"cabin": 25.0, "road": 30.0, "pedal": 25.0, "room": 15.0, "screen": 10.0}
+
+
 def crash_profile(tmp: Path, segment_s: int = 2) -> Path:
-    """Three light streams (one with audio), short segments so kills land on rotations too."""
+    """Light streams at every rate the profiles use (one with audio), short segments so kills
+    land on rotations too. The control socket sits in ``tmp``: crash runs of several checkouts
+    on one machine must not find each other's recorder."""
+    streams = "".join(f'''
+[[streams]]
+name = "{name}"
+source = "{'clip:' + str(ROOT / 'bench/fixtures/pedal-cam.mp4') if name == 'pedal' else 'pattern:'}"
+width = 320
+height = 240
+fps = {fps:g}
+{('audio = "wav:' + str(ROOT / 'bench/fixtures/cabin.wav') + '"') if name == 'cabin' else ''}
+''' for name, fps in STREAM_FPS.items())
     text = f'''
 name = "crash"
 kind = "replay"
 segment_s = {segment_s}
 fragment_ms = 120
 fsync_interval_ms = 500
+control_socket = "{tmp / 'crash.sock'}"
 [checks]
 sample_s = 1.0
 [encoder]
 preset = "ultrafast"
 crf = 28
 gop = 25
-[[streams]]
-name = "cabin"
-source = "pattern:"
-width = 320
-height = 240
-fps = 25
-audio = "wav:{ROOT}/bench/fixtures/cabin.wav"
-[[streams]]
-name = "road"
-source = "pattern:"
-width = 320
-height = 240
-fps = 25
-[[streams]]
-name = "pedal"
-source = "clip:{ROOT}/bench/fixtures/pedal-cam.mp4"
-width = 320
-height = 240
-fps = 25
-'''
+{streams}'''
     path = tmp / "crash.toml"
     path.write_text(text)
     return path
@@ -92,17 +89,47 @@ def session_clock(session: Path):
     return SessionClock.from_json(m["clock"])
 
 
-def wait_for_exit(pids: list[int], timeout: float = 20) -> None:
+def wait_for_exit(pids: list[int], timeout: float = 20, sid: int | None = None) -> list[int]:
+    """Wait for the processes to end; return those still alive at the deadline (killed then, so
+    a failing run leaves nothing behind). With ``sid``, a pid counts only while it is still in
+    that session (the recorder's), so a pid the kernel reused for something else is not blamed."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(Path(f"/proc/{p}").exists() and "zombie" not in _state(p) for p in pids):
-            return
+    while True:
+        alive = [p for p in pids if _alive(p) and (sid is None or _sid(p) == sid)]
+        if not alive or time.monotonic() >= deadline:
+            break
         time.sleep(0.05)
-    for p in pids:
+    for p in alive:
         try:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    return alive
+
+
+def session_processes(sid: int) -> list[int]:
+    """Every live process in session ``sid``: the recorder runs in its own session
+    (start_new_session), so these are all it started, however they were started."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid)
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def _state(pid: int) -> str:
@@ -113,6 +140,16 @@ def _state(pid: int) -> str:
     except OSError:
         return "gone zombie"
     return ""
+
+
+def frame_times(session: Path, stream: str) -> list[float]:
+    """PTS of every frame of ``stream`` in the session, sorted (PyAV, decoding)."""
+    import av
+    times = []
+    for path in sorted((session / stream).glob("*.mp4")):
+        with av.open(str(path)) as c:
+            times += [float(f.pts * f.time_base) for f in c.decode(video=0)]
+    return sorted(times)
 
 
 def kept_until(session: Path, stream: str, before_pts: float, fps: float) -> float | None:
@@ -130,10 +167,30 @@ def kept_until(session: Path, stream: str, before_pts: float, fps: float) -> flo
 
 
 def ffprobe_ok(path: Path) -> bool:
+    """ffprobe reads every frame of the file's first stream without a word on stderr."""
     r = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries", "stream=nb_read_frames",
                         "-of", "csv=p=0", str(path)], capture_output=True, text=True)
     counts = [int(x) for x in r.stdout.split() if x.strip().isdigit()]
     return r.returncode == 0 and not r.stderr.strip() and bool(counts) and counts[0] > 0
+
+
+def only_index_added(old: bytes, new: bytes, index: dict | None) -> str | None:
+    """What repair may do to a segment: keep a prefix of it, and (when it records an ``index``)
+    append that index and turn the 8-byte placeholder header into the mdat header reaching it.
+    None when that is all that changed, else what else did."""
+    kept = index["offset"] if index else len(new)
+    if kept > len(old):
+        return f"repair kept {kept} bytes of a {len(old)}-byte file"
+    diff = [i for i in range(kept) if old[i] != new[i]] if old[:kept] != new[:kept] else []
+    if diff:
+        from muxer.mp4_index import boxes
+        at = next((b.start for b in boxes(new, 0, kept) if b.type == b"mdat" and b.header == 8), None)
+        if index is None or at is None or diff[0] < at or diff[-1] >= at + 8 \
+                or old[at + 4:at + 8] not in (b"free", b"mdat"):
+            return f"bytes {diff[0]}-{diff[-1]} changed, not just the placeholder header"
+    if index is not None and len(new) != kept + index["size"]:
+        return f"{len(new) - kept} bytes follow the fragments, the index is {index['size']}"
+    return None
 
 
 # --- power-cut emulation -------------------------------------------------------------------
@@ -265,3 +322,66 @@ def rebuild_after_cut(ops: list[Op], cut_t: int, src_root: Path, dst_root: Path,
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(bytes(content))
     return stats
+
+
+# --- what players say a file lasts -------------------------------------------------------------
+
+def ffprobe_duration(path: Path) -> float | None:
+    r = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+                       capture_output=True, text=True)
+    try:
+        return float(r.stdout.strip())
+    except ValueError:
+        return None
+
+
+def mediainfo_duration(path: Path) -> float | None:
+    r = subprocess.run(["mediainfo", "--Inform=General;%Duration%", str(path)], capture_output=True, text=True)
+    try:
+        return float(r.stdout.strip()) / 1000
+    except ValueError:
+        return None
+
+
+def gstreamer_duration(path: Path) -> float | None:
+    """GStreamer's qtdemux, through gst-discoverer-1.0 ("Duration: 0:00:07.020000000")."""
+    r = subprocess.run(["gst-discoverer-1.0", str(path)], capture_output=True, text=True, timeout=60)
+    for line in r.stdout.splitlines():
+        if line.strip().startswith("Duration:"):
+            h, m, s = line.split(":", 1)[1].strip().split(":")
+            return int(h) * 3600 + int(m) * 60 + float(s)
+    return None
+
+
+def chromium_durations(paths: list[Path]) -> dict[Path, float | None]:
+    """What a <video> element in Debian's headless chromium says each file lasts."""
+    import shutil as _shutil
+    import tempfile
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    profile = Path(tempfile.mkdtemp(prefix="examrec-chromium-"))
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
+                "--allow-file-access-from-files"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_script_timeout(60)
+    out: dict[Path, float | None] = {}
+    try:
+        for path in paths:
+            page = path.with_suffix(".html")
+            page.write_text(f'<!doctype html><video preload="metadata" src="{path.name}"></video>')
+            driver.get(page.as_uri())
+            out[path] = driver.execute_async_script("""
+                const done = arguments[arguments.length - 1], v = document.querySelector('video');
+                const report = () => done(isFinite(v.duration) ? v.duration : null);
+                if (v.readyState >= 1) report();
+                else { v.addEventListener('loadedmetadata', report); v.addEventListener('error', () => done(null)); }
+            """)
+            page.unlink()
+    finally:
+        driver.quit()
+        _shutil.rmtree(profile, ignore_errors=True)
+    return out

@@ -203,3 +203,43 @@ def test_without_a_zone_setting_forms_use_the_machines_zone(monkeypatch):
     views = {"devices": JournalView("devices", [e], [])}
     assert "02.03.2026 12:00" in render_form(views, "kz-annex1", Settings()).html
     assert "02.03.2026 09:00" in render_form(views, "kz-annex1", Settings(timezone="Europe/Kyiv")).html
+
+
+def test_a_forged_row_is_marked_on_the_printed_page_itself(tmp_path):
+    """An entry no authorised key signed, chained correctly into a folder archive's journal by
+    someone who can write the folder, is printed (never dropped silently) and marked on the form:
+    its row is set apart and followed by a line saying it is no journal entry; the genuine rows
+    carry no mark; the verification note names the row and why."""
+    import json
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from sessions.archive.journals import entry_signed_bytes
+    from sessions.evidence.chain import line_hash
+    from sessions.evidence.signing import public_key_hex
+    a = make_archive("file", tmp_path / "a")
+    assert a.cli("archive", "find").rc == 0
+    journal = Path(a.url.removeprefix("file://")) / "journals" / "access.jsonl"
+    last = journal.read_bytes().splitlines()[-1]
+    fresh = Ed25519PrivateKey.generate()
+    rec = {"entry": json.loads(last)["entry"] + 1, "type": "access", "t_utc": "2026-12-01T10:00:00.000000Z",
+           "user": "olena", "role": "officer", "host": "office-pc", "command": "archive release",
+           "target": "all", "result": "ok", "detail": "", "signer": public_key_hex(fresh),
+           "prev_sha256": line_hash(last)}
+    rec["signature"] = fresh.sign(entry_signed_bytes(rec)).hex()
+    with open(journal, "ab") as fh:
+        fh.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+
+    page, note = tmp_path / "access.html", tmp_path / "access.note.txt"
+    r = a.cli("archive", "journal", "print", "access", "--form", "table", "--out", page, "--note", note)
+    assert r.rc == 1, r.out + r.err                              # the journal is not intact: exit 1
+    html = page.read_text(encoding="utf-8")
+    tbody = html[html.index("<tbody>"):html.index("</tbody>")]
+    rows = re.findall(r"<tr( class=\"[^\"]*\")?>(.*?)</tr>", tbody, re.S)
+    forged = [i for i, (cls, _) in enumerate(rows) if cls == ' class="forged"']
+    assert len(forged) == 1 and "archive release" in rows[forged[0]][1]
+    cls, note_row = rows[forged[0] + 1]
+    assert cls == ' class="forged-note"' and "ПІДРОБЛЕНИЙ ЗАПИС" in note_row
+    number = re.search(r'<td class="no">(\d+)', rows[forged[0]][1]).group(1)
+    genuine = [body for cls, body in rows if not cls]
+    assert len(genuine) >= 2 and not any("&#x2716;" in b or "✖" in b or "ПІДРОБЛЕНИЙ" in b for b in genuine)
+    text = note.read_text(encoding="utf-8")
+    assert f"row {number} is marked FORGED on the page: access #{rec['entry']}: signed by an unregistered key" in text

@@ -331,7 +331,8 @@ def test_verify_still_reads_format_1(tmp_path):
 # --- 3. journals written with a recorder's S3 keys ---------------------------------------------
 
 def _next_access_entry(a, record: dict, key: Ed25519PrivateKey | None) -> tuple[str, bytes]:
-    """The next numbered access entry, correctly chained, as the recorder's keys can PUT it."""
+    """The next numbered access entry, correctly chained, as anyone with write access under
+    journals/ could PUT it (a recorder's keys no longer can)."""
     from sessions.archive.journals import entry_signed_bytes
     from sessions.evidence.signing import public_key_hex
     lines = a.backend("officer").journal_read("access")
@@ -344,14 +345,114 @@ def _next_access_entry(a, record: dict, key: Ed25519PrivateKey | None) -> tuple[
     return f"journals/access/{n:010d}.json", json.dumps(rec, separators=(",", ":")).encode() + b"\n"
 
 
+def _denied(call, **kw) -> str:
+    from botocore.exceptions import ClientError
+    with pytest.raises(ClientError) as exc:
+        call(**kw)
+    return exc.value.response["Error"]["Code"]
+
+
+def test_a_recorders_s3_keys_write_only_its_own_uploads_and_the_office_journals_them(s3_archive, tmp_path):
+    """With only the recorder's credentials (as on a recorder): no password, no settings read, no
+    journal write, no other recorder's inbox; the upload still works and its receipt reaches the
+    uploads journal, signed by the office, at the officer's next command."""
+    a = s3_archive
+    s = a.session()
+    conn = a.server.connection_file(tmp_path / "recorder.toml", roles=("recorder",))
+    r = a.cli("upload", "--out", a.out, "--json", user="car7",
+              env={"EXAMREC_ARCHIVE_CONFIG": str(conn), "EXAMREC_PASSWORD": None})
+    assert r.rc == 0, r.out + r.err
+    (res,) = r.json()["results"]
+    assert res["status"] == "uploaded" and res["local_deleted"] and res["journal_entry"] is None
+    assert not s.exists()
+
+    rec, rec2, bucket = a.server.client("recorder"), a.server.client("recorder2"), a.bucket
+    assert _denied(rec.get_object, Bucket=bucket, Key="examrec/config.json") == "AccessDenied"
+    for key in ("journals/uploads/0000000001.json", "journals/access/0000000099.json", "journals/access/zz",
+                "journals/holds/0000000001.json"):
+        assert _denied(rec.put_object, Bucket=bucket, Key=key, Body=b"{}") == "AccessDenied", key
+    assert _denied(rec.put_object, Bucket=bucket, Key="inbox/examrec-recorder-2/uploads/x.json",
+                   Body=b"{}") == "AccessDenied"
+    assert _denied(rec2.put_object, Bucket=bucket, Key="inbox/examrec-recorder/uploads/x.json",
+                   Body=b"{}") == "AccessDenied"
+    assert _denied(rec.list_objects_v2, Bucket=bucket, Prefix="inbox/") == "AccessDenied"
+
+    admin = a.server.client("admin")
+    waiting = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=bucket, Prefix="inbox/").get("Contents", []))
+    assert [k.split("/")[2] for k in waiting] == ["access", "uploads", "uploads"], waiting
+    assert all(k.startswith("inbox/examrec-recorder/") for k in waiting)
+    assert not [jl for jl in a.backend("officer").journal_read("uploads")]       # nothing journaled yet
+
+    found = a.cli("archive", "find", "--json")                                  # the officer's next command
+    assert found.rc == 0, found.err
+    assert [x["session_id"] for x in found.json()] == [s.name]
+    assert not admin.list_objects_v2(Bucket=bucket, Prefix="inbox/").get("KeyCount")
+    lines = a.backend("officer").journal_read("uploads")
+    entries = [json.loads(jl.data) for jl in lines]
+    assert [e["type"] for e in entries] == ["upload", "device-deleted"]
+    up = entries[0]
+    assert up["user"] == "car7" and up["role"] == "recorder" and up["ingested_by"] == "olena"
+    assert up["session_id"] == s.name and up["recorded"]["session_id"] == s.name
+    assert up["recorded"]["signature"] != up["signature"]                      # the recorder's and the office's
+    listing = a.cli("archive", "journal", "list", "uploads")
+    assert listing.rc == 0 and "FORGED" not in listing.out, listing.out + listing.err
+    access = a.cli("archive", "journal", "list", "access", "--json")
+    assert any(e.get("user") == "car7" and e.get("command") == "upload" for e in access.json()["entries"]), access.out
+
+    # A second officer command finds nothing more to ingest: no entry twice.
+    assert a.cli("archive", "find").rc == 0
+    assert len(a.backend("officer").journal_read("uploads")) == 2
+
+
+def test_an_inbox_entry_no_recorder_signed_is_refused_or_shown_forged(s3_archive, tmp_path, caplog):
+    """The recorder's keys can leave anything in its own inbox. An entry changed after signing, or
+    for a journal a recorder may not write, is never ingested and is named at every command; one
+    signed by a key no recorder registered is journaled and marked FORGED, never shown as genuine."""
+    from sessions.archive.journals import entry_signed_bytes
+    from sessions.evidence.signing import public_key_hex
+    a = s3_archive
+    assert a.cli("archive", "find").rc == 0
+    fresh = Ed25519PrivateKey.generate()
+
+    def signed(**over) -> bytes:
+        rec = {"journal": "uploads", "type": "upload", "t_utc": "2026-12-01T10:00:00Z", "user": "car7",
+               "role": "recorder", "host": "x", "session_id": "20261201T100000Z-replay-ffffff",
+               "signer": public_key_hex(fresh), **over}
+        rec["signature"] = fresh.sign(entry_signed_bytes(rec)).hex()
+        return json.dumps(rec).encode()
+
+    changed = json.loads(signed())
+    changed["session_id"] = "20261201T100000Z-replay-eeeeee"
+    client = a.server.client("recorder")
+    for name, body in (("uploads/fresh-key.json", signed()), ("uploads/changed.json", json.dumps(changed).encode()),
+                       ("holds/x.json", signed(journal="holds"))):
+        client.put_object(Bucket=a.bucket, Key=f"inbox/examrec-recorder/{name}", Body=body)
+    with caplog.at_level("WARNING"):                        # the CLI's warnings (stderr when run alone)
+        r = a.cli("archive", "find")
+    assert r.rc == 0 and "Traceback" not in r.err
+    assert "inbox/examrec-recorder/uploads/changed.json: not ingested: FORGED: its signature does not match" \
+        in caplog.text
+    assert "inbox/examrec-recorder/holds/x.json: not ingested: names journal 'holds'" in caplog.text
+    left = {o["Key"] for o in a.server.client("admin").list_objects_v2(Bucket=a.bucket, Prefix="inbox/")["Contents"]}
+    assert left == {"inbox/examrec-recorder/uploads/changed.json", "inbox/examrec-recorder/holds/x.json"}
+    listing = a.cli("archive", "journal", "list", "uploads")
+    assert listing.rc == 1, listing.out + listing.err
+    (forged,) = [line for line in listing.out.splitlines() if "[FORGED:" in line]
+    assert "20261201T100000Z-replay-ffffff" in forged
+    assert "the recorder's record it carries: signed by an unregistered key" in forged
+
+
 def test_a_malformed_journal_object_is_reported_never_a_traceback(s3_archive):
     from datetime import datetime, timedelta, timezone
     a = s3_archive
     a.session()
     assert a.cli("upload", "--out", a.out, user="car7").rc == 0
-    rec = a.server.client("recorder")
-    rec.put_object(Bucket=a.bucket, Key="journals/access/zz", Body=b"x", ObjectLockMode="COMPLIANCE",
-                   ObjectLockRetainUntilDate=datetime.now(timezone.utc) + timedelta(days=3650))
+    # The recorder's keys are refused; the bucket's administrator can still put such an object.
+    assert _denied(a.server.client("recorder").put_object, Bucket=a.bucket, Key="journals/access/zz",
+                   Body=b"x") == "AccessDenied"
+    a.server.client("admin").put_object(Bucket=a.bucket, Key="journals/access/zz", Body=b"x",
+                                        ObjectLockMode="COMPLIANCE",
+                                        ObjectLockRetainUntilDate=datetime.now(timezone.utc) + timedelta(days=3650))
     r = a.cli("archive", "find")                       # every command still appends its access entry
     assert r.rc == 0, r.err
     assert "Traceback" not in r.err
@@ -373,7 +474,8 @@ def test_an_entry_put_with_the_recorders_keys_in_an_officers_name_shows_forged(s
     k, body = _next_access_entry(a, {"type": "access", "t_utc": "2026-12-01T10:00:00.000000Z", "user": "olena",
                                      "role": "officer", "host": "office-pc", "command": "archive release",
                                      "target": "all", "result": "ok", "detail": ""}, key)
-    a.server.client("recorder").put_object(Bucket=a.bucket, Key=k, Body=body)
+    assert _denied(a.server.client("recorder").put_object, Bucket=a.bucket, Key=k, Body=body) == "AccessDenied"
+    a.server.client("admin").put_object(Bucket=a.bucket, Key=k, Body=body)   # whoever else can write there
     r = a.cli("archive", "journal", "list", "access", env={keystore.ENV_TRUSTED: str(store)})
     assert r.rc == 1, r.out + r.err
     forged = [line for line in r.out.splitlines() if "[FORGED:" in line]

@@ -1,11 +1,13 @@
 """The stream process's parts on their own, in the test process and in seconds: the typed
 messages crossing a real pipe, the stage gate's pause rule and pedal lamps, one source thread
 reopening a failing replay source with back-off and dropping what a slow consumer cannot take,
-the pre-exam check through the real pattern source, overlay and encoder, and the tail cut to
-recovered/ that repair and a full disk share."""
+the pre-exam check through the real pattern source, overlay and encoder, the segment sink's
+fragment log and reports, and the tail cut to recovered/ that repair and a full disk share."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from concurrent.futures import ThreadPoolExecutor
 import multiprocessing as mp
 import os
 import queue
@@ -22,6 +24,7 @@ from sessions.evidence.recovered import cut_tail
 from sessions.recorder import messages
 from sessions.recorder.stream.check import run_check
 from sessions.recorder.stream.job import StopLine, StreamJob
+from sessions.recorder.stream.segment_sink import SegmentSink
 from sessions.recorder.stream.source_thread import SourceThread
 from sessions.recorder.stream.stage_gate import StageGate
 
@@ -224,6 +227,44 @@ def test_pre_exam_check_runs_the_pipeline_and_leaves_it_ready_for_the_session(tm
     assert events == []
 
 
+def test_segment_sink_logs_every_fragment_and_reports_the_newest_once(tmp_path):
+    from sessions.evidence.chain import last_hash
+    profile = load_profile(replay_variant(tmp_path))
+    spec = next(s for s in profile.streams if s.name == "pedal")
+    session = tmp_path / "session"
+    session.mkdir()
+    job = StreamJob(spec=spec, profile=profile, session_dir=str(session))
+    clock = SessionClock.start_now()
+    sent: list = []
+    src = PatternSource(spec.name, spec.width, spec.height, spec.fps, realtime=False)
+    src.open()
+    src.start(clock)
+    with ThreadPoolExecutor(max_workers=1) as background:
+        sink = SegmentSink(job, clock, StopLine(), None, send=sent.append, event=lambda *a, **k: None,
+                           background=background, dropped_total=lambda: 0)
+        with pytest.raises(RuntimeError, match="not started"):
+            sink.stop(1, paused=False)
+        sink.start(0.0, 1)
+        with pytest.raises(RuntimeError, match="already started"):
+            sink.start(0.0, 1)
+        for _ in range(round(spec.fps)):          # one second of frames: several 120 ms fragments
+            frame = src.read()
+            sink.write(frame, clock.pts_s(frame.capture_ns), 1)
+        log_path = session / spec.name / "fragments.jsonl"
+        newest = sink.newest_fragment()
+        assert isinstance(newest, messages.FragmentWritten) and sink.newest_fragment() is None
+        last = json.loads(log_path.read_text().splitlines()[-1])
+        assert (newest.file, newest.index, newest.end, newest.sha256) == \
+            (f"{spec.name}/0001.mp4", last["index"], last["end"], last["sha256"])
+        assert newest.log_sha256 == last_hash(log_path)
+        sink.stop(1, paused=False)
+    sink.close_log()
+    opened, closed = sent
+    assert isinstance(opened, messages.SegmentOpened) and opened.file == f"{spec.name}/0001.mp4"
+    assert isinstance(closed, messages.SegmentClosed) and closed.closed and closed.frames == round(spec.fps)
+    assert closed.sha256 is not None and closed.size == (session / closed.file).stat().st_size
+
+
 def _tail_file(tmp_path: Path) -> tuple[Path, Path, bytes]:
     session = tmp_path / "s"
     (session / "cabin").mkdir(parents=True)
@@ -254,3 +295,38 @@ def test_cut_tail_on_a_full_disk_cuts_first_and_reports_a_tail_it_could_not_keep
     with pytest.raises(OSError):
         cut_tail(session2, path2, 4000)
     assert path2.read_bytes() == data2 and os.path.getsize(path2) == len(data2)
+
+
+def test_a_segment_discarded_before_its_first_frame_gives_its_number_back(tmp_path):
+    """A segment opened ahead of a first frame that never came (a pause or stop first) is no
+    segment: its file goes, and the next segment takes its number, so the stream's numbering has
+    no gap (verify reports a gap as a missing segment)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from capture.base import Frame
+    from sessions.recorder.stream.job import StopLine
+    from sessions.recorder.stream.segment_sink import SegmentSink
+
+    profile = load_profile(replay_variant(tmp_path))
+    spec = next(s for s in profile.streams if not s.audio)
+    session = tmp_path / "session"
+    session.mkdir()
+    job = StreamJob(spec=spec, profile=profile, session_dir=str(session))
+    now = SessionClock.start_now()
+    sent: list = []
+    with ThreadPoolExecutor(1) as background:
+        sink = SegmentSink(job, now, StopLine(), None, send=sent.append, event=lambda *a, **k: None,
+                           background=background, dropped_total=lambda: 0)
+        sink.start(0.0, stage=1)
+        sink.pause(now.start_ns, stage=1)                 # paused before any frame
+        image = np.zeros((spec.height, spec.width, 3), np.uint8)
+        sink.write(Frame(image, now.start_ns + NS_PER_S), 1.0, stage=2)
+        sink.stop(stage=2, paused=False)
+        sink.close_log()
+    opened = [m.file for m in sent if isinstance(m, messages.SegmentOpened)]
+    discarded = [m.file for m in sent if isinstance(m, messages.SegmentDiscarded)]
+    first = f"{spec.name}/0001.mp4"
+    assert opened == [first, first] and discarded == [first]
+    assert sorted(p.name for p in (session / spec.name).glob("*.mp4")) == ["0001.mp4"]

@@ -14,7 +14,10 @@ The cost follows today's recommendation (OWASP: N=2^17, r=8, p=1, 128 MiB); a pa
 lower cost is re-hashed at the person's next login. Every command against the
 archive authenticates the person and is written to the access journal, refused attempts too.
 On S3 the roles also map to separate S3 credentials (hw-profiles/seaweedfs-iam.json), so the
-storage itself refuses a recorder's read or delete even if this code were bypassed.
+storage itself refuses a recorder's read or delete even if this code were bypassed. A recorder
+machine whose connection file holds only the recorder's credentials is authenticated by them
+alone: it never reads the settings (its credentials may not), so it never sees a password hash
+(sessions/archive/office.py, ``recorder_by_credentials``).
 """
 from __future__ import annotations
 

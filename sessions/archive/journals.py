@@ -18,6 +18,17 @@ Journals:
   copies     copies issued (UA annex 2, IV.6)
   holds      complaints blocking deletion and their decisions (UA IV.2)
   access     every command run against the archive (ST-3, KZ 13)
+
+Who writes them. On S3 only the office's credentials may write under ``journals/``. A recorder's
+credentials write its sessions and, for its journal entries (its uploads, its deletions of the
+local copy, its access), one signed object per fact in its own inbox
+(``inbox/<its access key id>/<journal>/<name>.json``, see hw-profiles/seaweedfs-iam.json). The
+next command an officer or the head runs ingests them (``Journals.ingest_inbox``): each is checked
+(a signature that matches it, a known recorder account, a journal a recorder may write), appended
+as an entry signed by the office that carries the recorder's signed record verbatim under
+``recorded``, then removed from the inbox (officer). Whether the recorder's key is registered is
+judged at every reading, as for any entry: an unregistered one shows FORGED. On a folder archive
+there are no per-role credentials to separate, so a recorder appends its entries itself as before.
 """
 from __future__ import annotations
 
@@ -46,6 +57,13 @@ CORRECTION = "correction"
 BASE_KEYS = ("entry", "type", "t_utc", "user", "role", "host", PREV_KEY, "signer", "signature")
 SIGNER_KEY = "signer"
 SIGNATURE_KEY = "signature"
+# An entry the office ingested from a recorder's inbox: who ingested it, and the recorder's record.
+INGESTED_BY_KEY = "ingested_by"
+RECORDED_KEY = "recorded"
+INBOX_KEY = "inbox_key"
+# The journals a recorder may leave entries for (anything else in an inbox is refused).
+RECORDER_JOURNALS = ("uploads", "access")
+PENDING_JOURNAL_KEY = "journal"
 
 
 def entry_signed_bytes(record: dict[str, Any]) -> bytes:
@@ -60,6 +78,23 @@ def authenticate_entry(record: dict[str, Any], trusted: dict[str, Any]) -> str |
     A recorder's entries (role ``recorder``) need a key registered for ``recorder``; every other
     role's need one registered for ``office``. An entry of nobody (a refused login) may carry either.
     """
+    why = _check_signature(record, trusted, "recorder" if str(record.get("role") or "") == "recorder"
+                           and INGESTED_BY_KEY not in record else "office")
+    if why or INGESTED_BY_KEY not in record:
+        return why
+    # Written by the office from a recorder's inbox: the recorder's own record must hold too.
+    inner = record.get(RECORDED_KEY)
+    if not isinstance(inner, dict):
+        return "ingested from a recorder's inbox but carries no recorded entry"
+    if inner.get("user") != record.get("user") or inner.get("type") != record.get("type") \
+            or inner.get("role") != "recorder":
+        return "ingested from a recorder's inbox but says other things than the recorder's record"
+    inner_why = _check_signature(inner, trusted, "recorder")
+    return f"the recorder's record it carries: {inner_why}" if inner_why else None
+
+
+def _check_signature(record: dict[str, Any], trusted: dict[str, Any], kind: str) -> str | None:
+    """None when ``record`` is signed by a registered key that may sign as ``kind``."""
     from cryptography.exceptions import InvalidSignature
     from sessions.evidence.signing import _public, fingerprint
     signer, sig = record.get(SIGNER_KEY), record.get(SIGNATURE_KEY)
@@ -73,8 +108,7 @@ def authenticate_entry(record: dict[str, Any], trusted: dict[str, Any]) -> str |
     if known is None:
         return f"signed by an unregistered key {fingerprint(signer)}"
     role = str(record.get("role") or "")
-    kind = "recorder" if role == "recorder" else "office"
-    if role and not known.may_sign(kind):
+    if (role or kind == "recorder") and not known.may_sign(kind):
         return (f"signed by {known.name} ({fingerprint(signer)}), registered to sign for "
                 f"{', '.join(known.kinds)}, not for role {role}")
     return None
@@ -221,9 +255,17 @@ class Journals:
     def _retain_until(self) -> datetime:
         return self.now() + timedelta(days=366 * self.settings.journal_retention_years)
 
+    @property
+    def writes_to_inbox(self) -> bool:
+        """True when these credentials may not write journals (a recorder's on S3): entries go to
+        its inbox and the office appends them."""
+        return self.backend.role == "recorder" and hasattr(self.backend, "inbox_put")
+
     def append(self, name: str, type_: str, fields: dict[str, Any], user: User | None = None,
-               user_name: str | None = None) -> Entry:
-        """Append one entry; returns it as stored (number and hash)."""
+               user_name: str | None = None, pending_name: str | None = None) -> Entry:
+        """Append one entry; returns it as stored (number and hash). For a recorder on S3 the
+        entry is left, signed, in its inbox instead (number 0): ``pending_name`` names it there,
+        unique per fact, so a repeated attempt never makes a second entry."""
         check_name(name)
         who = user or self.user
         base = {"type": type_, "t_utc": iso(self.now()),
@@ -234,6 +276,8 @@ class Journals:
         from sessions.evidence.signing import public_key_hex
         key = self._signing_key()
         signer = public_key_hex(key)
+        if self.writes_to_inbox:
+            return self._leave_in_inbox(name, body, key, signer, pending_name)
 
         def make_line(entry: int, prev: str) -> bytes:
             rec = {"entry": entry, **body, SIGNER_KEY: signer, PREV_KEY: prev}
@@ -242,6 +286,88 @@ class Journals:
 
         number, line = self.backend.journal_append(name, make_line, self._retain_until())
         return Entry(number, json.loads(line), line_hash(line))
+
+    def _leave_in_inbox(self, name: str, body: dict[str, Any], key: Any, signer: str,
+                        pending_name: str | None) -> Entry:
+        import uuid
+        if name not in RECORDER_JOURNALS:
+            raise UsageError(f"a recorder writes no entries in journal {name!r}")
+        rec = {PENDING_JOURNAL_KEY: name, **body, SIGNER_KEY: signer}
+        rec[SIGNATURE_KEY] = key.sign(entry_signed_bytes(rec)).hex()
+        data = json.dumps(rec, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        stamp = str(body["t_utc"]).replace("-", "").replace(":", "").replace(".", "")
+        obj = f"{name}/{pending_name or stamp + '-' + uuid.uuid4().hex[:12]}.json"
+        self.backend.inbox_put(obj, data)  # type: ignore[attr-defined]
+        return Entry(0, rec, line_hash(data))
+
+    def ingest_inbox(self) -> tuple[int, list[str]]:
+        """Append the entries recorders left in their inboxes (an officer or the head); returns how
+        many were ingested and why any was refused. A refused object stays in the inbox, reported
+        at every such command until somebody looks at it. Only an officer's credentials may remove
+        an ingested object; the head's leave it for the officer's next command, which finds it
+        already journaled and only removes it."""
+        if self.user is None or self.user.role not in ("officer", "head") or not hasattr(self.backend, "inbox_list"):
+            return 0, []
+        waiting = self.backend.inbox_list()  # type: ignore[attr-defined]
+        if not waiting:
+            return 0, []
+        trusted = self.trusted_keys()
+        problems: list[str] = []
+        accepted: list[tuple[str, dict[str, Any]]] = []
+        for obj in waiting:
+            rec, why = self._check_pending(obj.key, trusted)
+            if why:
+                problems.append(f"{obj.key}: not ingested: {why}")
+            else:
+                accepted.append((obj.key, rec))
+        done = 0
+        for name in RECORDER_JOURNALS:
+            mine = sorted(((k, r) for k, r in accepted if r[PENDING_JOURNAL_KEY] == name),
+                          key=lambda kr: (str(kr[1].get("t_utc")), kr[1].get("type") != "upload", kr[0]))
+            if not mine:
+                continue
+            # An ingestion cut off between the append and the removal must not append twice.
+            already = set()
+            for jl in self.backend.journal_read(name):
+                try:
+                    already.add(json.loads(jl.data).get(INBOX_KEY))
+                except (ValueError, AttributeError):
+                    continue
+            for k, rec in mine:
+                if k not in already:
+                    fields = {f: v for f, v in rec.items() if f not in BASE_KEYS and f != PENDING_JOURNAL_KEY}
+                    who = User(name=str(rec["user"]), role="recorder")
+                    self.append(name, str(rec["type"]), {**fields, INGESTED_BY_KEY: self.user.name,
+                                                         INBOX_KEY: k, RECORDED_KEY: rec}, user=who)
+                    done += 1
+                if self.user.role == "officer":
+                    self.backend.delete(k)
+        return done, problems
+
+    def _check_pending(self, key: str, trusted: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        try:
+            rec = json.loads(self.backend.read_bytes(key))
+        except ValueError as exc:
+            return {}, f"not readable JSON ({exc})"
+        if not isinstance(rec, dict):
+            return {}, "not a JSON object"
+        name = rec.get(PENDING_JOURNAL_KEY)
+        if name not in RECORDER_JOURNALS or not key.split("/")[2:3] == [name]:
+            return rec, f"names journal {name!r}; a recorder may leave entries for {', '.join(RECORDER_JOURNALS)} only"
+        if rec.get("role") != "recorder":
+            return rec, f"says role {rec.get('role')!r}; an inbox holds a recorder's entries only"
+        account = self.settings.user(str(rec.get("user") or ""))
+        if account is None or account.get("role") != "recorder" or account.get("disabled"):
+            return rec, f"user {rec.get('user')!r} is no enabled recorder account of this archive"
+        if not isinstance(rec.get("type"), str) or not rec.get("t_utc"):
+            return rec, "has no type or time"
+        why = _check_signature(rec, trusted, "recorder")
+        if why and not why.startswith("signed by"):
+            # Unsigned or changed after signing: nobody vouches even for the bytes.
+            return rec, f"FORGED: {why}"
+        # A valid signature by a key the key store does not (or not yet) list for a recorder is
+        # ingested like any entry, and every reading marks it FORGED, as on a folder archive.
+        return rec, None
 
     def read(self, name: str, anchor: tuple[int, str] | None = None) -> JournalView:
         """The whole journal, checked; ``anchor`` is a (number, hash) verified earlier."""

@@ -2,7 +2,9 @@
 
 ``open_archive`` reads the archive settings, authenticates the person, re-opens the storage with
 the credentials of their role, and returns an ``ArchiveContext`` whose ``close`` writes the access
-journal entry (ok, refused or failed) for the command, so every access is logged (ST-3).
+journal entry (ok, refused or failed) for the command, so every access is logged (ST-3). An
+officer's or the head's command first ingests what recorders left in their S3 inboxes into the
+journals (sessions/archive/journals.py).
 
 ``RecordsOffice`` works on stored sessions: find (via the catalog), hold and release (UA IV.2),
 sweep (retention, UA IV.2 / KZ 12), check (ST-11: a tampered, replaced or missing object is named),
@@ -21,7 +23,7 @@ from typing import Any, Callable, Mapping
 from sessions.archive.access import AuthError, User, authenticate, read_password, rehash_if_weak
 from sessions.archive.backend import RECEIPT_NAME, SESSIONS_PREFIX, Backend, StoredObject, open_backend, receipt_key
 from sessions.archive.catalog import Catalog, Query, SessionRow
-from sessions.archive.config import ConnectionConfig, Settings, iso, load_connection, resolve_archive, utc_now
+from sessions.archive.config import ArchiveURL, ConnectionConfig, Settings, iso, load_connection, resolve_archive, utc_now
 from sessions.archive.errors import ArchiveError, IntegrityError, Refused, UsageError
 from sessions.archive.journals import JournalView, Journals
 from sessions.archive.retention import DELETE, Decision, RetentionFacts, RetentionPolicy
@@ -47,6 +49,7 @@ class ArchiveContext:
     _catalog: Catalog | None = None
     result: str = "ok"
     detail: str = ""
+    inbox_problems: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -90,6 +93,8 @@ def open_archive(url_text: str | None, *, user_name: str, command: str, action: 
     """
     conn = load_connection(conn_path, environ)
     url = resolve_archive(url_text, conn, profile_archive, environ)
+    if recorder_by_credentials(url, conn):
+        return _open_as_recorder(url, conn, user_name, command, action)
     boot = open_backend(url, conn, role=None)
     settings = Settings.from_json(boot.read_settings(), str(url))
     pw = password if password is not None else read_password(user_name, environ=environ)
@@ -116,7 +121,50 @@ def open_archive(url_text: str | None, *, user_name: str, command: str, action: 
         except Refused as exc:
             ctx.close(exc)
             raise
+    ingest_inbox(ctx)
     return ctx
+
+
+def recorder_by_credentials(url: ArchiveURL, conn: ConnectionConfig) -> bool:
+    """True on a recorder: an S3 archive and a connection file that holds only the recorder
+    role's credentials. The storage itself then says who may do what; the recorder reads nothing,
+    not even the settings with the users' password hashes (its credentials may not)."""
+    return url.scheme == "s3" and set(conn.credentials) == {"recorder"}
+
+
+def _open_as_recorder(url: ArchiveURL, conn: ConnectionConfig, user_name: str, command: str,
+                      action: str | None) -> ArchiveContext:
+    backend = open_backend(url, conn, role="recorder")
+    user = User(name=user_name, role="recorder")
+    # The settings stay unread: a recorder needs none of them to upload, and the office checks the
+    # account named here when it ingests the recorder's entries.
+    settings = Settings()
+    ctx = ArchiveContext(backend=backend, settings=settings, user=user,
+                         journals=Journals(backend, settings, user), conn=conn, command=command)
+    if action is not None:
+        try:
+            user.require(action)
+        except Refused as exc:
+            ctx.close(exc)
+            raise
+    return ctx
+
+
+def ingest_inbox(ctx: ArchiveContext) -> list[str]:
+    """An officer's or the head's command first appends what recorders left in their inboxes (S3)
+    to the journals, signed by the office; returns (and logs) why any object was not ingested. A failure
+    here never stops the officer's command: the entries wait for the next one."""
+    try:
+        n, problems = ctx.journals.ingest_inbox()
+    except ArchiveError as exc:
+        log.warning("the recorders' inbox could not be ingested now (it waits for the next command): %s", exc)
+        return [f"inbox: not ingested now: {exc}"]
+    if n:
+        log.info("ingested %d entr%s from the recorders' inbox", n, "y" if n == 1 else "ies")
+    for p in problems:
+        log.warning("inbox: %s", p)
+    ctx.inbox_problems = problems
+    return problems
 
 
 # --- helpers ----------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -101,6 +102,7 @@ class Row:
     number: int
     cells: list[Cell]
     sources: list[str] = field(default_factory=list)      # "journal entry N" for the verification note
+    forged: list[str] = field(default_factory=list)       # "journal #N: why" for each entry no authorised key signed
 
 
 @dataclass
@@ -213,12 +215,16 @@ SPECS: dict[str, FormSpec] = {
 WORDS = {
     "uk": {"begun": "Розпочато", "ended": "Закінчено", "centre": "(найменування ТСЦ МВС)", "no_entries": "Записів немає",
            "sheets": "У цьому журналі пронумеровано, прошнуровано та скріплено печаткою ______ аркушів.",
-           "responsible": "Відповідальна особа", "signature": "(підпис)", "page": "Сторінка"},
+           "responsible": "Відповідальна особа", "signature": "(підпис)", "page": "Сторінка",
+           "forged": "ПІДРОБЛЕНИЙ ЗАПИС: його не підписала жодна уповноважена особа; це не запис журналу "
+                     "(див. примітку перевірки)"},
     "ru": {"begun": "Начат", "ended": "Окончен",
            "centre": "(наименование территориального подразделения ведомства уполномоченного органа в области "
                      "промышленной безопасности)", "no_entries": "Записей нет",
            "sheets": "В настоящем журнале пронумеровано, прошнуровано и скреплено печатью ______ листов.",
-           "responsible": "Ответственное лицо", "signature": "(подпись)", "page": "Страница"},
+           "responsible": "Ответственное лицо", "signature": "(подпись)", "page": "Страница",
+           "forged": "ПОДДЕЛЬНАЯ ЗАПИСЬ: её не подписало ни одно уполномоченное лицо; это не запись журнала "
+                     "(см. примечание о проверке)"},
 }
 ITEM_NAMES = {"recorder": "Переносний технічний засіб контролю", "medium": "Електронний носій"}
 YES_NO = {"uk": ("так", "ні"), "ru": ("да", "нет")}
@@ -493,7 +499,27 @@ class PrintedForm:
 def _rows(form: str, pr: Printer, views: dict[str, JournalView]) -> list[Row]:
     built = BUILDERS[form](pr, views)
     built.sort(key=lambda t: t[0])
-    return [Row(i, cells, sources) for i, (_t, cells, sources) in enumerate(built, start=1)]
+    return [Row(i, cells, sources, _forged_sources(sources, views)) for i, (_t, cells, sources) in enumerate(built, start=1)]
+
+
+_SOURCE_RE = re.compile(r"^(\w+) #(\d+)")
+
+
+def _forged_sources(sources: list[str], views: dict[str, JournalView]) -> list[str]:
+    """Which of a row's entries (its sources, "journal #N ...") no authorised key signed, and why:
+    such a row is printed, never silently, but marked as forged on the page itself."""
+    out = []
+    for s in sources:
+        m = _SOURCE_RE.match(s)
+        view = views.get(m.group(1)) if m else None
+        e = view.by_number(int(m.group(2))) if view and m else None
+        if e is not None and e.forged:
+            out.append(f"{view.name} #{e.number}: {e.forged}")
+        for n in (e.corrected_by if e is not None else []):
+            c = view.by_number(n) if view else None
+            if c is not None and c.forged:
+                out.append(f"{view.name} #{c.number} (a correction): {c.forged}")
+    return out
 
 
 def render_form(views: dict[str, JournalView], form: str, settings: Settings,
@@ -532,6 +558,8 @@ def verification_note(printed: PrintedForm, views: dict[str, JournalView], archi
     lines.append("")
     lines.append("printed rows and the journal entries they show:")
     lines += [f"  row {r.number}: {', '.join(r.sources)}" for r in printed.rows]
+    for r in printed.rows:
+        lines += [f"  row {r.number} is marked FORGED on the page: {why}" for why in r.forged]
     return "\n".join(lines) + "\n"
 
 

@@ -46,6 +46,7 @@ CHECKSUM_ERRORS = {"BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch", 
                    "InvalidChecksum"}
 ENV_CACHE = "EXAMREC_CACHE_DIR"
 JOURNAL_KEY_RE = re.compile(r"^\d{10}\.json$")
+INBOX_PREFIX = "inbox/"
 
 
 def b64_of_hex(hexdigest: str) -> str:
@@ -111,6 +112,7 @@ class S3Backend:
         if creds is None and role is None:
             # Before the user is known (reading the settings): any configured set will do.
             creds = next(iter(conn.credentials.values()), None)
+        self.access_key_id = creds.access_key_id if creds else None
         self.endpoint = conn.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         region = conn.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.region = region
@@ -532,6 +534,31 @@ class S3Backend:
         resp = self._call("list journals", self.client.list_objects_v2, Bucket=self.bucket, Prefix="journals/",
                           Delimiter="/")
         return sorted(p["Prefix"].split("/")[1] for p in resp.get("CommonPrefixes", []))
+
+    # --- the recorders' inbox ------------------------------------------------------------------
+
+    def inbox_prefix(self) -> str:
+        """Where these credentials may leave entries for the office: ``inbox/<access key id>/``.
+        The IAM policy gives each recorder identity write access to its own inbox only, so the
+        prefix proves which S3 identity wrote an object there."""
+        if not self.access_key_id:
+            raise UsageError(f"no S3 credentials for role {self.role}: the recorder's inbox is named by its "
+                             f"access key id; add [s3.credentials.{self.role}] to the connection file")
+        return f"{INBOX_PREFIX}{self.access_key_id}/"
+
+    def inbox_put(self, name: str, data: bytes) -> str:
+        """Leave one signed entry in this identity's inbox, create-only; returns its key.
+        ``name`` is unique per fact (e.g. the upload id), so a repeated attempt is a no-op."""
+        key = self.inbox_prefix() + name
+        try:
+            self.put_object(key, data, sha256=hashlib.sha256(data).hexdigest(), size=len(data), retain_until=None)
+        except AlreadyExists:
+            log.info("%s was left in the inbox before (a resumed upload)", key)
+        return key
+
+    def inbox_list(self) -> list[StoredObject]:
+        """Every entry waiting in any recorder's inbox (officer credentials)."""
+        return [o for o in self.list_objects(INBOX_PREFIX) if o.version_id]
 
     # --- misc ------------------------------------------------------------------------------------
 

@@ -413,10 +413,12 @@ class Uploader:
                 entry_no = self._journal_once(upload_id, sid, exam_date, prefix, rdone, plan, manifest,
                                               verify, expires, resumed=res.resumed)
                 st.append({"step": "journaled", "upload_id": upload_id, "entry": entry_no})
-            res.journal_entry = st.done("journaled")[-1]["entry"]
+            res.journal_entry = st.done("journaled")[-1]["entry"] or None
             res.status = "uploaded"
             res.message = (f"{len(plan)} objects, {res.bytes} bytes into {self.ctx.url} "
                            f"({prefix}), retained until {expires.date() - timedelta(days=1)}")
+            if res.journal_entry is None:
+                res.message += "; its receipt waits in this recorder's inbox for the office's next command"
             self._delete_local(session_dir, st, res)
             return res
         finally:
@@ -484,8 +486,9 @@ class Uploader:
     def _journal_once(self, upload_id: str, sid: str, exam_date: date, prefix: str, receipt_rec: dict[str, Any],
                       plan: list[PlannedObject], manifest: dict[str, Any], verify: dict[str, Any],
                       expires: datetime, resumed: bool) -> int:
-        if resumed:
+        if resumed and not self.ctx.journals.writes_to_inbox:
             # The entry may have been written just before a power cut: find it, never write twice.
+            # (A recorder's inbox entry is named by the upload id: writing it again is a no-op.)
             for e in self.ctx.journals.read("uploads").entries:
                 if e.record.get("upload_id") == upload_id and e.type == "upload":
                     return e.number
@@ -494,7 +497,8 @@ class Uploader:
             "receipt_sha256": receipt_rec["sha256"], "objects": len(plan), "bytes": sum(o.size for o in plan),
             "manifest_sha256": next((o.sha256 for o in plan if o.file == MANIFEST_NAME), None),
             "state": manifest.get("state"), "interrupted": bool(verify.get("interrupted")),
-            "device": self.device, "upload_id": upload_id, "expires_at": expires.isoformat()})
+            "device": self.device, "upload_id": upload_id, "expires_at": expires.isoformat()},
+            pending_name=f"{upload_id}-upload")
         return entry.number
 
     def _delete_local(self, session_dir: Path, st: UploadState, res: UploadResult) -> None:
@@ -503,8 +507,8 @@ class Uploader:
             _rmtree(session_dir)
         st.append({"step": "local-deleted", "upload_id": upload_id, "t_utc": iso(self.now())})
         self.ctx.journals.append("uploads", "device-deleted", {
-            "session_id": res.session_id, "upload_entry": res.journal_entry, "device": self.device,
-            "path": str(session_dir)})
+            "session_id": res.session_id, "upload_entry": res.journal_entry or None, "upload_id": upload_id,
+            "device": self.device, "path": str(session_dir)}, pending_name=f"{upload_id}-device-deleted")
         res.local_deleted = True
         st.remove()
 
@@ -521,7 +525,7 @@ class Uploader:
                 continue
             exam_day = str(plan.get("prefix", "")).split("/")[1:2] or ["?"]
             local = Path(out_dir) / exam_day[0] / sid
-            res = UploadResult(sid, str(local), "uploaded", journal_entry=st.done("journaled")[-1]["entry"])
+            res = UploadResult(sid, str(local), "uploaded", journal_entry=st.done("journaled")[-1]["entry"] or None)
             try:
                 self._delete_local(local, st, res)
                 res.message = "upload had been journaled; local copy deleted now"

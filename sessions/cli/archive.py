@@ -54,6 +54,7 @@ from sessions.web.review_kit import add_copy_page
 
 # The SeaweedFS identities of hw-profiles/seaweedfs-iam.json that must never delete anything.
 DEFAULT_DENY_PRINCIPALS = ("arn:aws:iam::000000000000:user/examrec-recorder",
+                           "arn:aws:iam::000000000000:user/examrec-recorder-2",
                            "arn:aws:iam::000000000000:user/examrec-head")
 
 
@@ -695,7 +696,7 @@ def cmd_journal_list(args: argparse.Namespace) -> int:
         else:
             for e in view.entries:
                 fields = " ".join(f"{k}={v}" for k, v in e.record.items()
-                                  if k not in ("entry", "type", "t_utc", "user", "role", "host", "prev_sha256")
+                                  if k not in ("entry", "type", "t_utc", "user", "role", "host", "prev_sha256", "recorded")
                                   and v not in (None, ""))
                 corr = f"  (corrected by {', '.join(map(str, e.corrected_by))})" if e.corrected_by else ""
                 if e.forged:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from muxer.repair import media_span, scan_segment
+from muxer.repair import index_segment, media_span, scan_segment
 
 from core import durable
 from sessions.evidence.chain import read_chain
@@ -175,8 +175,8 @@ def repair_session(session_dir: Path) -> RepairReport:
         for path in sorted(folder.glob("*.mp4")):
             rel = path.relative_to(session).as_posix()
             old = previous.get(rel, {})
-            if old.get("closed") and old.get("sha256") and old.get("size") == path.stat().st_size \
-                    and sha256_file(path) == old["sha256"]:
+            if (old.get("closed") or old.get("index")) and old.get("sha256") \
+                    and old.get("size") == path.stat().st_size and sha256_file(path) == old["sha256"]:
                 entry = dict(old)
             else:
                 scan = scan_segment(path, records.get(rel))
@@ -194,16 +194,23 @@ def repair_session(session_dir: Path) -> RepairReport:
                     continue
                 if scan.valid_end < scan.size:
                     trims.append(_save_tail(session, path, scan.valid_end, scan.reason))
-                span = media_span(path)
+                span = media_span(path)  # the fragments' own times, before any index
                 if span.frames == 0:
                     trims.append(_move_aside(session, path, "no playable frame"))
                     continue
+                # Close it as the recorder would have: an index after the fragments (FORMAT.md).
+                index, how = index_segment(path)
+                if index is None and how.startswith("left"):
+                    report.notes.append(f"{rel}: {how}")
                 audio = (None if span.audio_first_pts_s is None
                          else (span.audio_first_pts_s, span.audio_end_pts_s))
                 entry = segment_entry(rel, sha256=sha256_file(path), size=path.stat().st_size, frames=span.frames,
                                       dropped=old.get("dropped", 0), first_pts_s=span.first_pts_s,
                                       last_pts_s=span.last_pts_s, stage=old.get("stage", 1),
-                                      closed=scan.finalised, interrupted=not scan.finalised, audio_span=audio)
+                                      closed=scan.finalised and index is None,
+                                      interrupted=not scan.finalised or index is not None, audio_span=audio)
+                if index is not None:
+                    entry["index"] = index.to_json()
             segments.append(entry)
             last_pts = max(last_pts or 0.0, entry["last_pts_s"])
         chain_segments(segments)

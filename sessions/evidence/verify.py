@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from muxer.repair import index_problem
 from sessions.evidence.chain import GENESIS, PREV_KEY, line_hash, read_chain
 from sessions.evidence.checkpoints import CHECKPOINTS_NAME, OPENING_FIELDS, read_checkpoints, segment_heads
 from sessions.evidence.layout import (EVENTS_NAME, FRAGMENTS_NAME, LOCK_NAME, MANIFEST_NAME, MANIFEST_TEMP_NAME,
@@ -258,6 +259,7 @@ class _FragResult:
     # log can reach the disk before the bytes it describes (an interruption, unless a signed
     # checkpoint vouched for them).
     beyond_end: list[_Rec] = field(default_factory=list)
+    fragments_end: int = 0         # where the fragments end (the size, or where repair's index begins)
 
 
 def _parse_records(raw: Iterable[tuple[int, dict[str, Any]]]) -> tuple[list[_Rec], list[str]]:
@@ -320,20 +322,23 @@ def _fragment_name(rec: _Rec) -> str:
     return "init" if rec.kind == "init" else f"fragment {rec.index if rec.index is not None else '?'}"
 
 
-def verify_fragments(path: Path, recs: list[_Rec]) -> _FragResult:
+def verify_fragments(path: Path, recs: list[_Rec], fragments_end: int | None = None) -> _FragResult:
     """Check a segment file against its fragments.jsonl records, in record order.
 
     The proven prefix runs from byte 0 through contiguous records whose bytes match; it stops at
     the first gap, overlap or changed record. Later records are still checked so every changed
-    fragment is named.
+    fragment is named. ``fragments_end``: where the fragments of a segment repair closed end (its
+    index follows, checked on its own): a record past it names bytes the interruption took.
     """
     res = _FragResult(total=len(recs))
     plain = [r for r in recs if r.skip is None]
     res.whole_sha256, res.size, digests = hash_ranges(path, [(r.offset, r.end) for r in plain])
+    limit = res.size if fragments_end is None else min(res.size, fragments_end)
+    res.fragments_end = limit
     why: dict[int, str | None] = {}
     for r, d in zip(plain, digests):
-        why[id(r)] = None if d == r.sha256 else (
-            "changed" if d is not None else f"is missing: the file ends at byte {res.size}")
+        why[id(r)] = None if d == r.sha256 and r.end <= limit else (
+            "changed" if d is not None and r.end <= limit else f"is missing: the file ends at byte {limit}")
     for r in recs:
         if r.skip is not None:
             why[id(r)] = _check_skipping(path, r, res.size)
@@ -354,7 +359,7 @@ def verify_fragments(path: Path, recs: list[_Rec]) -> _FragResult:
             res.gaps.append(f"bytes {covered}-{r.offset} before {name} (line {r.line}) have no record")
         reason = why[id(r)]
         if reason is not None and reason.startswith("is missing") and (not proving or r.offset == res.verified_end) \
-                and r.end > res.size:
+                and r.end > limit:
             res.beyond_end.append(r)
         elif reason is not None:
             res.changed.append(f"{name} (bytes {r.offset}-{r.end}) {reason}")
@@ -398,6 +403,8 @@ class _Verifier:
         self.open_segments = 0
         # `repaired.files` entries by file: what `examrec repair` trimmed or moved to recovered/
         self.repaired_files: dict[str, list[dict[str, Any]]] = {}
+        # Segments `examrec repair` closed with an index: file -> (index offset, index size)
+        self.indexed: dict[str, tuple[int, int]] = {}
         self.checkpoint: dict[str, Any] | None = None
         self.checkpoint_key: str | None = None
 
@@ -618,7 +625,9 @@ class _Verifier:
         if not _is_regular(path):
             self.add(f, CHANGED_BYTES, "not a regular file (a link or a folder); the recorder writes files")
             return
-        res = verify_fragments(path, recs)
+        index = e.get("index")
+        index_at = index.get("offset") if isinstance(index, dict) and isinstance(index.get("offset"), int) else None
+        res = verify_fragments(path, recs, index_at)
         want, size, closed = e.get("sha256"), e.get("size"), e.get("closed") is True
         whole_ok = False
         if isinstance(want, str):
@@ -640,11 +649,25 @@ class _Verifier:
             for g in res.gaps:
                 self.add(rel, CHANGED_BYTES, f"{f}: {g}")
             return
+        if "index" in e:
+            self.check_index(f, e["index"])
         if closed:
             self.add(MANIFEST_NAME, BAD_MANIFEST, f"{f} is marked closed but has no sha256")
         elif self.finished:
             self.add(MANIFEST_NAME, BAD_MANIFEST, f"{f} is not closed in a finished session")
         self.report_open(f, res, recs, whole_ok=whole_ok)
+
+    def check_index(self, f: str, index: Any) -> None:
+        """A segment `examrec repair` closed ends with an index (a moov) computed from the
+        fragments before it (FORMAT.md): rebuild it from them and compare byte for byte."""
+        if not (isinstance(index, dict) and isinstance(index.get("offset"), int) and isinstance(index.get("size"), int)
+                and index["offset"] > 0 and index["size"] > 0):
+            self.add(MANIFEST_NAME, BAD_MANIFEST, f"{f}: index {index!r} is not {{offset, size}}")
+            return
+        self.indexed[f] = (index["offset"], index["size"])
+        problem = index_problem(self.root / f, index["offset"], index["size"])
+        if problem:
+            self.add(f, CHANGED_BYTES, f"the index repair appended at byte {index['offset']}: {problem}")
 
     def report_changed(self, f: str, res: _FragResult, recs: list[_Rec], size: Any) -> None:
         """A segment whose SHA-256 differs from the manifest: say where, using the fragment records."""
@@ -696,10 +719,13 @@ class _Verifier:
                            if r.line > int((((self.checkpoint or {}).get("fragments") or {}).get(f.split("/")[0])
                                             or {}).get("lines") or 0)]
         if unsigned_beyond:
-            notes.append(f"{len(unsigned_beyond)} fragment record(s) after byte {res.size} name bytes the "
+            notes.append(f"{len(unsigned_beyond)} fragment record(s) after byte {res.fragments_end} name bytes the "
                          "interruption took (the record reached the disk before them)")
         if res.stop:
             notes.append(f"unverified from byte {res.verified_end}: {res.stop}")
+        elif f in self.indexed and res.size == res.verified_end + self.indexed[f][1] \
+                and self.indexed[f][0] == res.verified_end:
+            notes.append(f"then the index repair appended ({self.indexed[f][1]} bytes), as its fragments give it")
         elif res.size > res.verified_end:
             notes.append(f"{res.size - res.verified_end} bytes after it are not in fragments.jsonl"
                          + (" (kept by repair)" if reps else " (torn last fragment)"))
@@ -735,8 +761,12 @@ class _Verifier:
             # A segment stays as repair left it (a log gets the "repaired" event after).
             kept = [r["kept_bytes"] for r in reps if isinstance(r.get("kept_bytes"), int)]
             target = self.root / f
-            if SEGMENT_RE.match(f) and kept and _is_regular(target) and target.stat().st_size != min(kept):
-                self.add(f, CHANGED_BYTES, f"{target.stat().st_size} bytes, repair kept {min(kept)}")
+            # (plus the index it appended after them, checked by check_index)
+            index = self.indexed.get(f)
+            size = min(kept) + index[1] if kept and index and index[0] == min(kept) else min(kept) if kept else None
+            if SEGMENT_RE.match(f) and kept and _is_regular(target) and target.stat().st_size != size:
+                self.add(f, CHANGED_BYTES, f"{target.stat().st_size} bytes, repair kept {min(kept)}"
+                         + (f" and appended an index of {index[1]}" if index and size != min(kept) else ""))
 
     # -- events, photos, telemetry
     def check_events(self) -> None:

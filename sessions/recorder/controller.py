@@ -135,7 +135,7 @@ class Recorder(ExamControl):
         self.sensors.start_readers()
         for spec in self.profile.streams:
             job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime,
-                            thumbnails=self.thumbnails)
+                            thumbnails=self.thumbnails, controller_pid=os.getpid())
             rt = StreamRuntime(name=spec.name, job=job)
             self.streams[spec.name] = rt
             self._spawn(rt)

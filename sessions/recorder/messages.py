@@ -187,8 +187,9 @@ class SegmentClosed:
 
 @dataclass(frozen=True)
 class FragmentWritten:
-    """A fragment reached the disk and its record was appended to the stream's fragments.jsonl
-    (``log_sha256`` is that record's chain hash: what a checkpoint of the session can sign)."""
+    """The newest fragment that reached the disk, its record appended to the stream's
+    fragments.jsonl (``log_sha256`` is that record's chain hash: what a checkpoint of the session
+    can sign). Sent with the stats, twice a second, when there is a new one."""
 
     stream: str
     file: str

@@ -161,11 +161,13 @@ class StreamProcess:
         cv2.setNumThreads(1)  # one thread per stream: parallelism comes from the stream processes
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller decides when to stop
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        # Known before anything slow: a controller that dies while this process starts up (and
+        # before its start command left its queue) must still end it, not leave it waiting.
+        parent = self.job.controller_pid or os.getppid()
         from sessions.evidence.lock import hold_shared
         self._lock_fd = hold_shared(self.session_dir)  # released by the kernel whenever this process ends
         ok, why = self.open_sources()
         self.send(Ready(self.name, ok, why, os.getpid()))
-        parent = os.getppid()
         if not self._wait_for_start(parent):
             return
         clock = self.clock
@@ -190,7 +192,7 @@ class StreamProcess:
             self._shutdown_sources()
             self.background.shutdown(wait=True)
             self.segments.close_log()
-            self.send(self._stats())
+            self._report_progress()
             self.send(Done(self.name, self.exit_reason))
 
     def _on_sigterm(self, *_: object) -> None:
@@ -215,10 +217,12 @@ class StreamProcess:
             now = time.monotonic()
             if now >= next_stats:
                 next_stats = now + STATS_INTERVAL_S
-                self.send(self._stats())
+                self._report_progress()
             try:
-                frame = frames.get(timeout=FRAME_WAIT_S)
+                frame = frames.get(timeout=segments.writer.wait_s(FRAME_WAIT_S) if segments.writer else FRAME_WAIT_S)
             except queue.Empty:
+                if segments.writer is not None and segments.writer.flush_if_due():
+                    continue  # a fragment whose oldest frame reached fragment_ms: written now
                 if stop.at_ns is not None and time.monotonic_ns() >= stop.at_ns + STOP_GRACE_NS:
                     break  # the source delivers nothing more: don't wait for it
                 if not video.faulted and time.monotonic() - self.last_frame_mono > self.job.stall_s:
@@ -275,6 +279,13 @@ class StreamProcess:
         was too late for them (a replay source skips those slots, as a camera's driver would)."""
         v = self.video
         return 0 if v is None else v.dropped + v.skipped
+
+    def _report_progress(self) -> None:
+        """The counters, and the newest fragment that reached the disk since the last report."""
+        self.send(self._stats())
+        fragment = self.segments.newest_fragment() if self.segments is not None else None
+        if fragment is not None:
+            self.send(fragment)
 
     def _stats(self) -> Stats:
         v, a = self.video, self.audio

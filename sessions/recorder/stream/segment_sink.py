@@ -62,6 +62,7 @@ class SegmentSink:
         self.closed_bytes = 0      # bytes of the segments already closed
         self._dropped_at_open = 0
         self._last_fragment_end = 0
+        self._newest_fragment: tuple[str, int, int, str, str] | None = None
         self.fraglog: ChainedLog | None = None
         self._lock = threading.Lock()
 
@@ -109,8 +110,14 @@ class SegmentSink:
         """Record one frame (a new segment first when it crosses the boundary) and the sound up
         to its capture instant."""
         if self.writer is not None and pts_s >= self.segment_end_pts_s:
-            self.take_audio_until(frame.capture_ns)
-            self.close(stage)
+            if self.writer.frames == 0 and self._last_fragment_end == 0:
+                # Opened ahead of a first frame that came after its boundary (a restarted stream
+                # process): it becomes that frame's segment rather than an empty one, announced
+                # (and checkpointed) and then deleted.
+                self.segment_end_pts_s = self._boundary_after(pts_s)
+            else:
+                self.take_audio_until(frame.capture_ns)
+                self.close(stage)
         if self.writer is None:
             self._open(pts_s, stage)
         self.writer.write_video(frame.image, frame.capture_ns)
@@ -155,11 +162,16 @@ class SegmentSink:
         rel = self._rel = segment_name(self.spec.name, self.segment_no)
         self.writer = SegmentWriter(self.session_dir / rel, rel, self.settings, self.clock,
                                     on_fragment=self._on_fragment, on_sync=self._on_sync)
-        seg_s = self.spec.segment_s
-        self.segment_end_pts_s = (int(pts_s // seg_s) + 1) * seg_s
+        self.segment_end_pts_s = self._boundary_after(pts_s)
         self._dropped_at_open = self._dropped_total()
         self._last_fragment_end = 0
         self._send(SegmentOpened(self.spec.name, rel, pts_s, stage))
+
+    def _boundary_after(self, pts_s: float) -> float:
+        # Segment boundaries sit at multiples of segment_s on the session timeline, so the
+        # segments of all streams line up.
+        seg_s = self.spec.segment_s
+        return (int(pts_s // seg_s) + 1) * seg_s
 
     def close(self, stage: int) -> None:
         """Finalise the open segment (if any) into a regular MP4 and report it."""
@@ -174,6 +186,9 @@ class SegmentSink:
             # it, e.g. audio written before the first video frame, the file is evidence and stays.)
             w.abandon()
             w.path.unlink(missing_ok=True)
+            # Its number is free again: the next segment takes it, so the numbering has no gap
+            # for verify to report as a missing segment.
+            self.segment_no -= 1
             self._send(SegmentDiscarded(self.spec.name, w.rel))
             return
         try:
@@ -212,6 +227,11 @@ class SegmentSink:
         self._background.submit(work)
 
     # fragment log ----------------------------------------------------------------------------
+    def newest_fragment(self) -> FragmentWritten | None:
+        """The newest fragment logged since the last call, if any."""
+        newest, self._newest_fragment = self._newest_fragment, None
+        return None if newest is None else FragmentWritten(self.spec.name, *newest)
+
     def _on_fragment(self, rec: FragmentRecord) -> None:
         self._last_fragment_end = rec.end
         w, rel = self.writer, self._rel  # the last fragment is written while its segment closes
@@ -222,8 +242,9 @@ class SegmentSink:
         if w is not None and w.last_pts_s is not None:
             entry["last_pts_s"] = round(w.last_pts_s, 6)
         assert self.fraglog is not None
-        log_sha256 = self.fraglog.append(entry)
-        self._send(FragmentWritten(self.spec.name, rel, rec.index, rec.end, rec.sha256, log_sha256))
+        # Reported with the stats (twice a second), not once a fragment: a message per fragment
+        # would cost every stream a pipe write and the controller a wake-up eight times a second.
+        self._newest_fragment = (rel, rec.index, rec.end, rec.sha256, self.fraglog.append(entry))
 
     def _on_sync(self) -> None:
         if self.fraglog is not None:
