@@ -7,10 +7,19 @@ exam stages, then drives a city route (0-60 km/h, a traffic light, a pedestrian 
 and left turns, a 6 s loss of fix in an underpass) and stops. Speed changes with bounded
 acceleration and heading changes only while the car moves, so the numbers look like a car.
 
-Each 1 s epoch is RMC + GGA + VTG (NMEA 2.3, talker GP, correct checksums). Epochs are separated
-by a line holding only ``@``, declared in the header as gpsd's ``Delay-Cookie``: ``gpsfake -c 1``
-then writes one whole epoch per second, so gpsd reports fixes at the receiver's 1 Hz rate (without
-the cookie gpsfake would sleep a second between single sentences: one fix every three seconds).
+Each 1 s epoch is GGA + RMC + VTG (NMEA 2.3, talker GP, correct checksums), in the order MTK and
+SiRF receivers send them. The positions carry the metre-scale jitter of a consumer receiver (a
+few metres, different every epoch) while the receiver's own speed (RMC, VTG) is Doppler-derived
+and steady. A few epochs lose their RMC and VTG to line noise (garbled, bad checksum), after
+which gpsd reports each epoch twice, once from GGA with a speed it computes from the jittery
+position change (no course), once from RMC with the receiver's speed and course; the two differ
+by tens of km/h at walking pace, as with real receivers.
+
+Each epoch is two gpsfake chunks separated by lines holding only ``@`` (declared in the header as
+gpsd's ``Delay-Cookie``): the GGA, then the RMC and VTG. ``gpsfake -c 0.5`` writes a chunk every
+half second, so gpsd reports at the receiver's 1 Hz rate with RMC half a second after GGA, as a
+receiver's sentences trickle out over its serial line. The header's ``# Chunks-per-epoch: 2``
+tells :mod:`sensors.replay` to halve gpsfake's pause.
 
 Usage: python bench/make_nmea_fixture.py [--out FILE] [--start 2025-05-15T06:00:00Z]
 """
@@ -32,10 +41,17 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "fixtures" / "exam-drive.nmea"
 DEFAULT_START = datetime(2025, 5, 15, 6, 0, 0, tzinfo=timezone.utc)  # 09:00 Kyiv summer time
 ORIGIN = (50.41230, 30.63410)  # training ground gate area, Kyiv left bank (illustrative)
 EARTH_R = 6_371_000.0
+POSITION_JITTER_M = 2.5  # 1-sigma horizontal noise per axis of a consumer receiver in a city
+# Epochs whose RMC and VTG arrive garbled (a receiver's serial buffer overrun: a few bytes lost,
+# so the checksum no longer matches and gpsd drops the sentence). After such an epoch gpsd takes
+# GGA for a sentence that ends a cycle and from then on reports every epoch twice.
+GARBLED_EPOCHS = (1, 41, 81, 121, 161, 201)
 ACCEL_MPS2 = 1.6  # a calm exam start; a driving school car rarely exceeds 2 m/s^2
 DECEL_MPS2 = 2.4
 SUBSTEPS = 10
 DELIMITER = "@"
+CHUNKS_HEADER = "Chunks-per-epoch:"  # read by sensors.replay to pace gpsfake at the receiver's 1 Hz
+CHUNKS_PER_EPOCH = 2
 
 
 @dataclass(frozen=True)
@@ -125,9 +141,10 @@ def _epoch(when: datetime, lat0: float, lon0: float, north: float, east: float, 
            speed: float, track: float, outage: bool, rng: random.Random) -> NmeaFix:
     if outage:
         return NmeaFix(time_utc=when, valid=False, sats=rng.randint(0, 3))
-    # Sub-metre position noise and a little speed noise, as a consumer receiver shows.
-    lat = lat0 + math.degrees((north + rng.gauss(0, 0.3)) / EARTH_R)
-    lon = lon0 + math.degrees((east + rng.gauss(0, 0.3)) / (EARTH_R * math.cos(math.radians(lat0))))
+    # Metre-scale position jitter (multipath, changing satellites) but a steady speed: receivers
+    # measure speed from the Doppler shift, not from the jittery positions.
+    lat = lat0 + math.degrees((north + rng.gauss(0, POSITION_JITTER_M)) / EARTH_R)
+    lon = lon0 + math.degrees((east + rng.gauss(0, POSITION_JITTER_M)) / (EARTH_R * math.cos(math.radians(lat0))))
     moving = speed > 0.3
     reported = max(0.0, speed + rng.gauss(0, 0.05)) if moving else 0.0
     return NmeaFix(
@@ -148,21 +165,41 @@ def header(start: datetime, fixes: list[NmeaFix]) -> str:
         "# Description: stage 1 on a closed training ground (standing start, slalom, hill start",
         "#  on a ramp, reverse parking, turn-around), a pause at the gate between stages, stage 2",
         "#  on a city route (0-60 km/h, traffic light, pedestrian crossing, right and left turns,",
-        f"#  6 s without fix in an underpass). {secs} epochs of RMC+GGA+VTG from "
+        f"#  6 s without fix in an underpass). {secs} epochs of GGA+RMC+VTG from "
         f"{start:%Y-%m-%dT%H:%M:%SZ}.",
+        f"# Notes: positions jitter by about {POSITION_JITTER_M:g} m (1 sigma per axis) from epoch to epoch",
+        "#  as a consumer receiver's do; the RMC/VTG speed is the receiver's steady Doppler speed, so",
+        "#  a speed computed from GGA position changes differs from it widely, as with real receivers.",
+        f"#  In epochs {', '.join(map(str, GARBLED_EPOCHS))} (from 0) the RMC and VTG arrive garbled (bytes lost,",
+        "#  bad checksum), as after a serial buffer overrun: gpsd then reports each epoch twice, from",
+        "#  GGA (its own speed estimate, no course) and from RMC (the receiver's speed and course).",
         "# Submitter: examrec, generated by bench/make_nmea_fixture.py (do not edit by hand)",
         f"# Date: {start:%Y-%m-%d}",
         "# Location: Kyiv, Ukraine (illustrative coordinates, not surveyed roads)",
-        "# Notes: epochs are separated by '@' lines; replay with gpsfake -c 1 for 1 Hz.",
+        "# Replay: each epoch is two chunks separated by '@' lines (GGA, then RMC and VTG);",
+        "#  replay with gpsfake -c 0.5 for 1 Hz (sensors.replay reads the line below).",
+        f"# {CHUNKS_HEADER} {CHUNKS_PER_EPOCH}",
         f"# Delay-Cookie: {DELIMITER} 0.0",
     ))
 
 
+def garble(sentence_text: str) -> str:
+    """The sentence with a few bytes lost in the middle, as an overrun serial buffer delivers it."""
+    body = sentence_text.rstrip("\r\n")
+    mid = len(body) // 2
+    return body[:mid] + body[mid + 5:] + "\r\n"
+
+
 def render(fixes: list[NmeaFix], start: datetime) -> str:
-    """The whole fixture text."""
+    """The whole fixture text: each epoch in two chunks, GGA first and RMC + VTG half a second
+    later (gpsfake writes a chunk per half cycle), as a receiver's sentences trickle out over
+    its serial line with the satellite sentences in between."""
     parts = [header(start, fixes)]
-    for fix in fixes:
-        parts.append(rmc(fix) + gga(fix) + vtg(fix) + DELIMITER + "\n")
+    for i, fix in enumerate(fixes):
+        speed = rmc(fix) + vtg(fix)
+        if i in GARBLED_EPOCHS:
+            speed = garble(rmc(fix)) + garble(vtg(fix))
+        parts.append(gga(fix) + DELIMITER + "\n" + speed + DELIMITER + "\n")
     return "".join(parts)
 
 

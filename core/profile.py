@@ -18,6 +18,11 @@ OVERLAY_POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 KINDS = ("vehicle", "theory-room", "body-worn", "replay")
 DEFAULT_NOTICE = "Attention! Audio and video recording is in progress"
+# Limits: a profile describes one recorder, so anything far beyond them is a mistake or an attack.
+MAX_PROFILE_BYTES = 256 * 1024  # the shipped profiles are 1-4 KiB
+MAX_STREAMS = 16                # a car has 4-6 cameras; each stream is a process and an encoder
+MAX_TEXT = 1000                 # characters in any text value (the notice is the longest real one)
+MAX_LIST = 400                  # items in any list (holidays for years ahead fit)
 
 
 class ProfileError(Exception):
@@ -293,7 +298,14 @@ def _check_table(file: Path, prefix: str, data: dict, spec: dict[str, Key]) -> d
         value = data[key]
         # bool is an int in Python: a `true` where a number belongs is still a mistake.
         if isinstance(value, bool) and bool not in k.types or not isinstance(value, k.types):
-            raise ProfileError(file, f"{prefix}{key}", f"{value!r} has the wrong type: expected {_type_name(k.types)}")
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise ProfileError(file, f"{prefix}{key}", f"{shown} has the wrong type: expected {_type_name(k.types)}")
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            raise ProfileError(file, f"{prefix}{key}", f"{len(value)} characters; at most {MAX_TEXT}")
+        if isinstance(value, list) and len(value) > MAX_LIST:
+            raise ProfileError(file, f"{prefix}{key}", f"{len(value)} items; at most {MAX_LIST}")
+        if isinstance(value, float) and value != value:
+            raise ProfileError(file, f"{prefix}{key}", "nan is not a number a profile can use")
         if k.check is not None:
             why = k.check(value)
             if why:
@@ -345,6 +357,9 @@ def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile; raise ProfileError naming the file and key on any mistake."""
     file = Path(path)
     try:
+        if file.stat().st_size > MAX_PROFILE_BYTES:
+            raise ProfileError(file, "(file)", f"{file.stat().st_size} bytes; a profile is at most "
+                                               f"{MAX_PROFILE_BYTES // 1024} KiB")
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ProfileError(file, "(file)", "no such profile file; see hw-profiles/ for the shipped ones") from None
@@ -352,6 +367,10 @@ def load_profile(path: str | Path) -> Profile:
         raise ProfileError(file, "(syntax)", f"not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ProfileError(file, "(file)", "not UTF-8 text") from None
+    except RecursionError:
+        raise ProfileError(file, "(syntax)", "arrays or tables nested too deeply; a profile needs two levels") from None
+    except OSError as exc:
+        raise ProfileError(file, "(file)", f"cannot be read ({exc.strerror or exc})") from None
     top = _check_table(file, "", raw, TOP_KEYS)
     enc_defaults = _check_table(file, "encoder.", top["encoder"] or {}, ENCODER_KEYS)
     ovl_defaults = _check_table(file, "overlay.", top["overlay"] or {}, OVERLAY_KEYS)
@@ -359,6 +378,9 @@ def load_profile(path: str | Path) -> Profile:
 
     if not top["streams"]:
         raise ProfileError(file, "streams", "empty; a profile needs at least one [[streams]] table")
+    if len(top["streams"]) > MAX_STREAMS:
+        raise ProfileError(file, "streams", f"{len(top['streams'])} streams; at most {MAX_STREAMS} (each is a "
+                                            f"process with its own encoder)")
     streams: list[StreamSpec] = []
     seen: set[str] = set()
     for i, entry in enumerate(top["streams"]):

@@ -9,11 +9,21 @@ restarts, and tells the recorder through callbacks (run from a dispatcher thread
 :mod:`sensors.dispatch`):
 
 - ``on_fix(fix: GpsFix)`` for every TPV report (with or without a fix);
+
+Speed: gpsd 3.22 reports an NMEA receiver's epoch twice when it takes GGA for a sentence that
+ends a cycle (it does after one lost RMC): once from GGA, with a speed gpsd computes from the
+position change (tens of km/h off with a receiver's metre-scale jitter), once from RMC with the
+receiver's own Doppler speed and course. The watch also asks for the raw NMEA sentences, which
+gpsd sends just before the report it builds from them, so the reader knows the receiver's own
+speed of every epoch (RMC, VTG). A report gets ``speed_source`` "receiver" when its speed is the
+receiver's, "gpsd" when it is gpsd's estimate. What the picture shows (:attr:`GpsState.speed_kmh`)
+is the receiver's latest speed; gpsd's estimate only when the receiver sends no speed at all.
 - ``on_event(type_, capture_ns=..., **fields)`` (``EventLog.emit``'s signature) for
   ``gps`` (fix acquired or lost), ``fault`` (gpsd unreachable) and ``recovered``.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import socket
@@ -21,19 +31,22 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any, Callable
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from core.clock import NS_PER_S, SessionClock
 
 from sensors.dispatch import Closeable, Dispatcher, EventSink
+from sensors.nmea import KNOT_MPS, NmeaError, nmea_time_ms, split_sentence
 from sensors.priority import raise_thread_priority
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 2947
-WATCH = b'?WATCH={"enable":true,"json":true,"pps":true}\n'  # "pps" makes gpsd send TOFF too
+# "pps" makes gpsd send TOFF too; "nmea" the receiver's raw sentences (for its own speed).
+WATCH = b'?WATCH={"enable":true,"json":true,"nmea":true,"pps":true}\n'
+RECEIVER_SPEED_S = 3.0  # a receiver that sent a speed this recently sends speeds: gpsd's own estimate is ignored
 MAX_LINE = 1 << 20  # gpsd's longest reports (SKY with many satellites) are a few KiB
 
 
@@ -52,8 +65,28 @@ def parse_gpsd_url(url: str) -> tuple[str, int]:
 def iso_to_ns(text: str) -> int:
     """gpsd's ISO-8601 UTC time ("2025-05-15T06:00:00.000Z") as integer nanoseconds since the epoch."""
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)  # gpsd's times are UTC
     whole = dt.replace(microsecond=0)
     return int(whole.timestamp()) * NS_PER_S + dt.microsecond * 1000
+
+
+def _number(value: Any, lo: float, hi: float) -> float | None:
+    """A finite number within [lo, hi] (bool is not a number here), else None."""
+    if type(value) not in (int, float) or not lo <= value <= hi:  # NaN fails the comparison too
+        return None
+    return value
+
+
+def _text(value: Any, limit: int = 256) -> str | None:
+    """A short string that can be written out as UTF-8, else None."""
+    if not isinstance(value, str) or len(value) > limit:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -74,6 +107,7 @@ class GpsFix:
     speed_mps: float | None = None
     track_deg: float | None = None
     device: str | None = None
+    speed_source: str | None = None  # "receiver" (RMC/VTG) or "gpsd" (computed from positions)
 
     @property
     def has_fix(self) -> bool:
@@ -85,12 +119,19 @@ class GpsFix:
 
     @classmethod
     def from_tpv(cls, tpv: dict[str, Any], capture_ns: int) -> "GpsFix":
-        """Build from gpsd's TPV object (gpsd >= 3.20 has altMSL; older ones only alt)."""
-        alt = tpv.get("altMSL", tpv.get("alt"))
+        """Build from gpsd's TPV object (gpsd >= 3.20 has altMSL; older ones only alt). A value of
+        the wrong type or out of range (a broken gpsd or receiver) is left out; a position out of
+        range drops the position, so such a report never counts as a fix."""
+        alt = _number(tpv.get("altMSL", tpv.get("alt")), -1e5, 1e6)
+        lat, lon = _number(tpv.get("lat"), -90, 90), _number(tpv.get("lon"), -180, 180)
+        if lat is None or lon is None:
+            lat = lon = None
+        mode = tpv.get("mode", 0)
         return cls(
-            capture_ns=capture_ns, mode=int(tpv.get("mode", 0)), time_utc=tpv.get("time"),
-            lat=tpv.get("lat"), lon=tpv.get("lon"), alt_m=alt, speed_mps=tpv.get("speed"),
-            track_deg=tpv.get("track"), device=tpv.get("device"),
+            capture_ns=capture_ns, mode=mode if type(mode) is int and 0 <= mode <= 3 else 0,
+            time_utc=_text(tpv.get("time")), lat=lat, lon=lon, alt_m=alt,
+            speed_mps=_number(tpv.get("speed"), 0, 1e4), track_deg=_number(tpv.get("track"), -360, 720),
+            device=_text(tpv.get("device")),
         )
 
     def to_record(self, clock: SessionClock | None = None) -> dict[str, Any]:
@@ -100,7 +141,7 @@ class GpsFix:
             rec["pts_s"] = round(clock.pts_s(self.capture_ns), 6)
         for key, value in (("time", self.time_utc), ("mode", self.mode), ("lat", self.lat), ("lon", self.lon),
                            ("alt", self.alt_m), ("speed", self.speed_mps), ("track", self.track_deg),
-                           ("device", self.device)):
+                           ("device", self.device), ("speed_source", self.speed_source if self.speed_mps is not None else None)):
             if value is not None:
                 rec[key] = value
         return rec
@@ -110,25 +151,37 @@ class GpsFix:
         """Inverse of :meth:`to_record`."""
         return cls(capture_ns=int(rec.get("capture_ns", 0)), mode=int(rec.get("mode", 0)), time_utc=rec.get("time"),
                    lat=rec.get("lat"), lon=rec.get("lon"), alt_m=rec.get("alt"), speed_mps=rec.get("speed"),
-                   track_deg=rec.get("track"), device=rec.get("device"))
+                   track_deg=rec.get("track"), device=rec.get("device"), speed_source=rec.get("speed_source"))
 
 
 @dataclass(frozen=True)
 class GpsState:
-    """What the overlay and `examrec status` show: is gpsd there, is there a fix, the last fix."""
+    """What the overlay and `examrec status` show: is gpsd there, is there a fix, the last fix,
+    and the speed to show (the receiver's own; gpsd's estimate only from a receiver without one)."""
 
     connected: bool = False
     fix: bool = False
     reason: str = "not started"
     last_fix: GpsFix | None = None  # the last report that had a position
     last_report_ns: int | None = None
+    speed_mps: float | None = None  # the speed to show, see the module docstring
+    speed_source: str | None = None
+    speed_fix: GpsFix | None = None  # the report that speed came from
+
+    @property
+    def speed_kmh(self) -> float | None:
+        """The speed the picture shows while there is a fix (None: no fix or no speed known)."""
+        if not self.fix or self.last_fix is None or self.speed_mps is None:
+            return None
+        return self.speed_mps * 3.6
 
     @property
     def label(self) -> str:
-        """Short overlay text: the speed, or ``GPS: no fix``."""
-        if not self.fix or self.last_fix is None or self.last_fix.speed_kmh is None:
+        """Short overlay text: the speed, ``GPS: fix`` (a fix without any speed yet), or ``GPS: no fix``."""
+        if not self.fix or self.last_fix is None:
             return "GPS: no fix"
-        return f"{self.last_fix.speed_kmh:.0f} km/h"
+        kmh = self.speed_kmh
+        return "GPS: fix" if kmh is None else f"{kmh:.0f} km/h"
 
 
 @dataclass(frozen=True)
@@ -148,6 +201,71 @@ class TimeSample:
     def offset_s(self) -> float:
         """GPS time minus system time: positive when the system clock is behind."""
         return (self.gps_ns - self.system_ns) / NS_PER_S
+
+
+class GpsTimeGuard:
+    """Flags reports whose GPS time disagrees with the session's own clock.
+
+    Between two reports the GPS time must advance as the monotonic clock does. A report whose
+    (GPS time - capture time) differs from the accepted reports' by more than ``tolerance_s`` is
+    an outlier (a receiver's bad epoch, a report dated a day ahead): it is flagged instead of
+    becoming the route's new latest point, which would hide every later good fix. When
+    ``confirm`` consecutive reports agree with each other but not with the reference, the
+    reference was the bad one (or the receiver's time really stepped) and they become it.
+    """
+
+    def __init__(self, tolerance_s: float = 5.0, confirm: int = 3):
+        self.tolerance_ns = int(tolerance_s * NS_PER_S)
+        self.confirm = confirm
+        self._offset: int | None = None
+        self._candidates: list[int] = []
+        self.flagged = 0
+
+    def reset(self) -> None:
+        """Forget the reference (gpsd reconnected: the next reports may come from another receiver)."""
+        self._offset = None
+        self._candidates.clear()
+
+    def accept(self, fix: GpsFix) -> bool:
+        """True when the report's time fits the session's timeline (reports without a time fit)."""
+        if not fix.time_utc:
+            return True
+        try:
+            offset = iso_to_ns(fix.time_utc) - fix.capture_ns
+        except (ValueError, OverflowError):
+            self.flagged += 1
+            return False
+        if self._offset is None or abs(offset - self._offset) <= self.tolerance_ns:
+            self._offset = offset
+            self._candidates.clear()
+            return True
+        if self._candidates and abs(offset - self._candidates[-1]) > self.tolerance_ns:
+            self._candidates.clear()
+        self._candidates.append(offset)
+        if len(self._candidates) >= self.confirm:
+            self._offset = offset
+            self._candidates.clear()
+            return True
+        self.flagged += 1
+        return False
+
+
+def route_fixes(records: Iterable[dict[str, Any]]) -> list[GpsFix]:
+    """The telemetry's GPS records as the live route took them: reports flagged ``time_outlier``
+    left out, and gpsd's own speed estimate dropped where the receiver sent speeds of its own
+    (within RECEIVER_SPEED_S), so a route rebuilt by `examrec export-gpx` matches the live one."""
+    recs = [r for r in records if not r.get("time_outlier")]
+    receiver_ns = sorted(int(r.get("capture_ns", 0)) for r in recs if r.get("speed_source") == "receiver")
+    window = int(RECEIVER_SPEED_S * NS_PER_S)
+    out = []
+    for r in recs:
+        fix = GpsFix.from_record(r)
+        if fix.speed_source == "gpsd":
+            i = bisect.bisect_right(receiver_ns, fix.capture_ns)
+            if i > 0 and fix.capture_ns - receiver_ns[i - 1] < window:
+                fix = replace(fix, speed_mps=None, track_deg=None, speed_source=None)
+        out.append(fix)
+    return out
 
 
 @dataclass
@@ -193,6 +311,9 @@ class GpsReader:
         self._last_tpv_ns: int | None = None
         self._connected_ns: int = 0
         self._samples: deque[TimeSample] = deque(maxlen=32)
+        self._epoch_ms: int | None = None  # time of day of the receiver's current epoch (last timed sentence)
+        self._rx_speed: dict[int, tuple[float, float | None]] = {}  # epoch ms -> receiver's (m/s, course)
+        self._rx_speed_ns: int | None = None  # when the receiver last sent its own speed
         self._n = _Counters()
         self.gpsd_version: str | None = None
 
@@ -230,6 +351,10 @@ class GpsReader:
         return {"reports": n.reports, "tpv": n.tpv, "with_fix": n.with_fix, "bad_lines": n.bad_lines,
                 "connects": n.connects, "disconnects": n.disconnects,
                 "dropped_callbacks": self._dispatch.dropped, "failed_callbacks": self._dispatch.failed}
+
+    def receiver_sends_speed(self) -> bool:
+        """Whether the receiver sent a speed of its own (RMC, VTG) in the last few seconds."""
+        return self._receiver_sends_speed(time.monotonic_ns())
 
     def wait_for_fix(self, timeout_s: float) -> GpsFix | None:
         """Block until there is a fix (or the timeout); the last fix or None."""
@@ -323,12 +448,19 @@ class GpsReader:
 
     def _handle(self, line: bytes, stamp: int, wall: int) -> bool:
         """Act on one report line; True when it was a readable gpsd report."""
+        if line.startswith(b"$"):
+            self._sentence(line, stamp)
+            return True
         try:
             report = json.loads(line)
             cls = report["class"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             self._n.bad_lines += 1
             log.warning("%s: unreadable line from gpsd: %r", self.name, line[:120])
+            return False
+        if not isinstance(report, dict) or not isinstance(cls, str):
+            self._n.bad_lines += 1
+            log.warning("%s: not a gpsd report: %r", self.name, line[:120])
             return False
         self._n.reports += 1
         if cls == "VERSION":
@@ -359,8 +491,63 @@ class GpsReader:
                                   after_s=round((stamp - self._fault_since_ns) / NS_PER_S, 3),
                                   detail=f"gpsd at {self.host}:{self.port} answers again")
 
+    def _sentence(self, line: bytes, stamp: int) -> None:
+        """A raw NMEA sentence from the receiver: note the epoch it belongs to and its own speed."""
+        try:
+            fields = split_sentence(line.decode("ascii", errors="replace"))
+        except NmeaError:
+            return  # gpsd passes only sentences that passed its checksum; nothing to learn here
+        kind = fields[0][2:]
+        try:
+            if kind in ("GGA", "RMC", "GNS", "ZDA") and len(fields) > 1 and fields[1]:
+                self._epoch_ms = nmea_time_ms(fields[1])
+            elif kind == "GLL" and len(fields) > 5 and fields[5]:
+                self._epoch_ms = nmea_time_ms(fields[5])
+            if self._epoch_ms is None:
+                return
+            if kind == "RMC" and len(fields) > 8 and fields[2] == "A" and fields[7]:
+                self._receiver_speed(float(fields[7]) * KNOT_MPS, float(fields[8]) if fields[8] else None, stamp)
+            elif kind == "VTG" and len(fields) > 5 and fields[5] and (len(fields) < 10 or fields[9] != "N"):
+                self._receiver_speed(float(fields[5]) * KNOT_MPS, float(fields[1]) if fields[1] else None, stamp)
+        except ValueError:
+            return
+
+    def _receiver_speed(self, mps: float, course: float | None, stamp: int) -> None:
+        if not (0.0 <= mps < 1000.0):
+            return
+        assert self._epoch_ms is not None
+        self._rx_speed[self._epoch_ms] = (mps, course)
+        self._rx_speed_ns = stamp
+        while len(self._rx_speed) > 8:
+            del self._rx_speed[next(iter(self._rx_speed))]
+
+    def _with_speed_source(self, fix: GpsFix, stamp: int) -> GpsFix:
+        """The report with the receiver's speed of its epoch when the receiver sent one; else
+        marked as carrying gpsd's own estimate."""
+        if fix.time_utc:
+            try:
+                key = (iso_to_ns(fix.time_utc) // 1_000_000) % 86_400_000
+            except ValueError:
+                key = None
+            if key is not None and key in self._rx_speed:
+                mps, course = self._rx_speed[key]
+                return replace(fix, speed_mps=mps, track_deg=course if course is not None else fix.track_deg,
+                               speed_source="receiver")
+        if fix.speed_mps is None:
+            return fix
+        return replace(fix, speed_source="gpsd")
+
+    def _receiver_sends_speed(self, stamp: int) -> bool:
+        return self._rx_speed_ns is not None and stamp - self._rx_speed_ns < RECEIVER_SPEED_S * NS_PER_S
+
     def _tpv(self, report: dict[str, Any], stamp: int, wall: int) -> None:
-        fix = GpsFix.from_tpv(report, stamp)
+        try:
+            fix = GpsFix.from_tpv(report, stamp)
+        except (TypeError, ValueError):
+            self._n.bad_lines += 1
+            log.warning("%s: a TPV report with unusable values: %r", self.name, str(report)[:120])
+            return
+        fix = self._with_speed_source(fix, stamp)
         self._n.tpv += 1
         self._last_tpv_ns = stamp
         if fix.has_fix:
@@ -374,7 +561,11 @@ class GpsReader:
                     with self._lock:
                         self._samples.append(TimeSample(gps_ns, wall, stamp, "tpv"))
             with self._lock:
-                self._state = replace(self._state, last_fix=fix, last_report_ns=stamp)
+                speed = {}
+                # gpsd's estimate only when the receiver sends no speed of its own.
+                if fix.speed_source == "receiver" or (fix.speed_source == "gpsd" and not self._receiver_sends_speed(stamp)):
+                    speed = {"speed_mps": fix.speed_mps, "speed_source": fix.speed_source, "speed_fix": fix}
+                self._state = replace(self._state, last_fix=fix, last_report_ns=stamp, **speed)
             self._set_fix(True, stamp, f"fix mode {fix.mode}", mode=fix.mode)
         else:
             with self._lock:

@@ -30,7 +30,7 @@ from xml.sax.saxutils import escape
 from core import durable
 from core.clock import NS_PER_S, SessionClock
 
-from sensors.gps import GpsFix, iso_to_ns
+from sensors.gps import GpsFix, iso_to_ns, route_fixes
 from sensors.telemetry import read_records
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ def session_gpx(session_dir: Path | str) -> tuple[str, _Track]:
     if not telemetry.is_file():
         raise NoTelemetry(f"{sdir}: no telemetry.jsonl (give the session folder; was a GPS configured?)")
     name, start_utc, clock = _session_info(sdir)
-    fixes = [GpsFix.from_record(r) for r in read_records(telemetry, "gps")]
+    fixes = route_fixes(read_records(telemetry, "gps"))  # the live route's rules (speed source, bad times)
     text, track = build_gpx(fixes, name=name, desc="rebuilt from telemetry.jsonl by examrec export-gpx",
                             start_utc=start_utc, clock=clock)
     if track.points == 0:

@@ -125,6 +125,17 @@ def vtg(fix: NmeaFix, talker: str = "GP") -> str:
     return sentence(f"{talker}VTG,{track},T,,M,{speed / KNOT_MPS:.2f},N,{speed * 3.6:.2f},K,A")
 
 
+def nmea_time_ms(hms: str) -> int:
+    """An NMEA ``hhmmss[.ss]`` time field as milliseconds since midnight; ValueError when malformed."""
+    if len(hms) < 6 or not hms[:6].isdigit():
+        raise ValueError(f"not an NMEA time: {hms!r}")
+    frac = hms[7:] if len(hms) > 6 and hms[6] == "." else ""
+    if len(hms) > 6 and (hms[6] != "." or (frac and not frac.isdigit())):
+        raise ValueError(f"not an NMEA time: {hms!r}")
+    ms = int((frac + "000")[:3])
+    return ((int(hms[0:2]) * 60 + int(hms[2:4])) * 60 + int(hms[4:6])) * 1000 + ms
+
+
 def _parse_time(hms: str, ddmmyy: str) -> datetime:
     micro = 0
     if "." in hms:
@@ -141,22 +152,29 @@ def _coord(value: str, hemi: str, deg_digits: int) -> float | None:
     return -out if hemi in ("S", "W") else out
 
 
-def iter_sentences(lines: Iterable[str]) -> Iterator[list[str]]:
-    """Fields of every NMEA sentence among ``lines``; comments, replay delimiters and blanks are skipped."""
+def iter_sentences(lines: Iterable[str], skip_garbled: bool = False) -> Iterator[list[str]]:
+    """Fields of every NMEA sentence among ``lines``; comments, replay delimiters and blanks are
+    skipped, and with ``skip_garbled`` also sentences whose checksum fails (as gpsd drops them)."""
     for line in lines:
         text = line.strip()
         if text.startswith("$"):
-            yield split_sentence(text)
+            try:
+                yield split_sentence(text)
+            except NmeaError:
+                if not skip_garbled:
+                    raise
 
 
 def read_fixes(path: Path | str) -> list[NmeaFix]:
     """The epochs of a fixture in file order: RMC gives time, position, speed and course; the GGA
-    of the same time adds altitude, satellites and HDOP."""
+    of the same time adds altitude, satellites and HDOP. Garbled sentences are skipped as gpsd
+    skips them; an epoch whose RMC was garbled comes from its GGA alone (date of the epoch
+    before, no speed or course: the receiver's speed for it never arrived)."""
     fixes: list[NmeaFix] = []
     by_time: dict[str, int] = {}
     pending_gga: dict[str, list[str]] = {}
     with open(path, encoding="ascii") as fh:
-        for f in iter_sentences(fh):
+        for f in iter_sentences(fh, skip_garbled=True):
             kind = f[0][2:]
             if kind == "RMC":
                 t = _parse_time(f[1], f[9])
@@ -177,8 +195,27 @@ def read_fixes(path: Path | str) -> list[NmeaFix]:
                     i = by_time[f[1]]
                     fixes[i] = _with_gga(fixes[i], f)
                 else:
+                    _gga_only(fixes, by_time, pending_gga)
                     pending_gga[f[1]] = f
+    _gga_only(fixes, by_time, pending_gga)
     return fixes
+
+
+def _gga_only(fixes: list[NmeaFix], by_time: dict[str, int], pending: dict[str, list[str]]) -> None:
+    """Epochs that had a GGA but no RMC (garbled) once the next epoch begins: from the GGA alone."""
+    for hms, f in list(pending.items()):
+        if not fixes:
+            continue  # no date known yet
+        date = fixes[-1].time_utc.strftime("%d%m%y")
+        t = _parse_time(hms, date)
+        if t <= fixes[-1].time_utc:
+            continue
+        valid = f[6] not in ("", "0")
+        base = NmeaFix(time_utc=t, valid=valid, lat=_coord(f[2], f[3], 2) if valid else None,
+                       lon=_coord(f[4], f[5], 3) if valid else None)
+        by_time[hms] = len(fixes)
+        fixes.append(_with_gga(base, f))
+        del pending[hms]
 
 
 def _with_gga(fix: NmeaFix, f: list[str]) -> NmeaFix:

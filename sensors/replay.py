@@ -14,13 +14,13 @@ object with ``url`` and ``close()``; the context managers wrap them. A profile s
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -44,19 +44,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-_PR_SET_PDEATHSIG = 1
+GUARD = Path(__file__).with_name("owner_guard.py")
 
 
-def _dies_with_parent(sig: int) -> Callable[[], None]:
-    """A preexec_fn: the kernel sends ``sig`` to the child when the thread that started it dies,
-    so a recorder killed with SIGKILL leaves no gpsfake, gpsd or socat behind. gpsfake gets
-    SIGINT, on which it stops its own gpsd."""
-    def set_pdeathsig() -> None:
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig)
-        except (OSError, AttributeError):
-            pass  # not Linux: the replay then only ends with its owner's close()
-    return set_pdeathsig
+def guarded(cmd: Sequence[str], remove: Sequence[Path] = (), shm_key: str | None = None) -> list[str]:
+    """``cmd`` run under :mod:`sensors.owner_guard`: it ends (with everything it started, and the
+    folders and shared memory named here are removed) when this process ends, however it ends."""
+    out = [sys.executable, str(GUARD), str(os.getpid())]
+    for folder in remove:
+        out += ["--remove", str(folder)]
+    if shm_key:
+        out += ["--shm", shm_key]
+    return out + ["--", *cmd]
 
 
 def _require(tool: str, package: str) -> str:
@@ -67,22 +66,17 @@ def _require(tool: str, package: str) -> str:
 
 
 def _kill_group(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:
-    """End a process we started in its own session, with everything it spawned (gpsd under gpsfake)."""
+    """End a guarded helper: its guard kills the helper's process group (gpsd under gpsfake) and
+    cleans up; a guard that does not answer is killed with its own group."""
     if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
         try:
             proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout_s)
-    else:
-        # The leader is gone but a child (gpsd) may still hold the group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
 
 
 # -- GPS ---------------------------------------------------------------------------------------
@@ -100,16 +94,11 @@ class GpsReplay:
         """Stop gpsfake and its gpsd, remove the control socket, the log and gpsd's shared memory."""
         if self.process is None:
             return
+        # The guard kills gpsfake and gpsd; we remove the folder (gpsfake's control socket and log
+        # are in it) and gpsd's shared memory. When this process dies, the guard does all of it.
         _kill_group(self.process)
-        pid = self.process.pid
         self.process = None  # type: ignore[assignment]
-        # gpsfake names its control socket after its pid; killed, it leaves the socket behind.
-        for sock in (Path(f"/tmp/gpsfake-{pid}.sock"), self.folder / f"gpsfake-{pid}.sock"):
-            with contextlib.suppress(FileNotFoundError):
-                sock.unlink()
         shutil.rmtree(self.folder, ignore_errors=True)
-        # gpsd exports fixes in a SysV segment keyed by the port (gpsfake sets GPSD_SHM_KEY) and
-        # does not remove it on exit; it is ours because the port was.
         if shutil.which("ipcrm"):
             subprocess.run(["ipcrm", "-M", f"0x4770{self.port:04X}"], capture_output=True, check=False)
 
@@ -120,27 +109,52 @@ class GpsReplay:
         self.close()
 
 
+CHUNKS_HEADER = "# Chunks-per-epoch:"
+
+
+def chunks_per_epoch(nmea: Path) -> int:
+    """How many gpsfake chunks (text between Delay-Cookie delimiters) make one receiver epoch,
+    from the log's ``# Chunks-per-epoch: N`` header line (1 without one)."""
+    with open(nmea, "rb") as fh:
+        for raw in fh:
+            if not raw.startswith(b"#"):
+                break
+            line = raw.decode("ascii", errors="replace").strip()
+            if line.startswith(CHUNKS_HEADER):
+                try:
+                    return max(1, min(100, int(line[len(CHUNKS_HEADER):].strip())))
+                except ValueError:
+                    raise ReplayError(f"{nmea}: {line!r}: the chunk count must be a whole number") from None
+    return 1
+
+
 def start_gps_replay(nmea: Path | str, port: int | None = None, cycle_s: float = 1.0,
                      timeout_s: float = 20.0) -> GpsReplay:
     """Start gpsfake on ``nmea`` and wait until its gpsd answers on 127.0.0.1:``port``.
 
-    ``cycle_s`` is gpsfake's ``-c``: the pause after each chunk of the log (one epoch for our
-    fixtures, which carry a Delay-Cookie), so 1.0 plays in real time and 0.2 five times faster.
+    ``cycle_s`` is the time one receiver epoch takes: 1.0 plays in real time and 0.2 five times
+    faster. gpsfake's ``-c`` (the pause after each chunk of the log) is that divided by the
+    log's chunks per epoch (our fixtures send GGA and RMC half a second apart, see
+    bench/make_nmea_fixture.py).
     """
     nmea = Path(nmea).resolve()
     if not nmea.is_file():
         raise ReplayError(f"NMEA log {nmea} not found (the profile's gps = \"replay:...\" is relative to the profile)")
     gpsfake = _require("gpsfake", "gpsd-clients")
     _require("gpsd", "gpsd")
+    pause_s = cycle_s / chunks_per_epoch(nmea)
     port = port or free_port()
     folder = Path(tempfile.mkdtemp(prefix="examrec-gpsfake-"))
     logfile = open(folder / "gpsfake.log", "wb")
     env = dict(os.environ, TMPDIR=str(folder))  # gpsfake puts its control socket in TMPDIR
     env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
     try:
-        proc = subprocess.Popen([gpsfake, "-q", "-P", str(port), "-n", "-c", f"{cycle_s:g}", str(nmea)],
-                                stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True, preexec_fn=_dies_with_parent(signal.SIGINT))
+        # gpsd exports fixes in a SysV segment keyed by the port (gpsfake sets GPSD_SHM_KEY) and
+        # does not remove it on exit; it is ours because the port was.
+        cmd = guarded([gpsfake, "-q", "-P", str(port), "-n", "-c", f"{pause_s:g}", str(nmea)],
+                      remove=[folder], shm_key=f"0x4770{port:04X}")
+        proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
     finally:
         logfile.close()
     replay = GpsReplay(url=f"gpsd://127.0.0.1:{port}", port=port, nmea=nmea, process=proc, folder=folder)
@@ -240,8 +254,10 @@ class PtyPair:
     (``sensor_path``, ``recorder_path``) stay the same across :meth:`close` and :meth:`open`,
     like a USB adapter unplugged and plugged back in."""
 
-    def __init__(self, folder: Path | str, names: tuple[str, str] = ("sensor", "recorder")):
+    def __init__(self, folder: Path | str, names: tuple[str, str] = ("sensor", "recorder"),
+                 remove_folder_on_exit: bool = False):
         self.folder = Path(folder)
+        self.remove_folder_on_exit = remove_folder_on_exit  # a folder made for this pair goes when its owner dies
         self.sensor_path = self.folder / names[0]
         self.recorder_path = self.folder / names[1]
         self._proc: subprocess.Popen | None = None
@@ -256,10 +272,11 @@ class PtyPair:
         if self.alive:
             return
         self._proc = subprocess.Popen(
-            [socat, "-d", "-d", f"pty,raw,echo=0,link={self.sensor_path}",
-             f"pty,raw,echo=0,link={self.recorder_path}"],
+            guarded([socat, "-d", "-d", f"pty,raw,echo=0,link={self.sensor_path}",
+                     f"pty,raw,echo=0,link={self.recorder_path}"],
+                    remove=[self.folder] if self.remove_folder_on_exit else []),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_dies_with_parent(signal.SIGTERM))
+            start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while not (self.sensor_path.exists() and self.recorder_path.exists()):
             if self._proc.poll() is not None:
@@ -430,7 +447,8 @@ def start_pedal_replay(fixture: Path | str | Sequence[PedalEntry], *, start_dela
         entries = [e for e in entries if e.offset_s < until_s]
         dur = min(dur, until_s)
     owns = folder is None
-    pair = PtyPair(Path(tempfile.mkdtemp(prefix="examrec-pedals-")) if owns else Path(folder))
+    pair = PtyPair(Path(tempfile.mkdtemp(prefix="examrec-pedals-")) if owns else Path(folder),
+                   remove_folder_on_exit=owns)
     pair.open()
     replay = PedalReplay(url=str(pair.recorder_path), start_ns=time.monotonic_ns() + round(start_delay_s * 1e9),
                          entries=entries, pair=pair, loop=loop, duration_s=dur, _owns_folder=owns)

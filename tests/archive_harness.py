@@ -146,6 +146,7 @@ class SeaweedServer:
             key, secret = self.credentials(role)
             lines += [f"[s3.credentials.{role}]", f'access_key_id = "{key}"', f'secret_access_key = "{secret}"']
         path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)  # it holds secrets: examrec refuses a connection file others can read
         return path
 
     def stop(self) -> None:

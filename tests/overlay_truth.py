@@ -35,8 +35,13 @@ class SessionTruth:
         fixes: list[tuple[int, float | None, bool]] = []
         tele = session / "telemetry.jsonl"
         if tele.exists():
-            for line in tele.read_text().splitlines():
-                rec = json.loads(line)
+            recs = [json.loads(line) for line in tele.read_text().splitlines()]
+            # The picture shows the receiver's own speed; gpsd's estimates (marked "gpsd") only
+            # from a receiver that sends none, so with receiver speeds about they are no truth.
+            receiver = any(r.get("speed_source") == "receiver" for r in recs)
+            for rec in recs:
+                if receiver and rec.get("speed_source") == "gpsd":
+                    continue
                 if rec["type"] == "gps":
                     speed = rec.get("speed")
                     fix = rec.get("mode", 0) >= 2 and "lat" in rec
@@ -126,3 +131,12 @@ def best_match(ov: Overlay, img: np.ndarray, t: int, states: list[OverlayState])
         if err < best[0]:
             best = (err, st)
     return best
+
+
+def read_speed_line(ov: Overlay, img: np.ndarray, t: int, max_kmh: int = 99) -> tuple[str, float]:
+    """The speed line burned into a decoded frame, read by rendering every possible line ("0
+    km/h" .. "99 km/h", "GPS: no fix", "GPS: fix") and keeping the closest: (line, error)."""
+    states = [OverlayState(speed_kmh=float(v), gps_fix=True) for v in range(max_kmh + 1)]
+    states += [OverlayState(speed_kmh=None, gps_fix=False)]
+    err, st = best_match(ov, img, t, states)
+    return ("GPS: no fix" if not st.gps_fix else f"{st.speed_kmh:.0f} km/h"), err

@@ -68,12 +68,20 @@ class Collector:
 # ---------------------------------------------------------------------------------------------
 # NMEA
 def nmea_header_and_epochs(path: Path = EXAM_NMEA) -> tuple[str, list[str]]:
-    """The header text and the epochs (text between the '@' delimiter lines) of a fixture."""
+    """The header text and the epochs of a fixture: each epoch is the text of its chunks (text
+    between the '@' delimiter lines; an epoch starts with the chunk holding its GGA), with the
+    delimiters between its chunks kept."""
     with open(path, encoding="ascii", newline="") as fh:  # keep NMEA's CR LF
         lines = fh.read().splitlines(keepends=True)
     head = "".join(line for line in lines if line.startswith("#"))
     body = "".join(line for line in lines if not line.startswith("#"))
-    epochs = [e.lstrip("\n") for e in body.split("@\n") if e.strip()]
+    chunks = [c.lstrip("\n") for c in body.split("@\n") if c.strip()]
+    epochs: list[str] = []
+    for chunk in chunks:
+        if chunk.startswith("$GPGGA") or not epochs:
+            epochs.append(chunk)
+        else:
+            epochs[-1] += "@\n" + chunk
     return head, epochs
 
 

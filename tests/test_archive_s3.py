@@ -140,6 +140,7 @@ def test_an_unreachable_archive_exits_6_and_keeps_the_session(s3_archive, tmp_pa
     conf = tmp_path / "down.toml"
     conf.write_text(a.server.connection_file(tmp_path / "up.toml").read_text()
                     .replace(a.server.endpoint, "http://127.0.0.1:9"))       # the discard port: nothing listens
+    conf.chmod(0o600)  # it holds secrets
     r = a.cli("upload", "--out", a.out, user="car7", env={"EXAMREC_ARCHIVE_CONFIG": str(conf)})
     assert r.rc == 6, r.err
     assert "unreachable" in r.err

@@ -16,7 +16,8 @@ from core.profile import load_profile
 
 from conftest import EXAMREC, ROOT, session_dirs, write_profile
 from media import decode_video
-from overlay_truth import SessionTruth, best_match
+from overlay_truth import SPEED_SETTLE_NS, SessionTruth, best_match, read_speed_line
+from sensors.nmea import read_fixes
 from sensor_harness import write_nmea_slice
 
 FIXTURES = ROOT / "bench" / "fixtures"
@@ -106,7 +107,9 @@ def test_gpsd_lost_and_back_mid_session_and_the_picture_follows_the_sensors(tmp_
     assert any(p < fault["pts_s"] for p in gps_pts) and any(p > back["pts_s"] for p in gps_pts)
     assert not any(fault["pts_s"] + 0.5 < p < back["pts_s"] - 0.1 for p in gps_pts)
     route = (session / "route.gpx").read_text()
-    assert route.count("<trkpt") == len(gps_pts), (route.count("<trkpt"), len(gps_pts))
+    # One point an epoch (gpsd reports most epochs twice: from GGA, then from RMC).
+    epochs = {f["time"] for f in fixes if f["type"] == "gps" and f.get("mode", 0) >= 2 and f.get("time")}
+    assert route.count("<trkpt") == len(epochs), (route.count("<trkpt"), len(epochs))
 
     # Pedal actuations carry session times, and the pedal stream's samples are all there.
     pedal_events = [e for e in events if e["type"] == "pedal" and e["start_pts_s"] is not None]
@@ -156,15 +159,22 @@ def test_a_killed_recorder_leaves_no_gpsd_or_socat_behind(tmp_path):
     from conftest import replay_variant
     profile = replay_variant(tmp_path)
     out = tmp_path / "out"
-    proc = subprocess.Popen([*EXAMREC, "record", "--profile", str(profile), "--duration", "60", "--out", str(out)],
+    proc = subprocess.Popen([*EXAMREC, "record", "--profile", str(profile), "--duration", "60", "--out", str(out), "--force"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for_start(out, proc)
-        helpers = {pid: cmd for pid, cmd in _children(proc.pid).items() if "gpsfake" in cmd or "socat" in cmd}
-        assert len(helpers) == 2, _children(proc.pid)
-        gpsfake = next(pid for pid, cmd in helpers.items() if "gpsfake" in cmd)
-        gpsd = set(_children(gpsfake))
-        assert gpsd, "gpsfake runs gpsd"
+        # recorder -> guard -> gpsfake -> gpsd, and recorder -> guard -> socat
+        descendants: dict[int, str] = {}
+        todo = [proc.pid]
+        while todo:
+            kids = _children(todo.pop())
+            descendants.update(kids)
+            todo += list(kids)
+        names = [cmd.split()[0].rsplit("/", 1)[-1] for cmd in descendants.values()]
+        assert "gpsd" in names and "socat" in names, descendants
+        assert any("gpsfake" in cmd and "owner_guard" not in cmd for cmd in descendants.values()), descendants
+        helpers = {pid: cmd for pid, cmd in descendants.items() if "gpsfake" in cmd or "socat" in cmd or "gpsd" in cmd}
+        gpsd: set[int] = set()
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 10
@@ -177,3 +187,86 @@ def test_a_killed_recorder_leaves_no_gpsd_or_socat_behind(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+SPEED_PROFILE = """
+name = "speed"
+kind = "replay"
+segment_s = 300
+gps = "gpsd://127.0.0.1:{port}"
+
+[encoder]
+preset = "ultrafast"
+crf = 20
+gop = 25
+
+[overlay]
+fields = ["datetime", "duration", "name", "speed"]
+
+[[streams]]
+name = "road-front"
+source = "pattern:"
+width = 640
+height = 360
+fps = 25
+"""
+
+
+def test_the_picture_shows_the_receivers_own_speed_not_gpsds_estimate(tmp_path):
+    """The fixture's receiver jitters by metres and loses an RMC now and then, so gpsd reports
+    each epoch twice: from GGA with a speed it computes from the jittery positions, then from RMC
+    with the receiver's own. Every decoded frame must show the receiver's (within 1 km/h)."""
+    port = free_port()
+    profile = write_profile(tmp_path / "speed.toml", SPEED_PROFILE.format(port=port))
+    out = tmp_path / "out"
+    drive = write_nmea_slice(tmp_path / "walk.nmea", first=0, count=60)  # standing start, slalom at 10 km/h
+    receiver = {f.time_utc.strftime("%Y-%m-%dT%H:%M:%S.000Z"): f for f in read_fixes(drive)}
+    with start_gps_replay(drive, port=port):
+        proc = subprocess.run([*EXAMREC, "record", "--profile", str(profile), "--duration", "12", "--out", str(out),
+                               "--force", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(proc.stdout)
+    (session,) = session_dirs(out)
+    clock = SessionClock.from_json(manifest["clock"])
+    reports = [json.loads(line) for line in (session / "telemetry.jsonl").read_text().splitlines()]
+    reports = [r for r in reports if r["type"] == "gps" and r.get("time") and r.get("mode", 0) >= 2]
+    # The telemetry says which speed is whose: gpsd's estimates are there and marked.
+    estimates = [r for r in reports if r.get("speed_source") == "gpsd"]
+    assert estimates, "the fixture no longer makes gpsd report its own estimate"
+    off = [r for r in estimates if abs(r["speed"] - (receiver[r["time"]].speed_mps or 0)) * 3.6 > 3]
+    assert off, "gpsd's estimates all agree with the receiver: the fixture has lost its jitter"
+    for r in reports:
+        if r.get("speed_source") == "receiver":
+            assert abs(r["speed"] - receiver[r["time"]].speed_mps) < 0.005, r
+
+    def receiver_kmh(time_utc: str) -> float | None:
+        fix = receiver[time_utc]
+        while fix.speed_mps is None:  # an epoch whose RMC was garbled: the speed of the one before stays
+            earlier = [f for f in receiver.values() if f.time_utc < fix.time_utc]
+            if not earlier:
+                return None
+            fix = max(earlier, key=lambda f: f.time_utc)
+        return fix.speed_mps * 3.6
+
+    spec = load_profile(profile).stream("road-front")
+    ov = Overlay(spec.overlay, spec.name, spec.width, spec.height, clock)
+    decoded = decode_video(session / manifest["streams"][0]["segments"][0]["file"], keep_every=3)
+    arrivals = sorted((r["capture_ns"], r["time"]) for r in reports)
+    checked = 0
+    for pts, img in zip(decoded.pts_s[::3], decoded.images):
+        t = clock.capture_ns(pts)
+        shown, err = read_speed_line(ov, img, t)
+        assert err < 0.025, (pts, shown, err)
+        epochs = sorted({tm for ns, tm in arrivals if ns <= t})
+        if not epochs:
+            continue  # the first fix of the session may still be on its way
+        # The epoch whose first report came last, or the one before it: the receiver's speed of
+        # an epoch arrives with its RMC, half a second after gpsd's GGA-based report.
+        allowed = {receiver_kmh(tm) for tm in epochs[-2:]}
+        recent = [tm for ns, tm in arrivals if t - SPEED_SETTLE_NS <= ns <= t]
+        if recent and len(epochs) >= 3:
+            allowed.add(receiver_kmh(epochs[-3]))  # a new report may still be on its way to the picture
+        ok = any(k is not None and shown.endswith("km/h") and abs(float(shown.split()[0]) - k) <= 1 for k in allowed)
+        assert ok, (pts, shown, sorted(k for k in allowed if k is not None))
+        checked += 1
+    assert checked > 60

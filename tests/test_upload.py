@@ -123,6 +123,7 @@ def test_watch_waits_while_the_archive_is_unreachable(file_archive, tmp_path):
     conf = tmp_path / "down.toml"
     conf.write_text('[s3]\nendpoint_url = "http://127.0.0.1:9"\n[s3.credentials.recorder]\n'
                     'access_key_id = "k"\nsecret_access_key = "s"\n')
+    conf.chmod(0o600)  # it holds a secret
     s = a.session()
     r = a.cli("upload", "--watch", "--to", "s3://examrec-down", "--out", a.out, "--rounds", "1", "--interval", "0",
               "--json", user="car7", env={"EXAMREC_ARCHIVE_CONFIG": str(conf)})

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
+import stat
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import date
@@ -96,12 +98,26 @@ def _like(tok: str) -> str:
     return "%" + tok.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _owner_only(path: Path, mode: int) -> None:
+    """Tighten a cache file or folder made by an older version (or under a loose umask)."""
+    try:
+        if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077:
+            os.chmod(path, mode)
+    except OSError:
+        pass  # not ours to change (a shared cache): reading it still works
+
+
 class Catalog:
     """The SQLite index. Open with ``Catalog(path)``; use as a context manager or call close()."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Candidates' names and exam dates: the cache is the user's alone (0700 folder, 0600 file;
+        # SQLite gives its -journal and -wal files the database file's mode).
+        if not self.path.parent.exists():  # (a folder archive keeps its catalog in its own root: left as it is)
+            self.path.parent.mkdir(parents=True, mode=0o700)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        _owner_only(self.path, 0o600)
         self.db = sqlite3.connect(self.path, timeout=30)
         self.db.row_factory = sqlite3.Row
         with self.db:

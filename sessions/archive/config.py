@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import unquote, urlparse
 
-from sessions.archive.errors import UsageError
+from sessions.archive.errors import Refused, UsageError
 from sessions.archive.workdays import WorkCalendar
 
 ENV_ARCHIVE = "EXAMREC_ARCHIVE"
@@ -129,10 +129,15 @@ def load_connection(path: str | os.PathLike[str] | None = None,
         return ConnectionConfig()
     try:
         raw = tomllib.loads(chosen.read_text(encoding="utf-8"))
+        file_mode = stat.S_IMODE(chosen.stat().st_mode)
     except FileNotFoundError:
         raise UsageError(f"{chosen}: archive connection file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{chosen}: not valid TOML: {exc}") from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise UsageError(f"{chosen}: not a readable TOML file ({str(exc)[:80]})") from None
+    except OSError as exc:
+        raise UsageError(f"{chosen}: cannot be read ({exc.strerror or exc})") from None
     allowed_top = {"archive", "s3"}
     for k in raw:
         if k not in allowed_top:
@@ -163,8 +168,12 @@ def load_connection(path: str | os.PathLike[str] | None = None,
             except OSError as exc:
                 raise _cfg_error(chosen, f"{key}.secret_access_key_file", f"cannot read {sp}: {exc.strerror}") from None
             if mode & 0o077:
-                raise _cfg_error(chosen, f"{key}.secret_access_key_file",
-                                 f"{sp} is readable by others (mode {mode:04o}); run: chmod 600 {sp}")
+                raise Refused(f"{chosen}: {key}.secret_access_key_file: {sp} is readable by others "
+                              f"(mode {mode:04o}); run: chmod 600 {sp}")
+        elif secret is not None and file_mode & 0o077:
+            # The secret is in this file itself: like the device key, it must be the owner's alone.
+            raise Refused(f"{chosen}: holds S3 secrets and is readable by others (mode {file_mode:04o}); "
+                          f"run: chmod 600 {chosen}")
         if not secret:
             raise _cfg_error(chosen, key, "needs secret_access_key or secret_access_key_file")
         cfg.credentials[role] = Credentials(str(c["access_key_id"]), str(secret))

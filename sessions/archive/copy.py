@@ -25,8 +25,11 @@ page, its absence can cost a complaint.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import date
@@ -35,7 +38,7 @@ from typing import Any, Callable
 
 from core import durable
 from sessions.archive.catalog import SessionRow
-from sessions.archive.errors import IntegrityError, Refused, UsageError
+from sessions.archive.errors import IntegrityError, MediumFull, Refused, UsageError
 from sessions.archive.office import RecordsOffice
 from sessions.archive.workdays import add_working_days
 from sessions.evidence.layout import NoManifest, read_manifest
@@ -220,10 +223,13 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
     dest = Path(req.dest)
     if dest.is_symlink():
         raise Refused(f"{dest}: a symbolic link; give the real folder on the applicant's medium")
-    if dest.exists() and any(dest.iterdir()):
-        raise UsageError(f"{dest} is not empty: give an empty folder (or a new one) on the applicant's medium")
+    made_dest = _check_destination(dest, sum(int(o.get("size") or 0) for o in receipt.get("objects", [])))
     root = dest / row.session_id
-    root.mkdir(parents=True, exist_ok=False)
+    try:
+        root.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        _undo(dest, root, made_dest)
+        raise _medium_error(dest, exc) from None
     total = 0
     sums: list[str] = []
     try:
@@ -243,9 +249,69 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
             sums.append(f"{got}  {row.session_id}/{o['file']}")
             if progress is not None:
                 progress(len(sums), len(receipt.get("objects", [])), total)
+    except OSError as exc:
+        _undo(dest, root, made_dest)
+        raise _medium_error(dest, exc) from None
     except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
+        _undo(dest, root, made_dest)
         raise
+    try:
+        return _finish_copy(office, req, row, receipt, dest, root, sums, total, deadline, today, now)
+    except OSError as exc:  # the kit did not fit (or the medium went away): no half copy is left
+        _undo(dest, root, made_dest)
+        raise _medium_error(dest, exc) from None
+
+
+def _check_destination(dest: Path, need_bytes: int) -> bool:
+    """Refuse a destination that is no empty folder, is read-only, or has no room; True when
+    the folder does not exist yet (it is made, and removed again if the copy fails)."""
+    if dest.exists() and not dest.is_dir():
+        raise UsageError(f"{dest} is a file: give an empty folder (or a new one) on the applicant's medium")
+    made = not dest.exists()
+    probe = dest if not made else next((p for p in dest.parents if p.exists()), Path("/"))
+    try:
+        if not made and any(dest.iterdir()):
+            raise UsageError(f"{dest} is not empty: give an empty folder (or a new one) on the applicant's medium")
+        free = shutil.disk_usage(probe).free
+    except OSError as exc:
+        raise _medium_error(dest, exc) from None
+    if not os.access(probe, os.W_OK) or _read_only(probe):
+        raise Refused(f"{dest}: the medium is read-only (or not writable for this user); use a writable one")
+    if free < need_bytes + 1024 * 1024:  # the kit (sums, README, key, notice) is well under 1 MiB
+        raise MediumFull(f"{dest}: the medium is too full for this copy ({free} bytes free, {need_bytes + 1024 * 1024} "
+                         f"needed); use a larger medium")
+    return made
+
+
+def _read_only(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _medium_error(dest: Path, exc: OSError) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return MediumFull(f"{dest}: the medium is full; the partial copy was removed, use a larger medium")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return Refused(f"{dest}: cannot write there ({exc.strerror}); use a writable medium")
+    return UsageError(f"{dest}: cannot write the copy ({exc.strerror or exc})")
+
+
+def _undo(dest: Path, root: Path, made_dest: bool) -> None:
+    """Remove what a failed copy wrote (and the folder itself when we made it)."""
+    if made_dest:
+        shutil.rmtree(dest, ignore_errors=True)
+        return
+    shutil.rmtree(root, ignore_errors=True)
+    for name in ("public-key.pem", "SHA256SUMS", "PERSONAL-DATA-NOTICE.txt", "README.txt"):
+        with contextlib.suppress(OSError):
+            (dest / name).unlink()
+
+
+def _finish_copy(office: RecordsOffice, req: CopyRequest, row: SessionRow, receipt: dict[str, Any], dest: Path,
+                 root: Path, sums: list[str], total: int, deadline: date, today: date, now: Any) -> CopyResult:
+    """The verification kit beside the copied session, and the journal entry."""
     try:
         manifest = read_manifest(root)
     except NoManifest:

@@ -48,3 +48,9 @@ class ChecksumMismatch(IntegrityError):
 
 class AlreadyExists(ArchiveError):
     """A create-only write found the key already present (an earlier, interrupted attempt)."""
+
+
+class MediumFull(ArchiveError):
+    """The medium a copy is written to has no room for it; what was written of it is removed."""
+
+    exit_code = exitcodes.DISK_FULL

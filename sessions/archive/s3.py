@@ -86,6 +86,16 @@ def _shared_session(region: str) -> Any:
     return _SESSIONS[region]
 
 
+
+def _private_folder(folder: Path) -> None:
+    """Make the cache folder 0700 (made so, or tightened when an older version made it 0755)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if folder.stat().st_mode & 0o077:
+            os.chmod(folder, 0o700)
+    except OSError:
+        pass  # an unwritable cache is reported where it is used
+
 class S3Backend:
     """An archive in one bucket. ``role`` selects the S3 credentials from the connection file."""
 
@@ -126,6 +136,7 @@ class S3Backend:
         # Journal entries never change once stored: a local copy of each (checked against the
         # listed MD5 ETag on every read) spares one GET per entry per listing.
         self._journal_cache = Path(base) / f"journals-{self.bucket}-{tag}"
+        _private_folder(Path(base))  # the cache holds candidates' names: the user's alone
 
     # --- error mapping ---------------------------------------------------------------------------
 
@@ -403,7 +414,7 @@ class S3Backend:
 
     def _set_tail_hint(self, name: str, entry: int) -> None:
         try:
-            self._journal_cache.mkdir(parents=True, exist_ok=True)
+            self._journal_cache.mkdir(parents=True, exist_ok=True, mode=0o700)
             (self._journal_cache / f"{name}.tail").write_text(str(entry))
         except OSError as exc:                     # a cache only: never fail an append for it
             log.debug("journal tail hint not saved: %s", exc)
@@ -509,7 +520,7 @@ class S3Backend:
         data = self._call(f"read {key}", self.client.get_object, Bucket=self.bucket, Key=key,
                           VersionId=obj.version_id)["Body"].read()
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             cached.write_bytes(data)
         except OSError as exc:
             log.debug("journal cache not written: %s", exc)

@@ -30,6 +30,13 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes get one line naming the problem and where the help is, and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(exitcodes.USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 class _VersionAction(argparse.Action):
     """--version: examrec's, PyAV's and FFmpeg's versions (PyAV is loaded only when asked)."""
 
@@ -43,7 +50,7 @@ class _VersionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="examrec",
         description="Record exam and inspection sessions: every camera, the sound, GPS and pedals on one "
                     "timeline, in crash-safe fragmented MP4, with verifiable evidence.",

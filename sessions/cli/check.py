@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from sessions import exitcodes
 from sessions.recorder.checks import failed_mandatory, results_table
@@ -26,15 +29,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check)
 
 
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt (as Ctrl-C does) while inside, so cleanup code runs
+    instead of the process vanishing with its children still running."""
+    def raise_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+    old = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     out_root = args.out or profile.resolve(profile.out)
-    with tempfile.TemporaryDirectory(prefix="examrec-check-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="examrec-check-") as scratch, interrupts_raise():
         rec = Recorder(profile, Path(scratch))
-        rec.prepare()
-        rec.out_root = out_root  # the disk and folder checks are about where sessions will go
-        results = rec.run_checks()
-        rec.abort({})
+        try:
+            rec.prepare()
+            rec.out_root = out_root  # the disk and folder checks are about where sessions will go
+            results = rec.run_checks()
+        finally:
+            # On every path (a failed check, an error, SIGTERM or Ctrl-C): the stream processes
+            # and the replay devices end, and the scratch folder goes.
+            rec.abort({})
     failed = failed_mandatory(results)
     if args.json:
         print(json.dumps({"ok": not failed, "profile": profile.name, "checks": [r.to_json() for r in results]},

@@ -5,11 +5,13 @@ import argparse
 import json
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 from sessions import exitcodes
 from core.profile import chosen_profile_path, load_profile
 from sessions.recorder.checks import results_table
+from sessions.cli.check import interrupts_raise
 from sessions.cli.repair import repair_interrupted
 from sessions.cli.statusline import StatusTerminal
 from sessions.recorder.control import AlreadyRunning, ControlServer, socket_path
@@ -20,10 +22,38 @@ from sessions.evidence.summary import format_table, summary
 TABLE_COLUMNS = ["stream", "segments", "frames", "dropped", "fps", "mb", "gaps"]
 EXAM_TYPES = ("theory", "practical")
 DETAIL_KEYS = ("candidate", "candidate_id", "examiner", "plate", "centre", "exam")
+MAX_DETAIL_CHARS = 200        # a name, an ID, a plate: generous for any of them
+MAX_DETAILS_FILE = 64 * 1024  # a details file is a handful of short fields
+MAX_DURATION_S = 24 * 3600.0  # the longest session `--duration` may ask for
 
 
 class DetailsError(Exception):
     pass
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise DetailsError(f"key {key!r} appears twice; give each detail once")
+        out[key] = value
+    return out
+
+
+def check_detail(key: str, value: object) -> str:
+    """A detail's text, or DetailsError: text, at most MAX_DETAIL_CHARS, writable as UTF-8, one line."""
+    if not isinstance(value, str):
+        raise DetailsError(f"{key}: must be text, got {str(value)[:40]!r}")
+    if len(value) > MAX_DETAIL_CHARS:
+        raise DetailsError(f"{key}: {len(value)} characters; at most {MAX_DETAIL_CHARS} are kept in a session")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate ("\ud800" in JSON, or bytes that are not UTF-8 on the command line).
+        raise DetailsError(f"{key}: holds characters that are not valid Unicode text; retype it") from None
+    if any(ch < " " for ch in value):
+        raise DetailsError(f"{key}: holds control characters (line breaks, tabs); give it on one line")
+    return value
 
 
 def session_details(args: argparse.Namespace) -> dict:
@@ -31,9 +61,13 @@ def session_details(args: argparse.Namespace) -> dict:
     details: dict = {}
     if args.details:
         try:
-            details = json.loads(args.details.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DetailsError(f"{args.details}: not a readable JSON file ({exc})") from None
+            if args.details.stat().st_size > MAX_DETAILS_FILE:
+                raise DetailsError(f"larger than {MAX_DETAILS_FILE // 1024} KiB; a details file holds a few short fields")
+            details = json.loads(args.details.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicates)
+        except DetailsError as exc:
+            raise DetailsError(f"{args.details}: {exc}") from None
+        except (OSError, ValueError, RecursionError) as exc:
+            raise DetailsError(f"{args.details}: not a readable JSON file ({str(exc)[:160]})") from None
         if not isinstance(details, dict):
             raise DetailsError(f"{args.details}: must be a JSON object with keys {', '.join(DETAIL_KEYS)}")
         unknown = set(details) - set(DETAIL_KEYS)
@@ -46,9 +80,34 @@ def session_details(args: argparse.Namespace) -> dict:
     if "exam" in details and details["exam"] not in EXAM_TYPES:
         raise DetailsError(f"exam type {details['exam']!r}: allowed {', '.join(EXAM_TYPES)}")
     for key, value in details.items():
-        if not isinstance(value, str):
-            raise DetailsError(f"{key}: must be text, got {value!r}")
+        check_detail(key, value)
     return details
+
+
+def duration_arg(text: str) -> float:
+    """``--duration``: seconds, more than 0 and at most a day (argparse turns ValueError into exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (0 < value <= MAX_DURATION_S):  # also false for NaN
+        raise argparse.ArgumentTypeError(f"{text} s: give a number of seconds above 0 and at most "
+                                         f"{MAX_DURATION_S:.0f} (a day); to record until stopped, leave it out")
+    return value
+
+
+def writable_out_root(out_root: Path) -> str | None:
+    """Why sessions cannot be written under ``out_root`` (None when they can). Creates nothing: a
+    probe folder is made and removed in ``out_root``, or in its nearest existing parent when it
+    does not exist yet (recording creates it later)."""
+    if out_root.exists() and not out_root.is_dir():
+        return f"{out_root} is not a folder; choose another --out"
+    probe_in = next((p for p in (out_root, *out_root.parents) if p.exists()), Path("/"))
+    try:
+        Path(tempfile.mkdtemp(prefix=".examrec-probe-", dir=probe_in)).rmdir()
+    except OSError as exc:
+        return f"cannot write sessions under {out_root} ({exc.strerror or exc}); choose another --out"
+    return None
 
 
 def show_notice(text: str) -> None:
@@ -63,7 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "--duration ends or SIGINT/SIGTERM/`examrec stop`. Prints the session folder "
                                    "and a per-stream table (or the manifest with --json).")
     p.add_argument("--profile", type=Path, default=None, help="hardware profile (default: $EXAMREC_PROFILE, else /etc/examrec/profile.toml)")
-    p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    p.add_argument("--duration", type=duration_arg, default=None, metavar="S",
+                   help=f"stop after S seconds (0 < S <= {MAX_DURATION_S:.0f})")
     p.add_argument("--out", type=Path, default=None, help="output root (default: the profile's `out`)")
     p.add_argument("--json", action="store_true", help="print the final manifest as JSON")
     p.add_argument("--force", action="store_true",
@@ -105,6 +165,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         print(f"examrec: {exc}", file=sys.stderr)
         return exitcodes.USAGE
     out_root = args.out or profile.resolve(profile.out)
+    why = writable_out_root(out_root)
+    if why:
+        print(f"examrec: not recording: {why}", file=sys.stderr)
+        return exitcodes.USAGE
     control = ControlServer(socket_path(profile), lambda req: rec.dispatch(req))
     try:
         control.start()  # before anything is written: a second recorder on this profile stops here
@@ -122,8 +186,9 @@ def cmd_record(args: argparse.Namespace) -> int:
                       f"{report.last_pts_s} s)", file=sys.stderr)
         rec = Recorder(profile, out_root, details=details, realtime=not args.fast,
                        gps_url=args.gps, pedals_url=args.pedals)
-        session_dir = rec.prepare()
-        results = rec.run_checks()
+        with interrupts_raise():  # SIGTERM during the checks: the except below ends the children
+            session_dir = rec.prepare()
+            results = rec.run_checks()
         failed = rec.failed_checks()
         if failed or not args.json:
             print(results_table(results), file=sys.stderr)
@@ -141,7 +206,10 @@ def cmd_record(args: argparse.Namespace) -> int:
         code = rec.run(progress=(lambda r: terminal.show(status_line(r.status()))) if terminal else None)
     except BaseException as exc:
         if rec is not None and rec.streams:
-            rec.emergency_stop(exc)
+            if rec.state in ("recording", "paused", "stopping"):
+                rec.emergency_stop(exc)
+            else:  # nothing recorded yet: the streams end and the empty folder goes
+                rec.abort({"interrupted": repr(exc)})
         raise
     finally:
         control.stop()

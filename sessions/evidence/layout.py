@@ -157,10 +157,15 @@ def read_manifest(session: str | os.PathLike[str]) -> dict[str, Any]:
                          f"(<out>/<YYYY-MM-DD>/<session-id>)") from None
     except IsADirectoryError:
         raise ManifestError(f"{path}: a folder, not a manifest") from None
+    except NotADirectoryError:
+        raise ManifestError(f"{path.parent}: not a folder; give the session folder "
+                            f"(<out>/<YYYY-MM-DD>/<session-id>)") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ManifestError(f"{path}: not valid UTF-8 JSON: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+        raise ManifestError(f"{path}: not valid UTF-8 JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: not a JSON object")
     if data.get("format") not in FORMATS:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sessions.evidence.chain import iter_records
-from sessions.evidence.layout import EVENTS_NAME, read_manifest, session_root
+from sessions.evidence.layout import EVENTS_NAME, MANIFEST_NAME, ManifestError, read_manifest, session_root
 from core.clock import parse_iso
 
 
@@ -45,6 +45,17 @@ def summary(session: Path) -> dict[str, Any]:
     path holds no usable manifest."""
     session = session_root(session)
     m = read_manifest(session)
+    if not isinstance(m.get("session_id"), str):
+        raise ManifestError(f"{session / MANIFEST_NAME}: not an examrec session manifest (no session_id); "
+                            f"check it with `examrec verify {session}`")
+    try:
+        return _summary(session, m)
+    except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:
+        raise ManifestError(f"{session / MANIFEST_NAME}: damaged, cannot be summarised ({type(exc).__name__}: "
+                            f"{str(exc)[:120]}); check it with `examrec verify {session}`") from None
+
+
+def _summary(session: Path, m: dict[str, Any]) -> dict[str, Any]:
     events_path = session / EVENTS_NAME
     counts: Counter[str] = Counter()
     faults = []

@@ -122,7 +122,7 @@ class Recorder(ExamControl):
         self.key_fingerprint = fingerprint(self.key)
         # Sensors first: a bad GPS or pedal URL is a profile error, found before anything is written.
         self.sensors = SensorHub(self.profile, lambda *a, **k: self.events.emit(*a, **k) if self.events else None,
-                                 self.gps_url, self.pedals_url)
+                                 self.gps_url, self.pedals_url, end_ns=lambda: self.stop_ns)
         now = datetime.now(timezone.utc)
         self.session_id = new_session_id(now, self.profile.name)
         self.session_dir = session_folder(self.out_root, now.astimezone().date(), self.session_id)
@@ -141,9 +141,13 @@ class Recorder(ExamControl):
             self._spawn(rt)
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not all(rt.ready or rt.ready_message for rt in self.streams.values()):
-            if time.monotonic() > deadline:
-                raise RuntimeError("stream processes did not report ready within "
-                                   f"{READY_TIMEOUT_S:.0f} s: {[n for n, r in self.streams.items() if not r.ready]}")
+            for rt in self.streams.values():
+                # A stream process that ended (killed, crashed) or never answers is that stream's
+                # failed check, not a controller that waits or dies with a traceback.
+                if not rt.ready and not rt.ready_message and rt.process is not None and not rt.process.is_alive():
+                    rt.ready_message = f"its stream process ended (exit code {rt.process.exitcode}) before it was ready"
+                elif not rt.ready and not rt.ready_message and time.monotonic() > deadline:
+                    rt.ready_message = f"its stream process did not report ready within {READY_TIMEOUT_S:.0f} s"
             self._pump(timeout=0.2)
         return self.session_dir
 
@@ -185,8 +189,16 @@ class Recorder(ExamControl):
             log.warning("session %s refused before the start: %s", self.session_id, problems)
         for rt in self.streams.values():
             rt.cmd_q.put(Abort())
+        deadline = time.monotonic() + 5
         for rt in self.streams.values():
-            rt.process.join(timeout=5)
+            rt.process.join(timeout=max(0.1, deadline - time.monotonic()))
+        for rt in self.streams.values():  # one still opening a device: not a reason to stay
+            if rt.process.is_alive():
+                rt.process.terminate()
+                rt.process.join(timeout=2)
+            if rt.process.is_alive():
+                rt.process.kill()
+                rt.process.join(timeout=2)
         if self.sensors is not None:
             self.sensors.stop()
         if self.events is not None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from sensors.clockcheck import check_clock
 from sensors.factory import clock_limit_s, gps_reader, pedal_reader
+from sensors.gps import GpsTimeGuard
 from sensors.gpx import GpxWriter
 from sensors.telemetry import TelemetryWriter
 
@@ -33,8 +35,12 @@ class SensorHub:
     """Owns the readers of one session; ``emit`` is the session's EventLog.emit."""
 
     def __init__(self, profile, emit: Callable[..., Any], gps_url: str | None = None,
-                 pedals_url: str | None = None):
+                 pedals_url: str | None = None, end_ns: Callable[[], int | None] = lambda: None):
         self.profile = profile
+        # The session's end (CLOCK_MONOTONIC) once known: nothing captured after it is kept.
+        self._end_ns = end_ns
+        self._late: dict[str, dict[str, int]] = {"gps": {}, "pedals": {}}  # read after the end: not counted
+        self._time_guard = GpsTimeGuard()
         self.session_dir: Path | None = None
         self._emit = emit
         self.clock: SessionClock | None = None
@@ -77,10 +83,12 @@ class SensorHub:
             self.pedals.set_clock(clock)
         if self.gps is not None:
             self.gpx = GpxWriter(self.session_dir / ROUTE_NAME, name=session_id, start_utc=started_utc, clock=clock)
-            # The fix the session starts with (the overlay shows it from the first frame on).
-            last = self.gps.state().last_fix
-            if last is not None:
-                self._on_fix(last)
+            # The fix the session starts with (the overlay shows it from the first frame on), and
+            # the receiver's report whose speed the first frames show when that was an earlier one.
+            st = self.gps.state()
+            for fix in sorted({id(f): f for f in (st.speed_fix, st.last_fix) if f is not None}.values(),
+                              key=lambda f: f.capture_ns):
+                self._on_fix(fix)
         self._streams = streams
         # The readers ran during the checks: the manifest counts what happened in the session only.
         self._baseline = self._raw_counters()
@@ -100,16 +108,39 @@ class SensorHub:
                 w.close()
 
     # callbacks (the readers' dispatcher threads) -------------------------------------------
+    def _after_end(self, capture_ns: int) -> bool:
+        end = self._end_ns()
+        return end is not None and capture_ns >= end
+
     def _on_fix(self, fix) -> None:
         if self.clock is None or self.telemetry is None:
             return  # before the session: only the checks look at the GPS
-        self.telemetry.write(fix.to_record(self.clock))
-        if self.gpx is not None:
+        if self._after_end(fix.capture_ns):
+            # The session has ended: its files hold nothing after ended_at, nor do its counts.
+            for key in ("tpv", "reports") + (("with_fix",) if fix.has_fix else ()):
+                self._late["gps"][key] = self._late["gps"].get(key, 0) + 1
+            return
+        record = fix.to_record(self.clock)
+        on_time = self._time_guard.accept(fix)
+        if not on_time:
+            # Kept in telemetry (it is what gpsd said) but flagged, and never the route's latest point.
+            record["time_outlier"] = True
+            log.warning("gps: report dated %s does not fit the session's timeline; flagged, left out of the route",
+                        fix.time_utc)
+        self.telemetry.write(record)
+        if self.gpx is not None and on_time:
+            if fix.speed_source == "gpsd" and self.gps is not None and self.gps.receiver_sends_speed():
+                # gpsd's estimate from a receiver that sends its own speed: the point without it
+                # (the receiver's report of the same epoch replaces it when it comes).
+                fix = replace(fix, speed_mps=None, track_deg=None, speed_source=None)
             self.gpx.add(fix)
         if self._streams:
             self._push(self.overlay_state(), pedals=False)  # a new speed from the next frame on
 
     def _on_sample(self, sample) -> None:
+        if self.clock is not None and self._after_end(sample.capture_ns):
+            self._late["pedals"]["sentences"] = self._late["pedals"].get("sentences", 0) + 1
+            return
         if self.clock is not None and self.telemetry is not None:
             self.telemetry.write(sample.to_record(self.clock))
             # An edge goes to the streams at once (not at the next tick): the frames captured
@@ -120,6 +151,8 @@ class SensorHub:
         if self.clock is None and type_ not in ("fault", "clock_check"):
             return  # reconnects and no-fix reports before the start are the checks' business
         device = fields.get("device", "sensor")
+        if device == "gps" and type_ in ("fault", "recovered"):
+            self._time_guard.reset()  # after gpsd comes back, its reports start a new reference
         if self.clock is not None and type_ in ("fault", "recovered"):
             at = self.clock.pts_s(capture_ns or time.monotonic_ns())
             gaps = self.gaps.setdefault(device, [])
@@ -173,7 +206,7 @@ class SensorHub:
         if self.gps is not None:
             st = self.gps.state()
             state["gps_fix"] = bool(st.fix and st.last_fix is not None)
-            state["speed_kmh"] = st.last_fix.speed_kmh if state["gps_fix"] else None
+            state["speed_kmh"] = st.speed_kmh  # the receiver's own speed (see sensors.gps)
         return state
 
     def pedal_intervals(self) -> dict[str, list[tuple[int, int | None]]] | None:
@@ -231,8 +264,9 @@ class SensorHub:
 
     def counters(self) -> dict[str, dict]:
         """What each reader counted during the session (sentences, reports, actuations, faults...)."""
-        base = self._baseline
-        return {dev: {k: v - base.get(dev, {}).get(k, 0) if isinstance(v, int) else v for k, v in counts.items()}
+        base, late = self._baseline, self._late
+        return {dev: {k: v - base.get(dev, {}).get(k, 0) - late.get(dev, {}).get(k, 0) if isinstance(v, int) else v
+                      for k, v in counts.items()}
                 for dev, counts in self._raw_counters().items()}
 
     def _raw_counters(self) -> dict[str, dict]:

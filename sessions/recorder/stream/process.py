@@ -160,7 +160,7 @@ class StreamProcess:
         import cv2
         cv2.setNumThreads(1)  # one thread per stream: parallelism comes from the stream processes
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the controller decides when to stop
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_line.now(time.monotonic_ns()))
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         # Known before anything slow: a controller that dies while this process starts up (and
         # before its start command left its queue) must still end it, not leave it waiting.
         parent = self.job.controller_pid or os.getppid()
@@ -194,6 +194,13 @@ class StreamProcess:
             self.segments.close_log()
             self._report_progress()
             self.send(Done(self.name, self.exit_reason))
+
+    def _on_sigterm(self, *_: object) -> None:
+        """SIGTERM while recording ends the segment cleanly; before that (opening devices, waiting
+        for the start, checking) there is nothing to finalise, so the process ends at once."""
+        if self.clock is None:
+            raise SystemExit(0)
+        self.stop_line.now(time.monotonic_ns())
 
     def _record(self, parent: int, clock: SessionClock, overlay: Overlay, segments: SegmentSink) -> None:
         """The frame loop: until the stop instant, every frame through the gate, the overlay and
