@@ -256,7 +256,7 @@ def issue_copy(office: RecordsOffice, req: CopyRequest, today: date | None = Non
         _undo(dest, root, made_dest)
         raise
     try:
-        return _finish_copy(office, req, row, receipt, dest, root, sums, total, deadline, today, now)
+        return _finish_copy(office, req, row, receipt, dest, root, sums, total, deadline, today, now, add_page)
     except OSError as exc:  # the kit did not fit (or the medium went away): no half copy is left
         _undo(dest, root, made_dest)
         raise _medium_error(dest, exc) from None
@@ -310,7 +310,8 @@ def _undo(dest: Path, root: Path, made_dest: bool) -> None:
 
 
 def _finish_copy(office: RecordsOffice, req: CopyRequest, row: SessionRow, receipt: dict[str, Any], dest: Path,
-                 root: Path, sums: list[str], total: int, deadline: date, today: date, now: Any) -> CopyResult:
+                 root: Path, sums: list[str], total: int, deadline: date, today: date, now: Any,
+                 add_page: Callable[[Path, Path], object] | None) -> CopyResult:
     """The verification kit beside the copied session, and the journal entry."""
     try:
         manifest = read_manifest(root)
