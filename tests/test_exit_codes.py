@@ -40,6 +40,7 @@ def test_an_s3_endpoint_that_does_not_answer_is_unreachable(file_archive, tmp_pa
     conn = tmp_path / "archive.toml"
     conn.write_text(f'[s3]\nendpoint_url = "http://127.0.0.1:{port}"\nregion = "us-east-1"\n'
                     '[s3.credentials.head]\naccess_key_id = "k"\nsecret_access_key = "s"\n')
+    conn.chmod(0o600)                                               # it holds a secret: the owner's alone
     r = file_archive.cli("archive", "find", "--archive", "s3://examrec", "--archive-config", conn, user="boss",
                          env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"})
     assert r.rc == 6, r.err
