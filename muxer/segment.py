@@ -40,6 +40,10 @@ class SegmentSettings:
     fragment_ms: int = 120
     fsync_interval_ms: int = 500
     audio: bool = False
+    # Write a fragment once its oldest sample is fragment_ms old, not only when a later packet
+    # comes (muxer/fragment_flush.py). Off in the recorder for now: with it on, Chromium's review
+    # player showed the frame after the playhead on the streams it applied to.
+    flush_due_fragments: bool = False
 
 
 @dataclass
@@ -247,8 +251,11 @@ class SegmentWriter:
 
     def due_ns(self) -> int | None:
         """When the open fragment must be written (its oldest sample is then ``fragment_ms``
-        old); None when everything muxed is written already."""
-        if self._open_since_ns is None or not self._flusher.available or self.closed:
+        old); None when everything muxed is written already, and always for a stream with sound:
+        there the interleaver ends fragments (ending them early split the sound from its
+        pictures across fragments, and Chromium then showed that camera two frames late)."""
+        if (not self.settings.flush_due_fragments or self._open_since_ns is None or not self._flusher.available
+                or self.closed or self.audio is not None):
             return None
         return self._open_since_ns + self.max_age_ns
 

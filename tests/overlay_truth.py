@@ -119,6 +119,19 @@ def overlay_error(decoded: np.ndarray, expected: np.ndarray) -> float:
     return float((np.abs(a - b).max(axis=2) > 70).mean())
 
 
+def overlay_error_where(decoded: np.ndarray, expected: np.ndarray, mask: np.ndarray) -> float:
+    """:func:`overlay_error` counted only over ``mask`` (a boolean picture of the box's size)."""
+    a = cv2.GaussianBlur(decoded.astype(np.float32), (3, 3), 0)
+    b = cv2.GaussianBlur(expected.astype(np.float32), (3, 3), 0)
+    return float((np.abs(a - b).max(axis=2) > 70)[mask].mean())
+
+
+def where_boxes_differ(one: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """The pixels (and their close neighbours) where two rendered boxes differ clearly."""
+    differ = (np.abs(one.astype(np.int16) - other.astype(np.int16)).max(axis=2) > 70).astype(np.uint8)
+    return cv2.dilate(differ, np.ones((5, 5), np.uint8)) > 0
+
+
 def best_match(ov: Overlay, img: np.ndarray, t: int, states: list[OverlayState]) -> tuple[float, OverlayState]:
     """The candidate state whose rendered box is closest to the decoded picture."""
     best = (2.0, states[0])

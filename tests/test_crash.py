@@ -375,7 +375,8 @@ def _fragment_delays(fps: float, seconds: float, tmp: Path) -> list[float]:
         if rec.kind == "fragment":
             written.append((time.monotonic_ns(), writer.frames if writer else 0))
 
-    settings = SegmentSettings(160, 120, fps, EncoderSpec(preset="ultrafast", crf=30), 25, fragment_ms=120)
+    settings = SegmentSettings(160, 120, fps, EncoderSpec(preset="ultrafast", crf=30), 25, fragment_ms=120,
+                               flush_due_fragments=True)
     writer = SegmentWriter(tmp / f"{fps:g}.mp4", "x", settings, clock, on_fragment=on_fragment)
     assert writer.can_flush, "fragments cannot be ended on demand with this PyAV"
     image = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)

@@ -483,7 +483,7 @@ def test_clip_kit_holds_original_segments_and_opens_at_its_range(session, served
 def test_copy_kit_page_plays_from_file_and_archive_view_serves_the_stored_session(session, tmp_path):
     archive = make_archive("file", tmp_path / "archive")
     shutil.copytree(session, archive.out / session.parent.name / session.name)
-    r = archive.cli("upload", "--out", archive.out, "--json", user="car7")
+    r = archive.cli("upload", "--out", archive.out, "--test-session", "--json", user="car7")  # a replay: a test session
     assert r.rc == 0, r.err
     dest = tmp_path / "usb"
     from datetime import date
