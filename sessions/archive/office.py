@@ -113,6 +113,15 @@ def open_archive(url_text: str | None, *, user_name: str, command: str, action: 
             # A role the storage does not let write the settings (a recorder on S3) keeps the old
             # hash until an officer sets a new password; the login itself is not refused.
             log.warning("could not store the re-hashed password of %s: %s", user_name, exc)
+    ctx = _context(backend, settings, user, conn, command, action)
+    ingest_inbox(ctx)
+    return ctx
+
+
+def _context(backend: Any, settings: Settings, user: User, conn: ConnectionConfig, command: str,
+             action: str | None) -> ArchiveContext:
+    """The context of one command, refused (and the refusal journaled) when ``user`` may not
+    do ``action``."""
     ctx = ArchiveContext(backend=backend, settings=settings, user=user,
                          journals=Journals(backend, settings, user), conn=conn, command=command)
     if action is not None:
@@ -121,7 +130,6 @@ def open_archive(url_text: str | None, *, user_name: str, command: str, action: 
         except Refused as exc:
             ctx.close(exc)
             raise
-    ingest_inbox(ctx)
     return ctx
 
 
@@ -139,15 +147,7 @@ def _open_as_recorder(url: ArchiveURL, conn: ConnectionConfig, user_name: str, c
     # The settings stay unread: a recorder needs none of them to upload, and the office checks the
     # account named here when it ingests the recorder's entries.
     settings = Settings()
-    ctx = ArchiveContext(backend=backend, settings=settings, user=user,
-                         journals=Journals(backend, settings, user), conn=conn, command=command)
-    if action is not None:
-        try:
-            user.require(action)
-        except Refused as exc:
-            ctx.close(exc)
-            raise
-    return ctx
+    return _context(backend, settings, user, conn, command, action)
 
 
 def ingest_inbox(ctx: ArchiveContext) -> list[str]:
