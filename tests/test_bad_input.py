@@ -309,12 +309,12 @@ def test_a_failed_or_interrupted_check_ends_its_children(tmp_path, ending):
             streams = set()
             for p in _alive(_descendants(proc.pid)):
                 try:
-                    cmd = Path(f"/proc/{p}/cmdline").read_bytes()
                     ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                    parent = Path(f"/proc/{ppid}/cmdline").read_bytes()
                 except (OSError, ValueError):
                     continue
-                if ppid == proc.pid and b"owner_guard" not in cmd and b"resource_tracker" not in cmd:
-                    streams.add(p)  # a stream process (the replay guards and Python's tracker aside)
+                if b"multiprocessing.forkserver" in parent:
+                    streams.add(p)  # a stream process: forked by the recorder's forkserver
             if len(streams) >= 5:  # every stream process, in whatever state it is (opening, waiting, checking)
                 time.sleep(0.3)
                 for p in streams:

@@ -368,3 +368,96 @@ def test_idle_device_checks_measure_the_cameras_and_list_a_missing_one(tmp_path,
     finally:
         served.stop()
     assert not list((tmp_path / "out").glob("*/*/manifest.json"))          # nothing recorded while idle
+
+
+def _rtsp_clients(port: int) -> set[int]:
+    """Local ports of the established TCP connections to 127.0.0.1:``port`` (the RTSP sessions
+    open on the test camera): a camera reopened is a new connection."""
+    clients = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state = line.split()[1:4]
+        if remote == f"0100007F:{port:04X}" and state == "01":
+            clients.add(int(local.split(":")[1], 16))
+    return clients
+
+
+def test_an_idle_service_shows_every_camera_live_and_records_with_the_open_cameras(tmp_path, camera):
+    """Between exams the service keeps its stream processes open (warm): the console shows a live
+    thumbnail of every camera before any exam, and Start records every stream with those very
+    processes and camera connections (nothing reopened), the pre-exam checks being the idle
+    device check's; after the exam a new warm set is open again."""
+    profile = tmp_path / "console.toml"
+    text = "\n".join(line for line in profile_text(tmp_path, camera.url).splitlines()
+                     if not line.startswith(("gps =", "pedals =")))  # cameras only: what is measured here
+    profile.write_text(text, encoding="utf-8")
+    served = Served(profile, "--force")
+    sock = tmp_path / "ctl.sock"
+    driver = chrome(tmp_path)
+
+    def status() -> dict:
+        return json.loads(run_examrec("status", "--socket", sock, "--json").stdout)
+    try:
+        driver.get(served.url)
+        wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".tile img")) == 2, what="two camera tiles")
+        # live pictures before any exam: each tile reloaded its thumbnail again and again
+        wait_for(driver, lambda d: all(int(img.get_attribute("data-loaded") or 0) >= 4
+                                       for img in d.find_elements(By.CSS_SELECTOR, ".tile img")), 60,
+                 "live thumbnails while idle")
+        assert "idle" in state_of(driver)
+        sizes = driver.execute_script("return [...document.querySelectorAll('.tile img')]"
+                                      ".map(i => [i.naturalWidth, i.naturalHeight])")
+        assert sizes == [[320, 240], [320, 240]], sizes                      # real decoded pictures
+        assert {e.text for e in driver.find_elements(By.CSS_SELECTOR, ".tile .st")} == {"ОЧІКУВАННЯ"}
+        shot(driver, "idle-live")
+
+        deadline = time.monotonic() + 60
+        st = status()
+        while time.monotonic() < deadline and not (all(s["warm"] for s in st["streams"]) and st["device_checks"]):
+            time.sleep(0.2)
+            st = status()
+        assert all(s["warm"] for s in st["streams"]) and st["device_checks"], st
+        assert all(s["fps"] > 0 for s in st["streams"]), st["streams"]          # the preview's measured rate
+        warm_pids = {s["stream"]: s["pid"] for s in st["streams"]}
+        connections = _rtsp_clients(camera.port)
+        assert len(connections) == 1, connections                            # the road camera, open while idle
+
+        start = run_examrec("start", "--socket", sock, "--candidate", "Леся Українка", "--json", timeout=120)
+        assert start.returncode == 0, start.stderr
+        session = Path(json.loads(start.stdout)["session"])
+        names = ["cabin", "road"]
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not all(
+                (session / n / "fragments.jsonl").exists() and '"kind":"fragment"' in (session / n / "fragments.jsonl").read_text()
+                for n in names):
+            time.sleep(0.02)
+        for n in names:                                                      # every stream records
+            assert '"kind":"fragment"' in (session / n / "fragments.jsonl").read_text(), n
+        events = [json.loads(x) for x in (session / "events.jsonl").read_text().splitlines()]
+        started = next(e for e in events if e["type"] == "start")
+        assert {n: started["pids"][n] for n in names} == warm_pids           # the warm processes record
+        assert _rtsp_clients(camera.port) == connections                     # on the same camera connection
+        assert not [e for e in events if e["type"] in ("fault", "restarted")], events
+        m = json.loads((session / "manifest.json").read_text())
+        runs = {c["check"]: c["run"] for c in m["checks"]}
+        assert runs["camera cabin"] == runs["camera road"] == runs["microphone"] == "idle", m["checks"]
+        assert runs["output folder"] == "start"
+        wait_for(driver, lambda d: "recording" in state_of(d), 10, "recording")
+        stop = run_examrec("stop", "--socket", sock)
+        assert stop.returncode == 0 and "verify: ok" in stop.stdout, stop.stdout + stop.stderr
+
+        # After the exam: a new warm set, so the next Start finds the cameras open again.
+        deadline = time.monotonic() + 60
+        st = status()
+        while time.monotonic() < deadline and not (st["state"] == "idle" and all(s["warm"] for s in st["streams"])):
+            time.sleep(0.2)
+            st = status()
+        assert st["state"] == "idle" and all(s["warm"] for s in st["streams"]), st["streams"]
+        assert not set(warm_pids.values()) & {s["pid"] for s in st["streams"]}
+        assert len(_rtsp_clients(camera.port)) == 1
+    finally:
+        driver.quit()
+        err = served.stop()
+    assert served.proc.returncode == 0, err[-3000:]
+    assert not _rtsp_clients(camera.port)                                    # serve closed the camera on exit
+    v = run_examrec("verify", session)
+    assert v.returncode == 0, v.stdout + v.stderr

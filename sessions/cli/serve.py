@@ -102,8 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 print(f"examrec: repaired interrupted session {report.session} (last frame kept at "
                       f"{report.last_pts_s} s)", file=sys.stderr)
         service.open_idle_sensors()
-        threading.Thread(target=service.check_devices_while_idle, args=(idle_checks_stop,), name="idle-checks",
-                         daemon=True).start()
+        threading.Thread(target=service.keep_warm, args=(idle_checks_stop,), name="standby", daemon=True).start()
         device = args.button or (Path(profile.section("button")["device"]) if profile.section("button")["device"] else None)
         if device is not None:
             button = InputButton(device, lambda code: log.info("button: %s", service.dispatch({"cmd": "toggle"})),
@@ -113,8 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if button is not None:
             button.stop()
         idle_checks_stop.set()
-        with service.busy():  # an idle device check in progress ends first (its devices close)
-            pass
+        service.close_standby()  # the warm stream processes end (an idle device check in progress first)
         if web is not None:
             web.stop()
         control.stop()

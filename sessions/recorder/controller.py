@@ -1,8 +1,13 @@
 """The session controller: starts one process per stream, owns the clock, the manifest and the
 event log, and decides when the session starts and stops.
 
-Order at start: folder and event log, stream processes open their devices, the clock starts,
+Order at start: the stream processes open their devices (warm: usually long before, between
+exams, see ``warm``), the folder and event log are made and handed to them, the clock starts,
 manifest.json is written (and fsynced) before any frame exists, then the streams are told to go.
+
+Stream processes are forked from a forkserver that has imported what a stream needs (PyAV,
+OpenCV, NumPy, the stream package): a new one costs milliseconds, not the seconds of a fresh
+interpreter, and they share those modules' memory.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from typing import Any, Callable
 from core import durable
 
 from sessions import exitcodes
-from core.clock import NS_PER_S, SessionClock, iso_utc
+from core.clock import NS_PER_S, SessionClock, iso_utc, utc_now_iso
 from sessions.evidence.events import EventLog
 from sessions.recorder.sensor_hub import SensorHub
 from sessions.recorder.exam import ExamControl
@@ -39,17 +44,32 @@ from core.profile import Profile
 from sessions.evidence.lock import hold_shared
 from sessions.evidence.signing import fingerprint, key_path_for, load_or_create_key, sign_manifest
 from sessions.recorder.messages import (Abort, CheckDone, Done, FragmentWritten, IoError, Paused, PhotoTaken, Ready,
-                                        Report, SegmentClosed, SegmentDiscarded, SegmentOpened, Start, Stats, Stop,
-                                        StreamEvent, Thumbnail)
+                                        Report, SegmentClosed, SegmentDiscarded, SegmentOpened, SessionDir, Start,
+                                        Stats, Stop, StreamEvent, Thumbnail)
 from sessions.recorder.stream.job import StreamJob
 from sessions.recorder.stream.process import run_stream
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0
-START_LEAD_NS = 500_000_000
+# From Start to the session's first instant: every stream process must have its encoder made and
+# its source threads running on the session clock by then (measured: well under 100 ms on an
+# idle 2-core machine, a few hundred under full load; a late stream logs a warning).
+START_LEAD_NS = 300_000_000
 RESERVE_BYTES = 4 << 20
 STOP_TIMEOUT_S = 15.0
+WARM_RESPAWN_S = (1, 2, 5, 10, 30)  # a warm stream process that keeps dying is started again less often
+# What a stream process imports, done once in the forkserver (each stream is a fork of it).
+STREAM_PRELOAD = ["sessions.recorder.stream.process", "capture.factory", "av", "cv2", "numpy"]
+
+
+def stream_context() -> Any:
+    """The multiprocessing context stream processes start from: a forkserver with the stream's
+    modules preloaded. Its processes are in the controller's process group and session (the
+    forkserver is started from here), and it ends once the controller and they are gone."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(STREAM_PRELOAD)
+    return ctx
 
 
 @dataclass
@@ -69,12 +89,24 @@ class StreamRuntime:
     last_seen: float | None = None     # monotonic time of its last report (the watchdog's input)
     stalled: bool = False
     fps: float = 0.0
-    _fps_mark: tuple[float, int] | None = None
+    _fps_mark: tuple[float, int, bool] | None = None  # (when, count, counted while warm)
     conn: Any = None                   # the read end of the stream's report pipe
+    lifeline: Any = None               # the write end of its lifeline: open while the controller lives
     stats: Stats | None = None         # its latest counters
     last_fragment: FragmentWritten | None = None  # the newest fragment it logged
     last_drop_report: int = 0
     segments: list = field(default_factory=list)
+    check_at: float | None = None      # monotonic time of its last check result
+    check_utc: str = ""                # ... in UTC, for the manifest
+    check_run: str = ""                # "idle" (warm, before the session existed) or "start"
+    warm_faults: dict = field(default_factory=dict)  # device -> message: faults while warm, not recovered
+    warm_restarts: int = 0             # times its warm process was started again
+    respawn_after: float = 0.0
+
+    def check_is_fresh(self, within_s: float) -> bool:
+        """A check result younger than ``within_s``, with no fault of its devices since."""
+        return (self.check is not None and self.check_at is not None and not self.warm_faults
+                and time.monotonic() - self.check_at <= within_s)
 
 
 def new_session_id(start: datetime, profile_name: str) -> str:
@@ -99,7 +131,7 @@ class Recorder(ExamControl):
         self.events: EventLog | None = None
         self.manifest: dict[str, Any] = {}
         self.streams: dict[str, StreamRuntime] = {}
-        self._ctx = mp.get_context("spawn")
+        self._ctx = stream_context()
         self._lock = threading.RLock()
         self._stop_requested = threading.Event()
         self.stop_reason = "stop"
@@ -111,18 +143,77 @@ class Recorder(ExamControl):
         self.thumbnails = False  # stream processes send small JPEGs (the console shows them)
         self.notice_shown_on = "examiner terminal"
         self.on_thumbnail: Callable[[str, bytes], None] | None = None  # the console's live pictures
+        # A stream's event while there is no session (warm: a camera lost or back): (type, fields).
+        self.on_warm_event: Callable[[str, dict[str, Any]], None] | None = None
 
     # set-up --------------------------------------------------------------------------------
-    def prepare(self) -> Path:
-        """Create the session folder and the event log; start the stream processes and wait
-        until each has opened its devices. Returns the session folder."""
-        # The device key is loaded before anything is recorded: a key others can read, or a
-        # damaged one, is a reason not to start, not a surprise at the end of the exam.
+    def warm(self) -> None:
+        """Start one process per stream, before any session exists: each opens its devices,
+        reports Ready and then reads them (a preview: thumbnails, frame rate, faults) until it is
+        given the session's folder and clock. Returns at once; ``wait_ready`` waits for them.
+        Nothing when they are started already."""
+        if self.streams:
+            return
+        for spec in self.profile.streams:
+            job = StreamJob(spec=spec, profile=self.profile, realtime=self.realtime, thumbnails=self.thumbnails)
+            rt = StreamRuntime(name=spec.name, job=job)
+            self.streams[spec.name] = rt
+            self._spawn(rt)
+
+    def answered(self) -> bool:
+        """Every stream process reported Ready (or failed to)."""
+        return all(rt.ready or rt.ready_message for rt in self.streams.values())
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Until each stream process has opened its devices or failed to (ended, or silent for
+        ``timeout_s``): a failed one is that stream's failed check, never a controller that waits
+        or dies with a traceback."""
+        deadline = time.monotonic() + timeout_s
+        while not self.answered():
+            for rt in self.streams.values():
+                if not rt.ready and not rt.ready_message and rt.process is not None and not rt.process.is_alive():
+                    rt.ready_message = f"its stream process ended (exit code {rt.process.exitcode}) before it was ready"
+                elif not rt.ready and not rt.ready_message and time.monotonic() > deadline:
+                    rt.ready_message = f"its stream process did not report ready within {timeout_s:.0f} s"
+            self._pump(timeout=0.05)
+
+    def keep_warm(self, timeout: float) -> list[tuple[str, int | None]]:
+        """While waiting for a session: handle the streams' reports for up to ``timeout``, and
+        start again a stream process that ended (backing off when it keeps ending). Returns the
+        streams started again, with the exit code of the process that ended."""
+        self._pump(timeout)
+        again = []
+        now = time.monotonic()
+        for rt in self.streams.values():
+            if rt.process is None or rt.process.is_alive() or now < rt.respawn_after:
+                continue
+            self._pump(timeout=0)  # its last words
+            code = rt.process.exitcode
+            rt.process.join(timeout=0.1)
+            rt.respawn_after = now + WARM_RESPAWN_S[min(rt.warm_restarts, len(WARM_RESPAWN_S) - 1)]
+            rt.warm_restarts += 1
+            rt.ready, rt.ready_message, rt.check, rt.stats, rt.fps = False, "", None, None, 0.0
+            rt._fps_mark = None
+            rt.warm_faults.clear()
+            self._spawn(rt)
+            again.append((rt.name, code))
+        return again
+
+    def load_key(self) -> None:
+        """The device key, loaded before anything is recorded: a key others can read, or a
+        damaged one, is a reason not to start, not a surprise at the end of the exam."""
         self.key = load_or_create_key(key_path_for(self.profile))
         self.key_fingerprint = fingerprint(self.key)
+
+    def prepare(self) -> Path:
+        """Create the session folder and the event log, start the stream processes (unless they
+        are warm already) and hand them the folder once each has opened its devices. Returns the
+        session folder."""
+        self.load_key()
         # Sensors first: a bad GPS or pedal URL is a profile error, found before anything is written.
         self.sensors = SensorHub(self.profile, lambda *a, **k: self.events.emit(*a, **k) if self.events else None,
                                  self.gps_url, self.pedals_url, end_ns=lambda: self.stop_ns)
+        self.warm()  # (cold: the processes start up while the folder is made)
         now = datetime.now(timezone.utc)
         self.session_id = new_session_id(now, self.profile.name)
         self.session_dir = session_folder(self.out_root, now.astimezone().date(), self.session_id)
@@ -133,22 +224,11 @@ class Recorder(ExamControl):
         self._reserve_space()
         self.events = EventLog(self.session_dir / EVENTS_NAME)
         self.sensors.start_readers()
-        for spec in self.profile.streams:
-            job = StreamJob(spec=spec, profile=self.profile, session_dir=str(self.session_dir), realtime=self.realtime,
-                            thumbnails=self.thumbnails, controller_pid=os.getpid())
-            rt = StreamRuntime(name=spec.name, job=job)
-            self.streams[spec.name] = rt
-            self._spawn(rt)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not all(rt.ready or rt.ready_message for rt in self.streams.values()):
-            for rt in self.streams.values():
-                # A stream process that ended (killed, crashed) or never answers is that stream's
-                # failed check, not a controller that waits or dies with a traceback.
-                if not rt.ready and not rt.ready_message and rt.process is not None and not rt.process.is_alive():
-                    rt.ready_message = f"its stream process ended (exit code {rt.process.exitcode}) before it was ready"
-                elif not rt.ready and not rt.ready_message and time.monotonic() > deadline:
-                    rt.ready_message = f"its stream process did not report ready within {READY_TIMEOUT_S:.0f} s"
-            self._pump(timeout=0.2)
+        self.wait_ready()
+        for rt in self.streams.values():
+            rt.job.session_dir = str(self.session_dir)  # (a process started again mid-session gets it too)
+            if rt.process is not None and rt.process.is_alive():
+                rt.cmd_q.put(SessionDir(str(self.session_dir)))
         return self.session_dir
 
     def _reserve_space(self) -> None:
@@ -176,11 +256,17 @@ class Recorder(ExamControl):
         # One pipe per stream for its reports: a stopped or hung stream process can never hold a
         # lock the others need to report (a shared queue's writer lock would).
         rt.conn, child_conn = self._ctx.Pipe(duplex=False)
+        # The lifeline: only this process holds its write end (and never writes), so the stream
+        # sees end of file on it when the controller is gone, however it went.
+        if rt.lifeline is not None:
+            rt.lifeline.close()  # a predecessor still hanging on ends with it
+        life_child, rt.lifeline = self._ctx.Pipe(duplex=False)
         rt.job.first_segment = first_segment
-        rt.process = self._ctx.Process(target=run_stream, args=(rt.job, child_conn, rt.cmd_q),
+        rt.process = self._ctx.Process(target=run_stream, args=(rt.job, child_conn, rt.cmd_q, life_child),
                                        name=f"examrec-{rt.name}", daemon=False)
         rt.process.start()
         child_conn.close()  # only the child writes: its end closing is how we see it gone
+        life_child.close()
 
     def abort(self, problems: dict[str, str]) -> None:
         """Give up before the start (a mandatory check failed, or only checking): the streams end
@@ -199,6 +285,7 @@ class Recorder(ExamControl):
             if rt.process.is_alive():
                 rt.process.kill()
                 rt.process.join(timeout=2)
+            self._close_lifeline(rt)
         if self.sensors is not None:
             self.sensors.stop()
         if self.events is not None:
@@ -206,6 +293,12 @@ class Recorder(ExamControl):
         if self.session_dir is not None and not list(self.session_dir.glob("*/*.mp4")):
             shutil.rmtree(self.session_dir, ignore_errors=True)
         self.state = "refused"
+
+    @staticmethod
+    def _close_lifeline(rt: StreamRuntime) -> None:
+        if rt.lifeline is not None:
+            rt.lifeline.close()
+            rt.lifeline = None
 
     def emergency_stop(self, exc: BaseException) -> None:
         """The controller itself failed: stop every stream now so what it recorded is finalised,
@@ -226,6 +319,7 @@ class Recorder(ExamControl):
                 if rt.process.is_alive():
                     rt.process.terminate()
                     rt.process.join(timeout=2)
+            self._close_lifeline(rt)
         if self.sensors is not None:
             self.sensors.stop()
         if self.events is not None:
@@ -268,7 +362,7 @@ class Recorder(ExamControl):
                 for s in self.profile.streams
             ],
             "stages": [{"stage": 1, "start_pts_s": 0.0, "end_pts_s": None}],
-            "checks": [c.to_json() for c in self.checks],
+            "checks": self.checks_json(),
             "notice": self.profile.notice,
             "clock_check": None,
             "photos": [],
@@ -282,7 +376,7 @@ class Recorder(ExamControl):
                          profile=self.profile.name, streams=[s.name for s in self.profile.streams],
                          pids={"controller": os.getpid(), **{n: rt.pid for n, rt in self.streams.items()}})
         if self.checks:
-            self.events.emit("checks", capture_ns=self.clock.start_ns, results=[c.to_json() for c in self.checks])
+            self.events.emit("checks", capture_ns=self.clock.start_ns, results=self.checks_json())
         failed = self.failed_checks()
         if failed:
             self.events.emit("forced", capture_ns=self.clock.start_ns, failed=[c.to_json() for c in failed])
@@ -293,10 +387,16 @@ class Recorder(ExamControl):
             self.sensors.begin(self.clock, self.session_dir, self.session_id, iso_utc(started),
                                list(self.streams.values()))
         for rt in self.streams.values():
+            # What is not working at the start is a fault of the session from its first instant
+            # (a device lost while warm included: its recovery comes as the session's event).
+            faults = dict(rt.warm_faults)
             if not rt.ready:
-                self._gap_open(rt.name, 0.0, rt.ready_message)
-                self.events.emit("fault", capture_ns=self.clock.start_ns, stream=rt.name,
-                                 device=f"camera {rt.name}", message=rt.ready_message)
+                faults.setdefault(f"camera {rt.name}", rt.ready_message)
+            for device, message in faults.items():
+                self._gap_open(rt.name, 0.0, message)
+                self.events.emit("fault", capture_ns=self.clock.start_ns, stream=rt.name, device=device,
+                                 message=message)
+            rt._fps_mark, rt.last_drop_report = None, 0  # the session's own counters from here
             rt.cmd_q.put(Start(self.clock))
             # The watchdog counts from here: a stream has nothing to report while the checks of
             # the sensors run, and that silence is not a fault.
@@ -306,6 +406,23 @@ class Recorder(ExamControl):
             for rt in self.streams.values():
                 rt.cmd_q.put(Stop(self.stop_ns))
         self.take_start_photos()
+
+    def checks_json(self) -> list[dict[str, Any]]:
+        """The pre-exam checks for the manifest and the event log; a camera's and the
+        microphone's say which run measured them (``idle``: the device check of the warm
+        processes before the exam; ``start``: at this start) and when."""
+        by_check: dict[str, StreamRuntime] = {f"camera {n}": rt for n, rt in self.streams.items()}
+        owner = self.profile.audio_stream
+        if owner is not None and owner.name in self.streams:
+            by_check["microphone"] = self.streams[owner.name]
+        out = []
+        for c in self.checks:
+            rt = by_check.get(c.check)
+            if rt is not None and rt.check is not None and rt.check_run:
+                out.append({**c.to_json(), "run": rt.check_run, "checked_at": rt.check_utc})
+            else:
+                out.append({**c.to_json(), "run": "start"})
+        return out
 
     # running -------------------------------------------------------------------------------
     def request_stop(self, reason: str = "stop") -> None:
@@ -402,8 +519,9 @@ class Recorder(ExamControl):
                     self._write_manifest()
                 case SegmentClosed():
                     self._segment_closed(rt, msg)
+                case StreamEvent() if self.events is None:
+                    self._warm_event(rt, msg)
                 case StreamEvent():
-                    assert self.events is not None
                     if msg.type == "fault" and self.clock is not None:
                         self._gap_open(name, self.clock.pts_s(msg.capture_ns), msg.fields.get("message", "fault"))
                     if msg.type == "recovered" and self.clock is not None:
@@ -426,6 +544,10 @@ class Recorder(ExamControl):
                         self.events.emit("restarted", stream=name, device=f"stream process {name}", pid=rt.pid)
                 case CheckDone():
                     rt.check = msg
+                    rt.check_at = time.monotonic()
+                    rt.check_utc = utc_now_iso()
+                    # Before the session's folder exists it was the idle device check of a warm process.
+                    rt.check_run = "idle" if self.session_dir is None else "start"
                 case Paused():
                     log.debug("%s: stage %d paused", name, msg.stage)
                 case IoError():
@@ -433,15 +555,34 @@ class Recorder(ExamControl):
                 case Done():
                     rt.done = True
 
+    def _warm_event(self, rt: StreamRuntime, msg: StreamEvent) -> None:
+        """A stream's event before its session: a camera that stops delivering makes the stream
+        not ready (as one that could not be opened), until it is back."""
+        device = str(msg.fields.get("device") or f"stream {rt.name}")
+        if msg.type == "fault":
+            rt.warm_faults[device] = str(msg.fields.get("message") or "fault")
+            if msg.fields.get("what") == "video":
+                rt.ready, rt.ready_message = False, rt.warm_faults[device]
+        elif msg.type == "recovered":
+            rt.warm_faults.pop(device, None)
+            if msg.fields.get("what") == "video" and rt.process is not None and rt.process.is_alive():
+                rt.ready, rt.ready_message = True, ""
+        if self.on_warm_event is not None:
+            self.on_warm_event(msg.type, dict(msg.fields))
+
     def _stats(self, rt: StreamRuntime, msg: Stats) -> None:
         rt.stats = msg
         now = time.monotonic()
+        # Recording: frames encoded; warm (no session yet): frames the preview took.
+        count = msg.captured if msg.preview else msg.encoded
+        if rt._fps_mark and (count < rt._fps_mark[1] or msg.preview != rt._fps_mark[2]):
+            rt._fps_mark = None  # the counters start again (after a check, at the start)
         if rt._fps_mark and now - rt._fps_mark[0] >= 1.0:
-            rt.fps = round((msg.encoded - rt._fps_mark[1]) / (now - rt._fps_mark[0]), 1)
-            rt._fps_mark = (now, msg.encoded)
+            rt.fps = round((count - rt._fps_mark[1]) / (now - rt._fps_mark[0]), 1)
+            rt._fps_mark = (now, count, msg.preview)
         elif rt._fps_mark is None:
-            rt._fps_mark = (now, msg.encoded)
-        if msg.dropped > rt.last_drop_report and self.events is not None:
+            rt._fps_mark = (now, count, msg.preview)
+        if msg.dropped > rt.last_drop_report and self.events is not None and not msg.preview:
             self.events.emit("drops", stream=rt.name, dropped_total=msg.dropped, new=msg.dropped - rt.last_drop_report)
             rt.last_drop_report = msg.dropped
 
@@ -532,6 +673,8 @@ class Recorder(ExamControl):
                 rt.process.terminate()
             rt.process.join(timeout=2)
         self._pump(timeout=0.2)
+        for rt in self.streams.values():
+            self._close_lifeline(rt)
 
     def _finish(self) -> int:
         assert self.events is not None and self.clock is not None and self.session_dir is not None

@@ -44,9 +44,11 @@ class ExamControl:
     checks: list[CheckResult]
 
     # pre-exam checks -----------------------------------------------------------------------
-    def run_checks(self, seconds: float | None = None) -> list[CheckResult]:
+    def run_checks(self, seconds: float | None = None, fresh_within_s: float | None = None) -> list[CheckResult]:
         """Run every check (streams through the whole pipeline for ``seconds``); the results are
-        kept for the manifest. Needs prepare() first."""
+        kept for the manifest. Needs the stream processes started (warm() or prepare()). A
+        stream whose last check is younger than ``fresh_within_s`` (the idle device check of a
+        warm process, with no fault since) is not checked again: that check's result counts."""
         seconds = seconds or float(self.profile.section("checks")["sample_s"])
         scratch = Path(tempfile.mkdtemp(prefix="examrec-check-"))
         results: list[CheckResult] = []
@@ -55,7 +57,7 @@ class ExamControl:
             clock = SessionClock(now.start_ns + CHECK_LEAD_NS, now.wall_anchor_ns + CHECK_LEAD_NS)
             pending = {}
             for name, rt in self.streams.items():
-                if rt.ready:
+                if rt.ready and not (fresh_within_s is not None and rt.check_is_fresh(fresh_within_s)):
                     rt.check = None
                     rt.cmd_q.put(RunCheck(clock, seconds, str(scratch / name)))
                     pending[name] = rt
@@ -70,7 +72,7 @@ class ExamControl:
                     continue
                 res = rt.check or CheckDone(spec.name, seconds, error="did not answer the check in time")
                 results.append(stream_check(spec.name, spec.fps, res))
-                bytes_per_s += res.bytes / seconds
+                bytes_per_s += res.bytes / (res.seconds or seconds)
                 if spec.audio:
                     results.append(audio_check(spec.name, res))
         finally:

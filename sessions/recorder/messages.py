@@ -23,6 +23,14 @@ PedalSpan = tuple[int, Union[int, None]]
 
 # controller -> stream process ---------------------------------------------------------------
 @dataclass(frozen=True)
+class SessionDir:
+    """The session's folder exists: the stream holds its shared lock and records into it at the
+    start. A warm stream process opened its devices and showed a preview before it was made."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class RunCheck:
     """Run the pre-exam check: the whole pipeline for ``seconds`` into a scratch folder."""
 
@@ -94,7 +102,7 @@ class TakePhoto:
     role: str | None
 
 
-Command = Union[RunCheck, Start, Stop, Abort, Pause, Resume, SensorOverlay, PedalSpans, TakePhoto]
+Command = Union[SessionDir, RunCheck, Start, Stop, Abort, Pause, Resume, SensorOverlay, PedalSpans, TakePhoto]
 
 
 # stream process -> controller ---------------------------------------------------------------
@@ -124,7 +132,8 @@ class CheckDone:
 
 @dataclass(frozen=True)
 class Stats:
-    """Counters, twice a second (also the controller watchdog's sign of life)."""
+    """Counters, twice a second (also the controller watchdog's sign of life); while the stream
+    waits for a session (``preview``) ``captured`` and ``dropped`` count the preview."""
 
     stream: str
     captured: int
@@ -139,6 +148,7 @@ class Stats:
     stage: int
     paused: bool
     audio_dbfs: float | None = None   # the level of the newest sound block (the console's meter)
+    preview: bool = False             # counted while warm (no session yet): nothing was encoded
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 """The recorder service behind `examrec serve`: always running, idle between exams.
 
-Idle, it watches what it can without a session (disk, power, uploads due, the last exam's
-result). An exam starts with its details: the stream processes and sensors open, the pre-exam
-checks run, the notice is shown, the session records; at stop it is closed, signed, verified,
-and the service is idle again for the next exam. The control socket (`examrec start|pause|
+Idle, it keeps one process per stream open (warm: the cameras and the microphone open, read as
+a preview for the console's thumbnails and frame rates, a lost camera a fault at once; nothing
+written) and watches what it can without a session (disk, power, uploads due, the last exam's
+result); every [checks] idle_every_s the warm processes run the device check (frames through the
+encoder). An exam starts with its details: the session folder is made and handed to the warm
+processes, the pre-exam checks are those of the last idle device check when it is recent (else a
+short one runs), the notice is shown, the session records; at stop it is closed, signed,
+verified, a new warm set is started and the service is idle again for the next exam. The control socket (`examrec start|pause|
 resume|stop|status|photo`), the console and a hardware button all call ``dispatch``.
 
 Device faults are kept in a list until the examiner acknowledges each (the acknowledgement is an
@@ -14,14 +18,13 @@ from __future__ import annotations
 import itertools
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from core.clock import format_duration
+from core.clock import format_duration, utc_now_iso
 from core.profile import Profile
 from sessions.evidence.summary import summary
 from sessions.evidence.verify import NotASession, verify_session
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 DETAIL_KEYS = ("candidate", "candidate_id", "examiner", "plate", "centre", "exam")
 EXAM_TYPES = ("theory", "practical")
 IDLE_REFRESH_S = 5.0
+STANDBY_PUMP_S = 0.05        # the standby loop handles the warm processes' reports this often
+START_CHECK_S = 1.0          # the short check at Start when the idle device check is not recent
+WARM_RETRY_S = 5.0           # a warm set that could not be started is tried again after this
 IDLE_SENSOR_CHECK_S = 60.0   # GPS fix, clock offset and pedal heartbeat, re-checked while idle
 HUNG_S = 30.0                # an exam's recording loop silent this long is hung (systemd's watchdog then restarts)
 BUSY = ("starting", "recording", "paused", "stopping")
@@ -120,7 +126,12 @@ class RecorderService:
         self.faults: list[Fault] = []
         self.thumbnails: dict[str, tuple[float, bytes]] = {}
         self._fault_ids = itertools.count(1)
-        self._lock = threading.RLock()          # one Start, or one idle device check, at a time
+        self._lock = threading.RLock()          # one Start at a time
+        self.standby: Recorder | None = None    # the warm stream processes, waiting for the next exam
+        # Held by the standby loop while it uses the warm processes (reports, an idle device
+        # check): a Start takes the warm set only in between.
+        self._standby_lock = threading.Lock()
+        self._warm_retry_at = 0.0
         self._faults_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._idle: dict[str, Any] = {}
@@ -133,7 +144,7 @@ class RecorderService:
         self._beat = time.monotonic()         # the exam's recording loop came round (once a second)
         self.device_checks: dict[str, Any] | None = None   # the last idle run of the device checks
         self._idle_fps: dict[str, float] = {}
-        self._device_faults: dict[str, Fault] = {}
+        self._device_faults: dict[str, Fault] = {}   # device -> its fault while idle, until it works again
         self.idle_checks: list[dict[str, Any]] = []
         self._sensor_stop = threading.Event()
         self._sensor_thread: threading.Thread | None = None
@@ -160,56 +171,119 @@ class RecorderService:
                                                name="idle-sensors", daemon=True)
         self._sensor_thread.start()
 
-    def check_devices_while_idle(self, stop: threading.Event) -> None:
-        """Every [checks] idle_every_s while idle: open every camera and the microphone, run the
-        pre-exam checks (frames through the encoder, sound level, sensors, disk) into a scratch
-        folder, close them again. A camera that fails is listed as a fault (its tile red) until a
-        later run finds it working. Runs on its own thread until ``stop``."""
+    def keep_warm(self, stop: threading.Event) -> None:
+        """While idle, keep a warm set of stream processes: started when the service starts and
+        again after each exam, a process that ends started again, their reports handled (the
+        thumbnails, frame rates and faults the console shows). Every [checks] idle_every_s, and
+        once for each new warm set, the warm processes run the device check (frames through the
+        encoder, sound level, disk): a camera that fails is a fault (its tile red) until it works
+        again. Runs on its own thread until ``stop``; then the warm processes end."""
         every = float(self.profile.section("checks")["idle_every_s"])
-        if every <= 0:
-            return
-        while not stop.wait(every if self.device_checks else 1.0):
-            with self._lock:  # a Start waits for a run in progress (a few seconds)
+        try:
+            while not stop.is_set():
                 if self.state != "idle":
+                    stop.wait(0.1)
                     continue
-                self.close_idle_sensors()
-                try:
-                    self._run_device_checks()
-                except Exception:  # a check that cannot run is retried at the next round
-                    log.exception("idle device check")
-                finally:
-                    self.open_idle_sensors()
+                with self._standby_lock:
+                    try:
+                        self._standby_round(stop, every)
+                    except Exception as exc:  # a warm set that fails is rebuilt, never the end of the service
+                        log.exception("warm stream processes")
+                        self._add_fault({"t_utc": utc_now_iso(), "device": "stream processes",
+                                         "message": f"could not keep the cameras open: {exc}"})
+                        self._drop_standby()
+                        self._warm_retry_at = time.monotonic() + WARM_RETRY_S
+                time.sleep(0.005)  # a Start waiting for the warm set takes it here
+        finally:
+            self.close_standby()
+
+    def _standby_round(self, stop: threading.Event, every: float) -> None:
+        """One round of the standby loop (under the standby lock)."""
+        rec = self.standby
+        if rec is None:
+            if stop.is_set() or self.state != "idle" or time.monotonic() < self._warm_retry_at:
+                time.sleep(STANDBY_PUMP_S)
+                return
+            rec = self.standby = self._new_recorder()
+            rec.warm()
+        for name, code in rec.keep_warm(STANDBY_PUMP_S):
+            device = f"stream process {name}"
+            if device not in self._device_faults:
+                self._add_device_fault(device, name, f"ended while waiting for an exam (exit code {code}); "
+                                                     f"started again")
+        for device, fault in list(self._device_faults.items()):
+            rt = rec.streams.get(fault.stream or "")
+            if device.startswith("stream process ") and rt is not None and rt.ready:
+                self._clear_device_fault(device)
+        if every > 0 and rec.answered() and self._device_check_due(rec, every):
+            self._run_device_checks(rec)
             self.bump()
 
-    def busy(self) -> threading.RLock:
-        """Held while an exam starts or an idle device check runs."""
-        return self._lock
+    def _new_recorder(self, details: dict[str, str] | None = None) -> Recorder:
+        rec = Recorder(self.profile, self.out_root, details=details, realtime=self.settings.realtime,
+                       gps_url=self.settings.gps_url, pedals_url=self.settings.pedals_url)
+        rec.thumbnails = self.console_url is not None  # pictures only for a console to show them
+        rec.on_thumbnail = self._on_thumbnail
+        rec.on_warm_event = self._warm_event
+        return rec
 
-    def _run_device_checks(self) -> None:
-        from core.clock import utc_now_iso
-        with tempfile.TemporaryDirectory(prefix="examrec-idle-check-") as scratch:
-            rec = Recorder(self.profile, Path(scratch), realtime=self.settings.realtime,
-                           gps_url=self.settings.gps_url, pedals_url=self.settings.pedals_url)
-            try:
-                rec.prepare()
-                rec.out_root = self.out_root  # the disk and folder checks are about where sessions go
-                results = rec.run_checks()
-                fps = {name: round(rt.check.frames / rt.check.seconds, 1)
-                       for name, rt in rec.streams.items() if rt.check is not None and rt.check.seconds}
-            finally:
-                rec.abort({})
-        self._idle_fps = fps
+    @staticmethod
+    def _device_check_due(rec: Recorder, every: float) -> bool:
+        """A warm process (new, or started again) not yet checked, or the last check too old."""
+        ready = [rt for rt in rec.streams.values() if rt.ready]
+        if any(rt.check_at is None for rt in ready):
+            return True
+        return bool(ready) and time.monotonic() - min(rt.check_at for rt in ready if rt.check_at) >= every
+
+    def take_standby(self) -> Recorder | None:
+        """The warm set, for an exam (waiting for an idle device check in progress to finish);
+        None when there is none (the exam starts its stream processes itself)."""
+        with self._standby_lock:
+            rec, self.standby = self.standby, None
+        return rec
+
+    def close_standby(self) -> None:
+        """The warm stream processes end (an idle device check in progress finishes first)."""
+        with self._standby_lock:
+            self._drop_standby()
+
+    def _drop_standby(self) -> None:
+        rec, self.standby = self.standby, None
+        if rec is not None and rec.streams:
+            rec.abort({})
+
+    def _run_device_checks(self, rec: Recorder) -> None:
+        """The device check on the warm processes, kept for the console and for the next Start."""
+        rec.load_key()
+        results = rec.run_checks()
+        self._idle_fps = {name: round(rt.check.frames / rt.check.seconds, 1)
+                          for name, rt in rec.streams.items() if rt.check is not None and rt.check.seconds}
         self.device_checks = {"at": utc_now_iso(), "checks": [c.to_json() for c in results]}
         for spec in self.profile.streams:
-            result = next((c for c in results if c.check == f"camera {spec.name}"), None)
-            open_fault = self._device_faults.get(spec.name)
-            if result is not None and not result.ok and open_fault is None:
-                self._add_fault({"t_utc": utc_now_iso(), "device": f"camera {spec.name}", "stream": spec.name,
-                                 "message": result.detail})
-                self._device_faults[spec.name] = self.faults[-1]
-            elif result is not None and result.ok and open_fault is not None:
-                open_fault.recovered = True
-                del self._device_faults[spec.name]
+            device = f"camera {spec.name}"
+            result = next((c for c in results if c.check == device), None)
+            if result is not None and not result.ok and device not in self._device_faults:
+                self._add_device_fault(device, spec.name, result.detail)
+            elif result is not None and result.ok and device in self._device_faults:
+                self._clear_device_fault(device)
+
+    def _warm_event(self, type_: str, fields: dict[str, Any]) -> None:
+        """A warm stream's fault (its tile red, listed until acknowledged) or recovery."""
+        device = str(fields.get("device") or "device")
+        if type_ == "fault" and device not in self._device_faults:
+            self._add_device_fault(device, fields.get("stream"), str(fields.get("message") or "fault"))
+        elif type_ == "recovered" and device in self._device_faults:
+            self._clear_device_fault(device)
+
+    def _add_device_fault(self, device: str, stream: str | None, message: str) -> None:
+        self._add_fault({"t_utc": utc_now_iso(), "device": device, "stream": stream, "message": message})
+        self._device_faults[device] = self.faults[-1]
+
+    def _clear_device_fault(self, device: str) -> None:
+        fault = self._device_faults.pop(device, None)
+        if fault is not None:
+            fault.recovered = True
+            self.bump()
 
     def close_idle_sensors(self) -> None:
         hub, self.idle_sensors = self.idle_sensors, None
@@ -228,7 +302,6 @@ class RecorderService:
             stop.wait(IDLE_SENSOR_CHECK_S)
 
     def _idle_event(self, type_: str, capture_ns: int | None = None, **fields: Any) -> None:
-        from core.clock import utc_now_iso
         if type_ == "fault":
             self._add_fault({"type": type_, "t_utc": utc_now_iso(), **fields})
 
@@ -297,8 +370,10 @@ class RecorderService:
             return self.version
 
     def start_exam(self, given: dict[str, Any], force: bool = False, wait: bool = True) -> dict[str, Any]:
-        """Start an exam for a candidate: open the devices, run the pre-exam checks, show the notice
-        and record. With ``wait``, returns once it records (or was refused, with the failed checks)."""
+        """Start an exam for a candidate: the session folder goes to the warm stream processes
+        (started now when there are none), the pre-exam checks (the idle device check's when
+        recent), the notice, and record. With ``wait``, returns once it records (or was refused,
+        with the failed checks)."""
         with self._lock:
             if self.state != "idle":
                 raise IllegalTransition(f"cannot start: an exam is already {self.state}")
@@ -321,18 +396,20 @@ class RecorderService:
                 "checks": [c.to_json() for c in rec.checks]}
 
     def _run_exam(self, details: dict[str, str], force: bool, started: threading.Event) -> None:
-        rec = Recorder(self.profile, self.out_root, details=details, realtime=self.settings.realtime,
-                       gps_url=self.settings.gps_url, pedals_url=self.settings.pedals_url)
-        rec.thumbnails = self.console_url is not None  # pictures only for a console to show them
+        rec = self.take_standby() or self._new_recorder()
+        rec.details = details
         rec.notice_shown_on = "examiner's console"
-        rec.on_thumbnail = self._on_thumbnail
-        self.thumbnails.clear()
+        checks = self.profile.section("checks")
+        every = float(checks["idle_every_s"])
+        self.recorder = rec
         try:
             rec.prepare()
             assert rec.events is not None
             rec.events.observers.append(self._on_event)
-            self.recorder = rec
-            results = rec.run_checks()
+            # The idle device check of these very processes counts when it is recent (and no
+            # fault came since); otherwise a short one runs now.
+            results = rec.run_checks(seconds=min(float(checks["sample_s"]), START_CHECK_S),
+                                     fresh_within_s=every if every > 0 else None)
             failed = failed_mandatory(results)
             # The checks measured each stream's bitrate: disk left is told in hours of recording.
             rates = [r.bytes / max(0.1, r.seconds) for r in (rt.check for rt in rec.streams.values()) if r]
@@ -469,6 +546,25 @@ class RecorderService:
         self._idle_at = time.monotonic()
         return self._idle
 
+    def _idle_streams(self) -> list[dict[str, Any]]:
+        """Each stream between exams: its warm process (``pid``, ``warm`` once its devices are
+        open), the frame rate and drops of its preview (the last device check's rate until the
+        preview has one), IDLE, or LOST while its camera has a fault."""
+        warm = self.standby or self.recorder
+        out = []
+        for spec in self.profile.streams:
+            rt = warm.streams.get(spec.name) if warm is not None else None
+            faulty = [d for d, f in self._device_faults.items() if f.stream == spec.name]
+            lost = f"camera {spec.name}" in self._device_faults or (rt is not None and not rt.ready
+                                                                     and bool(rt.ready_message))
+            state = "STARTING" if self.state == "starting" else ("LOST" if lost else "IDLE")
+            out.append({"stream": spec.name, "state": state,
+                        "fps": (rt.fps if rt is not None and rt.fps else self._idle_fps.get(spec.name, 0.0)),
+                        "frames": 0, "dropped": rt.stats.dropped if rt is not None and rt.stats else 0,
+                        "health": "FAULT" if lost or faulty else "ok", "mb": 0.0,
+                        "warm": bool(rt is not None and rt.ready), "pid": rt.pid if rt is not None else None})
+        return out
+
     def status(self) -> dict[str, Any]:
         """Everything `examrec status` and the console show."""
         rec = self.recorder
@@ -495,14 +591,13 @@ class RecorderService:
                 out.update(hub.status())
                 out["sensor_checks"] = self.idle_checks
             out.update({"stage": 0, "session_id": "", "session": "", "elapsed": "00:00:00", "elapsed_s": 0.0,
-                        "details": rec.details if rec else {},
-                        "streams": [{"stream": s.name,
-                                     "state": "STARTING" if self.state == "starting" else
-                                     ("LOST" if s.name in self._device_faults else "IDLE"),
-                                     "fps": self._idle_fps.get(s.name, 0.0), "frames": 0, "dropped": 0,
-                                     "health": "FAULT" if s.name in self._device_faults else "ok", "mb": 0.0}
-                                    for s in self.profile.streams]})
+                        "details": rec.details if rec else {}, "streams": self._idle_streams()})
             out["device_checks"] = self.device_checks
+            warm = self.standby
+            owner = self.profile.audio_stream
+            if warm is not None and owner is not None and owner.name in warm.streams:
+                stats = warm.streams[owner.name].stats
+                out["audio_dbfs"] = stats.audio_dbfs if stats is not None else None
         if out.get("pedals"):
             pressed = float(self.profile.section("pedal_settings")["threshold_percent"])
             for pedal in ("brake", "clutch"):

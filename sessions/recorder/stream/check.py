@@ -8,6 +8,7 @@ import math
 import queue
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -48,9 +49,11 @@ class SoundLevel:
 
 
 def run_check(job: StreamJob, video: SourceThread[Frame], audio: SourceThread[AudioBlock] | None,
-              clock: SessionClock, seconds: float, scratch: Path) -> CheckDone:
+              clock: SessionClock, seconds: float, scratch: Path,
+              on_frame: Callable[[np.ndarray], None] | None = None) -> CheckDone:
     """Run the stream's pipeline for ``seconds`` of ``clock`` and say what it achieved. The
-    sources stay open, and their threads are rewound for the session."""
+    sources stay open, and their threads are rewound for the session. ``on_frame`` sees each
+    picture as captured (the console's thumbnails go on during the check)."""
     spec = job.spec
     warmup = min(WARMUP_S, seconds / 4)
     measured_s = seconds - warmup
@@ -87,6 +90,8 @@ def run_check(job: StreamJob, video: SourceThread[Frame], audio: SourceThread[Au
                 continue
             if stop.passed(frame.capture_ns):
                 break
+            if on_frame is not None:
+                on_frame(frame.image)
             overlay.apply(frame.image, frame.capture_ns)
             writer.write_video(frame.image, frame.capture_ns)
             if frame.capture_ns >= warm_ns:

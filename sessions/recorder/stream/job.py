@@ -12,12 +12,11 @@ class StreamJob:
 
     spec: StreamSpec
     profile: Profile
-    session_dir: str
+    session_dir: str = ""  # "" while warm: the folder comes with SessionDir, before the start
     realtime: bool = True
     stall_s: float = 1.5  # no frame for this long while the source says nothing: a fault
     first_segment: int = 0  # segments already written by an earlier process of this stream
     thumbnails: bool = False  # send a small JPEG about twice a second (the examiner's console)
-    controller_pid: int = 0  # the stream ends when this process is gone (0: its parent at start)
 
 
 class StopLine:

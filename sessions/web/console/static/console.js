@@ -92,7 +92,7 @@ function render(st) {
     el.className = `tile ${s.state}` + (bad ? " fault" : "");
     el.querySelector(".st").textContent = t(s.state);
     el.querySelector(".drops").textContent = s.dropped ? `${s.dropped} ${t("dropped")}` :
-      (s.fps ? `${s.fps} fps` : "");   // idle: the rate the last device check measured
+      (s.fps ? `${s.fps} fps` : "");   // idle: the rate of the open camera's preview
     el.querySelector(".msg").textContent = faultsByStream[s.stream] ? faultsByStream[s.stream].message : "";
   }
 
@@ -150,7 +150,8 @@ function renderFaults(faults) {
 }
 
 function refreshThumbnails() {
-  if (!status || !["recording", "paused", "stopping"].includes(status.state)) return;
+  // Between exams too: the service keeps the cameras open (a preview), so each tile is live.
+  if (!status) return;
   for (const s of status.streams || []) {
     const img = tile(s.stream).querySelector("img");
     const next = new Image();
