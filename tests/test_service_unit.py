@@ -170,3 +170,89 @@ fps = 10
         assert (state / "device.key").stat().st_uid == user.pw_uid
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _session_processes(sid: int) -> set[int]:
+    """Live processes of session ``sid`` (serve runs in its own: everything it started is in it)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _warm_status(sock: Path, timeout: float, *, not_pids: set[int] = frozenset()) -> dict:
+    """The service's status once every stream process is warm (and none of ``not_pids``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = json.loads(run_examrec("status", "--socket", sock, "--json").stdout or "{}")
+        streams = st.get("streams") or []
+        if streams and all(s["warm"] and s["pid"] not in not_pids for s in streams):
+            return st
+        assert time.monotonic() < deadline, st
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("kill", ["service", "group"])
+def test_warm_stream_processes_are_restarted_and_never_outlive_the_service(tmp_path, kill) -> None:
+    """Between exams the service keeps one process per stream open: one that dies is started
+    again (and listed as a fault), and whatever kills the service (SIGKILL to it alone, or to
+    its whole process group), nothing it started stays: the warm processes see their lifeline
+    end, their forkserver goes with them."""
+    profile = tmp_path / "warm.toml"
+    profile.write_text(f'''
+name = "warm"
+kind = "replay"
+control_socket = "{tmp_path}/ctl.sock"
+[checks]
+sample_s = 1.0
+[[streams]]
+name = "cabin"
+source = "pattern:"
+width = 160
+height = 120
+fps = 10
+audio = "wav:{ROOT}/bench/fixtures/cabin.wav"
+[[streams]]
+name = "road"
+source = "pattern:"
+width = 160
+height = 120
+fps = 10
+''', encoding="utf-8")
+    sock = tmp_path / "ctl.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "sessions.cli", "serve", "--profile", str(profile), "--out",
+                             str(tmp_path / "out"), "--no-console"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().startswith("control: ")
+        st = _warm_status(sock, 60)
+        pids = {s["stream"]: s["pid"] for s in st["streams"]}
+        assert set(pids.values()) <= _session_processes(proc.pid)          # in the service's session
+        assert all(os.getpgid(p) == proc.pid for p in pids.values())      # and process group
+        os.kill(pids["road"], signal.SIGKILL)                              # a warm process dies
+        st = _warm_status(sock, 30, not_pids={pids["road"]})
+        assert {s["stream"]: s["pid"] for s in st["streams"]}["cabin"] == pids["cabin"]
+        (fault,) = [f for f in st["faults"] if f["device"] == "stream process road"]
+        assert "started again" in fault["message"] and fault["recovered"], fault
+        alive = _session_processes(proc.pid)
+        assert len(alive) >= 4, alive                 # serve, its forkserver, two stream processes
+        if kill == "service":
+            os.kill(proc.pid, signal.SIGKILL)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _session_processes(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _session_processes(proc.pid), {p: Path(f"/proc/{p}/cmdline").read_bytes()[:80]
+                                                  for p in _session_processes(proc.pid)}
+    finally:
+        for pid in _session_processes(proc.pid):  # a failed run leaves nothing behind either
+            os.kill(pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    assert not list((tmp_path / "out").glob("*/*/manifest.json"))          # nothing recorded while idle
