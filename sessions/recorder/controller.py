@@ -52,10 +52,11 @@ from sessions.recorder.stream.process import run_stream
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 30.0
-# From Start to the session's first instant: every stream process must have its encoder made and
-# its source threads running on the session clock by then (measured: well under 100 ms on an
-# idle 2-core machine, a few hundred under full load; a late stream logs a warning).
-START_LEAD_NS = 300_000_000
+# From Start to the session's first instant: every warm stream process must have ended its preview,
+# made its encoder and started its source threads on the session clock by then. Measured with the
+# replay profile's five streams on the 2-core test machine: 60 to 140 ms (load average 1 to 4; a
+# 10 fps stream waits up to one frame for its preview to end). A late stream logs a warning.
+START_LEAD_NS = 250_000_000
 RESERVE_BYTES = 4 << 20
 STOP_TIMEOUT_S = 15.0
 WARM_RESPAWN_S = (1, 2, 5, 10, 30)  # a warm stream process that keeps dying is started again less often
