@@ -549,6 +549,7 @@ class Recorder(ExamControl):
                     rt.check_utc = utc_now_iso()
                     # Before the session's folder exists it was the idle device check of a warm process.
                     rt.check_run = "idle" if self.session_dir is None else "start"
+                    rt._fps_mark = None  # the preview's counters start again after the check
                 case Paused():
                     log.debug("%s: stage %d paused", name, msg.stage)
                 case IoError():
