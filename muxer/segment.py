@@ -337,7 +337,14 @@ class SegmentWriter:
                 self.container.close()
             finally:
                 self.file.close()
+                self._release()
         return self.result()
+
+    def _release(self) -> None:
+        """Break the one reference cycle (the file calls back into this writer, whose container
+        holds the file), so a closed writer and its encoder (tens of MB at 1080p) are freed as
+        soon as the caller lets go, not at the garbage collector's next full pass."""
+        self.file.on_fragment = None
 
     def abandon(self) -> SegmentResult:
         """Stop writing without finalising (the disk is full or the muxer failed): the file
@@ -347,6 +354,7 @@ class SegmentWriter:
             self.file.close()
         except OSError:
             pass
+        self._release()
         return self.result(closed=False)
 
     def result(self, closed: bool | None = None) -> SegmentResult:
