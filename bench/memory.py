@@ -15,6 +15,8 @@ bench/results/memory.json.  Usage: python bench/memory.py [--wait 20]
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import subprocess
@@ -120,9 +122,13 @@ def replay_picture_mb(w: int, h: int) -> float:
 
 def probe_encoder(w: int, h: int) -> dict:
     """In this (fresh) process: the anonymous memory of the interpreter with a stream process's
-    imports, then what the real segment writer (BGR -> I420, libx264, fragmented MP4 muxer,
-    file) adds by opening and encoding 100 frames of ``w`` x ``h``."""
+    imports; what the real segment writer (BGR -> I420, libx264, fragmented MP4 muxer, file)
+    adds by opening and encoding 100 frames of ``w`` x ``h``; and what three writers opened and
+    closed in turn leave behind, with and without a garbage collection after each close (a
+    closed writer and its file refer to each other: only the cyclic collector frees them)."""
     anon = lambda: rollup_kb(os.getpid()).get("Anonymous", 0)
+    mb = lambda kb: round(kb / 1024, 1)
+    trim = lambda: ctypes.CDLL("libc.so.6").malloc_trim(0)
     import cv2
     import capture.factory  # noqa: F401  (what a stream process imports)
     import sessions.recorder.stream.process  # noqa: F401
@@ -137,21 +143,44 @@ def probe_encoder(w: int, h: int) -> dict:
     src.open()
     src.start(clock)
     frames = [src.read() for _ in range(10)]
+    settings = SegmentSettings(w, h, 25, EncoderSpec(preset=X264["preset"], crf=X264["crf"]), X264["gop"])
+    made = 0
+
+    def writer_with(n: int, folder: Path) -> SegmentWriter:
+        nonlocal made
+        made += 1
+        writer = SegmentWriter(folder / f"probe{made}.mp4", f"probe{made}.mp4", settings, clock)
+        for k in range(n):
+            f = frames[k % len(frames)]
+            writer.write_video(f.image.copy(), clock.start_ns + k * 40_000_000)
+        return writer
+
+    def in_turn(folder: Path, collect: bool) -> float:
+        gc.collect()
+        trim()
+        start = anon()
+        for _ in range(3):
+            writer_with(30, folder).close()  # the writer is unreferenced from here on
+            if collect:
+                gc.collect()
+        return mb(anon() - start)
+
     with tempfile.TemporaryDirectory() as t:
+        gc.collect()
         before = anon()
-        writer = SegmentWriter(Path(t) / "probe.mp4", "probe.mp4",
-                               SegmentSettings(w, h, 25, EncoderSpec(preset=X264["preset"], crf=X264["crf"]), X264["gop"]),
-                               clock)
-        writer.write_video(frames[0].image.copy(), frames[0].capture_ns)
+        writer = writer_with(1, Path(t))
         first = anon()
         for k in range(1, 101):
             f = frames[k % len(frames)]
-            writer.write_video(f.image.copy(), clock.start_ns + k * 40_000_000)
+            writer.write_video(f.image.copy(), clock.start_ns + (100 + k) * 40_000_000)
         after = anon()
         writer.close()
-    return {"size": f"{w}x{h}", "interpreter_and_imports_anon_mb": round(imports / 1024, 1),
-            "anon_growth_first_frame_mb": round((first - before) / 1024, 1),
-            "anon_growth_100_frames_mb": round((after - before) / 1024, 1)}
+        del writer
+        with_gc = in_turn(Path(t), collect=True)
+        without_gc = in_turn(Path(t), collect=False)
+    return {"size": f"{w}x{h}", "interpreter_and_imports_anon_mb": mb(imports),
+            "anon_growth_first_frame_mb": mb(first - before), "anon_growth_100_frames_mb": mb(after - before),
+            "three_writers_in_turn_mb": {"gc_collect_after_each_close": with_gc, "no_collection": without_gc}}
 
 
 def measure_recorder(wait_s: float, tmp: Path) -> dict:
@@ -241,7 +270,7 @@ def account(recorder: list[dict], encoders: list[dict]) -> None:
                              - r["encoder_and_muxer_mb"] - r["frame_queue_full_mb"], 1)
 
 
-def print_table(recorder: list[dict], ffmpeg: list[dict]) -> None:
+def print_table(recorder: list[dict], ffmpeg: list[dict], encoders: list[dict]) -> None:
     rows = []
     for r in recorder + ffmpeg:
         kinds = r["pss_by_kind_mb"]
@@ -282,9 +311,14 @@ def main() -> int:
                 for w, h in sorted({(w, h) for _, w, h, _ in STREAMS})]
     after = machine()
     account(recorder["processes"], encoders)
-    print_table(recorder["processes"], ffmpeg["processes"])
+    print_table(recorder["processes"], ffmpeg["processes"], encoders)
     print("(interpreter+imports and encoder+muxer: measured alone in a fresh process; queue full: queue_frames x "
           "one BGR frame; rest: frames in flight, the queue's real fill, what malloc keeps)")
+    print()
+    print(table([[e["size"], e["anon_growth_100_frames_mb"], e["three_writers_in_turn_mb"]["no_collection"],
+                  e["three_writers_in_turn_mb"]["gc_collect_after_each_close"]] for e in encoders],
+                ["segment writer alone (MB)", "open, 100 frames", "3 opened and closed in turn",
+                 "the same, gc.collect() after each close"]))
     rec_t, ff_t = totals(recorder["processes"]), totals(ffmpeg["processes"])
     pictures = round(sum(r.get("replay_pictures_mb", 0) for r in recorder["processes"]), 1)
     print(f"\nPSS examrec / ffmpeg paced: {rec_t['pss_mb']} / {ff_t['pss_mb']} MB = {rec_t['pss_mb'] / ff_t['pss_mb']:.2f}; "
