@@ -317,7 +317,7 @@ def summarize(rounds: list[dict], pattern_s_per_frame: float) -> tuple[str, dict
         m = {"cpu_ms_per_frame": round(med(per), 2), "each_round": [round(x, 2) for x in per]}
         if "peak_pss_mb" in rounds[0][key]:
             for f in ("cpu_percent_of_machine", "peak_rss_mb", "peak_pss_mb", "dropped"):
-                m[f] = med(r[key][f] for r in rounds)
+                m[f] = round(med(r[key][f] for r in rounds), 1)
         medians[key] = m
         show = lambda f: m[f] if f in m else "-"
         rows.append([label, rounds[0][key]["frames"], show("cpu_percent_of_machine"), f'{m["cpu_ms_per_frame"]:.2f}',
