@@ -115,9 +115,9 @@ def role_of(pid: int, root: int, session: Path | None) -> str:
 
 
 def replay_picture_mb(w: int, h: int) -> float:
-    """What a replay pattern source keeps: a canvas twice the frame's width and its noise planes."""
-    from capture.replay import NOISE_PLANES
-    return round((h * 2 * w * 3 + NOISE_PLANES * h * w * 3) / 2**20, 1)
+    """What a replay pattern source keeps: a canvas twice the frame's width and its noise field."""
+    from capture.replay import NOISE_MARGIN
+    return round((h * 2 * w * 3 + (h + NOISE_MARGIN) * (w + NOISE_MARGIN) * 3) / 2**20, 1)
 
 
 def probe_encoder(w: int, h: int) -> dict:
