@@ -41,6 +41,7 @@ test: apt $(STAMP)
 bench: apt $(STAMP)
 	$(PY) bench/throughput.py
 	$(PY) bench/console.py
+	$(PY) bench/memory.py
 
 # Prints the seeds (replay: EXAMREC_CRASH_SEED=<seed> make soak) and the loss per stream and rate.
 soak: apt $(STAMP)

@@ -21,7 +21,12 @@ from capture.timecode import draw_timecode
 
 log = logging.getLogger(__name__)
 
-NOISE_PLANES = 5  # fresh-looking sensor noise without generating it per frame
+# Fresh-looking sensor noise without generating it per frame: each frame takes a window of one
+# noise field at another offset. Steps beyond the encoder's motion search (x264 ultrafast looks 16
+# pixels around), so the noise costs the encoder what a camera's does; one field, not a plane per
+# frame, so a 1080p replay source holds 7 MB of noise rather than 31.
+NOISE_MARGIN = 64
+NOISE_STEP = (37, 23)  # rows, columns moved per frame (mod NOISE_MARGIN)
 SCROLL_PX_PER_FRAME = 3
 
 
@@ -41,7 +46,7 @@ class PatternSource(VideoSource):
         super().__init__(name, width, height, fps)
         self.realtime = realtime
         self._canvas: np.ndarray | None = None
-        self._noise: list[np.ndarray] = []
+        self._noise: np.ndarray | None = None
         self._pacer: Pacer | None = None
 
     def open(self) -> None:
@@ -64,7 +69,7 @@ class PatternSource(VideoSource):
         # Make the canvas wrap seamlessly: the right half repeats the left.
         canvas[:, w:] = canvas[:, :w]
         self._canvas = canvas
-        self._noise = [rng.integers(0, 10, (h, w, 3), dtype=np.uint8) for _ in range(NOISE_PLANES)]
+        self._noise = rng.integers(0, 10, (h + NOISE_MARGIN, w + NOISE_MARGIN, 3), dtype=np.uint8)
 
     def start(self, clock) -> None:
         super().start(clock)
@@ -85,7 +90,9 @@ class PatternSource(VideoSource):
     def _render(self, k: int, timecode_ms: int) -> np.ndarray:
         w, h = self.width, self.height
         x = (k * SCROLL_PX_PER_FRAME) % w
-        img = cv2.add(self._canvas[:, x:x + w], self._noise[k % NOISE_PLANES])
+        assert self._canvas is not None and self._noise is not None
+        dy, dx = (k * NOISE_STEP[0]) % NOISE_MARGIN, (k * NOISE_STEP[1]) % NOISE_MARGIN
+        img = cv2.add(self._canvas[:, x:x + w], self._noise[dy:dy + h, dx:dx + w])
         bx = int((w - h // 4) * (0.5 + 0.5 * np.sin(k / 20)))
         cv2.rectangle(img, (bx, h // 2), (bx + h // 4, h // 2 + h // 4), (30, 220, 250), -1)
         scale = h / 180
@@ -97,7 +104,7 @@ class PatternSource(VideoSource):
 
     def close(self) -> None:
         self._canvas = None
-        self._noise = []
+        self._noise = None
 
     def info(self) -> SourceInfo:
         return SourceInfo(kind="pattern", device="pattern:", details={"realtime": self.realtime})

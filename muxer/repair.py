@@ -75,6 +75,24 @@ def _zero_tail(data: bytes, box: Box) -> bool:
     return len(tail) > 0 and not any(tail)
 
 
+# A disk sector. A write lost in a cut while a later one reached the disk leaves a hole that reads
+# as zeros, whole sectors of them; H.264 never holds more than three zero bytes in a row (its
+# start-code emulation prevention), and the boxes around it are far shorter than a sector.
+SECTOR = 512
+_ZERO_SECTOR = bytes(SECTOR)
+
+
+def _zero_hole(data: bytes, start: int, end: int) -> bool:
+    """Whether ``data[start:end]`` holds a sector's worth of zeros anywhere (a lost write)."""
+    return data.find(_ZERO_SECTOR, start, end) >= 0
+
+
+def _media_ends_in_zeros(data: bytes, mdat: Box) -> bool:
+    """Media data never ends in a zero byte (an H.264 NAL unit ends in its stop bit, an AAC block
+    in its END element): a write torn at a sector boundary shortly before the box's end does."""
+    return mdat.size > 8 and data[mdat.end - 1] == 0
+
+
 def scan_segment(path: Path, records: list[dict] | None = None) -> ScanResult:
     """Decide how much of a segment file is good. ``records`` are its fragments.jsonl entries
     (init and fragments, in order): a fragment whose bytes don't match its record is torn."""
@@ -106,7 +124,8 @@ def scan_segment(path: Path, records: list[dict] | None = None) -> ScanResult:
                 break
             seen_moov = True
         elif b.type == b"mdat" and fragments == 0 and seen_moov:
-            if _zero_tail(data, b):
+            if _zero_tail(data, b) or (init_rec is None and (_zero_hole(data, b.start, b.end)
+                                                              or _media_ends_in_zeros(data, b))):
                 reason = f"first fragment at {b.start} was not written completely (zeros)"
                 break
             if init_rec and init_rec["end"] == b.end and not _matches(data, init_rec):
@@ -122,7 +141,10 @@ def scan_segment(path: Path, records: list[dict] | None = None) -> ScanResult:
             if rec is not None and (rec["end"] != mdat.end or not _matches(data, rec)):
                 reason = f"fragment at {b.start} does not match its record (torn)"
                 break
-            if rec is None and (_zero_tail(data, mdat) or _zero_tail(data, b)):
+            # A fragment its log never recorded is proved by nothing but its shape: refuse one
+            # with a hole in it (a write lost in the cut while a later one reached the disk).
+            if rec is None and (_zero_tail(data, mdat) or _zero_tail(data, b) or _zero_hole(data, b.start, mdat.end)
+                                or _media_ends_in_zeros(data, mdat)):
                 reason = f"fragment at {b.start} was not written completely (zeros)"
                 break
             fragments += 1

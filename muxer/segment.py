@@ -40,10 +40,44 @@ class SegmentSettings:
     fragment_ms: int = 120
     fsync_interval_ms: int = 500
     audio: bool = False
-    # Write a fragment once its oldest sample is fragment_ms old, not only when a later packet
-    # comes (muxer/fragment_flush.py). Off in the recorder for now: with it on, Chromium's review
-    # player showed the frame after the playhead on the streams it applied to.
-    flush_due_fragments: bool = False
+    # The longest a kill may cost: from the last frame kept to the kill (REQUIREMENTS: 0.25 s).
+    # Fragments are made short enough for it at the stream's rate (fragment_length_ms).
+    kill_bound_ms: int = 250
+    # A backstop for a stream whose next frame is late (a stall, a starved process): end the open
+    # fragment before its oldest frame would break the kill bound (muxer/fragment_flush.py).
+    flush_due_fragments: bool = True
+
+
+# Time a frame needs from capture to the file besides the fragment it waits in (overlay, colour
+# conversion, encode, write): measured 0.01-0.03 s for the profiles' sizes on this machine.
+PROCESSING_MARGIN_MS = 40
+# How far a camera's frame may come early without a fragment taking one more frame than meant.
+JITTER_SHARE = 0.5
+
+
+def fragment_length_ms(settings: SegmentSettings) -> int:
+    """The muxer's fragment length for this stream: ``fragment_ms`` unless the stream is so slow
+    that a fragment of that length would let a kill cost more than ``kill_bound_ms``.
+
+    The muxer ends a fragment when a packet arrives that would make it at least this long, so a
+    fragment of n frames keeps its first frame waiting n frame intervals (plus processing), and a
+    kill then loses that wait plus the interval before it. So n is the most frames for which
+    (n + 1) intervals and the processing margin stay within the bound, at least one; the length
+    asked of the muxer is n intervals less half of one, so a frame that comes a little early does
+    not make it wait for one more. At 25 and 30 fps that is the profile's 120 ms; at 15 fps two
+    frames; at 10 fps every frame is its own fragment."""
+    interval_ms = 1000.0 / settings.fps
+    frames = max(1, int((settings.kill_bound_ms - PROCESSING_MARGIN_MS) // interval_ms) - 1)
+    return max(1, min(settings.fragment_ms, round(frames * interval_ms - JITTER_SHARE * interval_ms)))
+
+
+def backstop_ms(settings: SegmentSettings) -> int:
+    """How old a fragment's oldest frame may get before the fragment is ended without waiting for
+    the next frame: what the kill bound leaves after one frame interval, less a wake-up's margin.
+    Later than the muxer's own end in steady running, so it acts only when a frame is late (an
+    early end must guess the last frame's length; see SegmentWriter.write_video)."""
+    interval_ms = 1000.0 / settings.fps
+    return max(fragment_length_ms(settings), round(settings.kill_bound_ms - interval_ms - 20))
 
 
 @dataclass
@@ -123,9 +157,11 @@ class SegmentWriter:
     things made slow streams wait far longer than ``fragment_ms``: the encoder held one frame
     back (x264 without ``tune=zerolatency``), and the muxer ends a fragment only when a later
     packet arrives (a 10 fps frame waited for the two frames after it: 0.3 s). So the encoder
-    holds nothing, and :meth:`flush_if_due` ends the open fragment as soon as its oldest sample
-    is ``fragment_ms`` old: the stream loop calls it whenever it wakes without a frame, and
-    :meth:`wait_s` tells it how long it may sleep.
+    holds nothing, a slow stream's fragments hold as few frames as the bound needs
+    (:func:`fragment_length_ms`: one at 10 fps), and when a frame is late :meth:`flush_if_due`
+    ends the open fragment before its oldest frame breaks the bound (:func:`backstop_ms`): the
+    stream loop calls it whenever it wakes without a frame, and :meth:`wait_s` tells it how long
+    it may sleep.
     """
 
     def __init__(self, path: Path, rel: str, settings: SegmentSettings, clock: SessionClock,
@@ -138,10 +174,11 @@ class SegmentWriter:
         self.clock = clock
         self._user_on_fragment = on_fragment
         self.file = file_type(self.path, settings.fsync_interval_ms * 1_000_000, self._fragment_written, on_sync)
+        self.fragment_ms = fragment_length_ms(settings)
         self.container = av.open(self.file, "w", format="mp4",
-                                 options=container_options(settings.fragment_ms, settings.audio))
+                                 options=container_options(self.fragment_ms, settings.audio))
         self._flusher = FragmentFlush(self.container)
-        self.max_age_ns = settings.fragment_ms * 1_000_000
+        self.max_age_ns = backstop_ms(settings) * 1_000_000
         self.forced_fragments = 0       # fragments ended by flush_if_due (the rest by the muxer)
         self._open_since_ns: int | None = None  # capture time of the oldest sample not yet written
         self._written_marker = 0        # counts written fragments, to see a flush inside mux()
@@ -250,7 +287,7 @@ class SegmentWriter:
         return self._flusher.available
 
     def due_ns(self) -> int | None:
-        """When the open fragment must be written (its oldest sample is then ``fragment_ms``
+        """When the open fragment must be written (its oldest sample is then ``backstop_ms``
         old); None when everything muxed is written already, and always for a stream with sound:
         there the interleaver ends fragments (ending them early split the sound from its
         pictures across fragments, and Chromium then showed that camera two frames late)."""
@@ -268,7 +305,7 @@ class SegmentWriter:
         return min(longest, max(0.0, (due - now) / NS_PER_S))
 
     def flush_if_due(self, now_ns: int | None = None) -> bool:
-        """Write the open fragment if its oldest sample is ``fragment_ms`` old (capture clock).
+        """Write the open fragment if its oldest sample is ``backstop_ms`` old (capture clock).
         Returns whether a fragment was ended. Raises OSError as writing does (disk full)."""
         due = self.due_ns()
         now = time.monotonic_ns() if now_ns is None else now_ns
@@ -300,7 +337,14 @@ class SegmentWriter:
                 self.container.close()
             finally:
                 self.file.close()
+                self._release()
         return self.result()
+
+    def _release(self) -> None:
+        """Break the one reference cycle (the file calls back into this writer, whose container
+        holds the file), so a closed writer and its encoder (tens of MB at 1080p) are freed as
+        soon as the caller lets go, not at the garbage collector's next full pass."""
+        self.file.on_fragment = None
 
     def abandon(self) -> SegmentResult:
         """Stop writing without finalising (the disk is full or the muxer failed): the file
@@ -310,6 +354,7 @@ class SegmentWriter:
             self.file.close()
         except OSError:
             pass
+        self._release()
         return self.result(closed=False)
 
     def result(self, closed: bool | None = None) -> SegmentResult:

@@ -218,3 +218,128 @@ def test_repair_reads_boxes_up_to_the_first_broken_one(sandboxed):
         whole = [end for _, end in spans if end <= cut]
         assert scan.valid_end == (whole[-1] if whole else 0), cut
         assert scan.fragments == len(whole)
+
+
+@pytest.mark.parametrize("tear", ["zeros to the end", "a hole inside"])
+def test_repair_refuses_an_unlogged_fragment_a_cut_tore(sandboxed, tear):
+    """A power cut that lost one write of a fragment while a later one reached the disk leaves
+    zeros where the lost bytes were, the boxes' sizes intact; with no log record to compare, the
+    zeros themselves give it away (found by probing every file at every cut point: the file
+    decoded with errors after repair)."""
+    rng = np.random.default_rng(3)
+    path = sandboxed("torn.mp4")
+    w = SegmentWriter(path, "cam/torn.mp4", SETTINGS, CLOCK)
+    for i in range(12):  # noise: fragments of several sectors each
+        w.write_video(rng.integers(0, 255, (SETTINGS.height, SETTINGS.width, 3), dtype=np.uint8), CLOCK.start_ns + i * FRAME_NS)
+    w.abandon()
+    data = bytearray(path.read_bytes())
+    boxes = read_boxes(bytes(data))
+    last_moof = [b for b in boxes if b.type == b"moof"][-1]
+    mdat = boxes[-1]
+    assert mdat.type == b"mdat" and mdat.size > 3 * 512, mdat
+    whole = scan_segment(path)
+    assert whole.valid_end == len(data) and whole.reason == "complete"
+    if tear == "zeros to the end":   # torn at a sector boundary 32 bytes before the end (as found)
+        data[-32:] = bytes(32)
+    else:                            # one sector in the middle never written
+        at = (mdat.start + 600) // 512 * 512
+        data[at:at + 512] = bytes(512)
+    path.write_bytes(bytes(data))
+    scan = scan_segment(path)
+    assert scan.valid_end == last_moof.start, (tear, scan.reason)
+    assert "zeros" in scan.reason
+
+
+# ---------------------------------------------------------------------------------------------
+# how long a frame waits for its fragment, at every rate the profiles use
+
+RATES = (10, 15, 25, 30)
+
+
+@pytest.mark.parametrize("fps", RATES)
+def test_a_fragment_is_short_enough_for_the_kill_bound_at_every_rate(fps):
+    """A fragment's first frame waits until the packet that makes the fragment long enough; the
+    kill loses that wait plus the interval before it, and both must fit in the bound with the
+    processing margin, jitter included, while fast streams keep the profile's fragment length."""
+    from muxer.segment import JITTER_SHARE, PROCESSING_MARGIN_MS, backstop_ms, fragment_length_ms
+    settings = SegmentSettings(64, 48, fps, SETTINGS.encoder, 5, fragment_ms=120)
+    interval = 1000 / fps
+    length = fragment_length_ms(settings)
+    # The most frames a fragment takes: frame k-1 still joins it when it comes up to half an
+    # interval early, its time since the fragment's first frame still short of the length.
+    most = max(k for k in range(1, 20) if (k - 1 - JITTER_SHARE) * interval < length)
+    assert (most + 1) * interval + PROCESSING_MARGIN_MS <= settings.kill_bound_ms, (fps, length, most)
+    assert backstop_ms(settings) >= length
+    assert backstop_ms(settings) + interval <= settings.kill_bound_ms
+    if fps >= 25:
+        assert length == 120
+
+
+def _fragments_after_each_frame(settings: SegmentSettings, stamps: list[int], path: Path) -> tuple[list[int], SegmentWriter]:
+    """Frames known to be in the file after each write (the muxer alone decides, no early end)."""
+    in_file: list[int] = []
+    records: list[FragmentRecord] = []
+    w = SegmentWriter(path, f"cam/{path.name}", settings, CLOCK, on_fragment=records.append)
+    for i, t in enumerate(stamps):
+        w.write_video(picture(i), t)
+        in_file.append(sum(1 for r in records if r.kind == "fragment"))
+    w.close()
+    return in_file, w
+
+
+def test_a_10_fps_frame_is_written_when_the_next_one_comes_with_its_true_length(sandboxed):
+    """At 10 fps every frame is its own fragment, ended by the muxer when the next frame comes
+    (so its length is the true interval, jitter and all), never by the early end."""
+    rng = np.random.default_rng(7)
+    settings = SegmentSettings(64, 48, 10, SETTINGS.encoder, 5, fragment_ms=120, fsync_interval_ms=0)
+    stamps = [CLOCK.start_ns + i * 100_000_000 + int(rng.integers(-15, 15)) * 1_000_000 for i in range(20)]
+    fragments, w = _fragments_after_each_frame(settings, stamps, sandboxed("ten.mp4"))
+    assert fragments[1:] == list(range(1, 20)), fragments   # frame k in the file once k+1 is muxed
+    assert w.forced_fragments == 0
+    expected = [Fraction(round((t - CLOCK.start_ns) * 90000 / 10**9), 90000) for t in stamps]
+    assert decoded_pts(sandboxed("ten.mp4")) == expected
+
+
+def test_a_late_frame_is_not_waited_for_beyond_the_backstop(sandboxed):
+    """A stalled camera's last frame is written once it is as old as the bound allows, without
+    the next frame; nothing moves: the frames after the stall keep their own times."""
+    from muxer.segment import backstop_ms
+    settings = SegmentSettings(64, 48, 10, SETTINGS.encoder, 5, fragment_ms=120, fsync_interval_ms=0)
+    path = sandboxed("stall.mp4")
+    records: list[FragmentRecord] = []
+    w = SegmentWriter(path, "cam/stall.mp4", settings, CLOCK, on_fragment=records.append)
+    assert w.can_flush, "fragments cannot be ended on demand with this PyAV"
+    stamps = [CLOCK.start_ns + i * 100_000_000 for i in range(3)] + [CLOCK.start_ns + 2_000_000_000]
+    for i, t in enumerate(stamps[:3]):
+        w.write_video(picture(i), t)
+    written = sum(1 for r in records if r.kind == "fragment")
+    due = stamps[2] + backstop_ms(settings) * 1_000_000
+    assert w.due_ns() == due
+    assert not w.flush_if_due(due - 1_000_000)
+    assert w.flush_if_due(due)
+    assert sum(1 for r in records if r.kind == "fragment") == written + 1 and w.forced_fragments == 1
+    assert w.due_ns() is None    # nothing waits now
+    w.write_video(picture(3), stamps[3])
+    w.close()
+    expected = [Fraction(round((t - CLOCK.start_ns) * 90000 / 10**9), 90000) for t in stamps]
+    assert decoded_pts(path) == expected
+
+
+@pytest.mark.parametrize("ending", ["close", "abandon"])
+def test_a_finished_writer_is_freed_without_the_garbage_collector(sandboxed, ending):
+    """A writer its caller lets go of frees its encoder at once: a cycle between the writer and
+    its file kept every closed segment's x264 context (tens of MB at 1080p) until the collector's
+    next full pass, so memory grew with every rotation and pause."""
+    import gc
+    import weakref
+    gc.disable()
+    try:
+        w = SegmentWriter(sandboxed(f"{ending}.mp4"), f"cam/{ending}.mp4", SETTINGS, CLOCK)
+        for i in range(3):
+            w.write_video(picture(i), CLOCK.start_ns + i * FRAME_NS)
+        getattr(w, ending)()
+        gone = weakref.ref(w)
+        del w
+        assert gone() is None, gc.get_referrers(gone())
+    finally:
+        gc.enable()

@@ -90,13 +90,20 @@ source = "clip:{FIXTURES}/pedal-cam.mp4"
 width = 320
 height = 240
 fps = 25
+[[streams]]
+name = "screen"
+source = "pattern:"
+width = 320
+height = 240
+fps = 10
 '''
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory) -> Path:
     """~18 s recorded in real time: 3 s segments, road's process stopped 2.5 s (a fault gap),
-    a pause between two stages, GPS and pedals replayed."""
+    a pause between two stages, GPS and pedals replayed; three cameras at 25 fps and one at 10
+    (whose fragments hold one frame each)."""
     tmp = tmp_path_factory.mktemp("review")
     sock = tmp / "ctl.sock"
     profile = tmp / "review.toml"
@@ -254,7 +261,7 @@ def test_every_camera_shows_the_instant_of_a_seek(session, served, browser):
     d = open_page(browser, served["url"])
     end = max(seg["last_pts_s"] for s in m["streams"] for seg in s["segments"])
     rng = random.Random(13)
-    points = [round(rng.uniform(0, end), 3) for _ in range(10)]
+    points = [round(rng.uniform(0, end), 3) for _ in range(6)]
     # and the edges: a segment change, the fault gap, the pause between stages
     road = next(s for s in m["streams"] if s["gaps"])
     gap = road["gaps"][0]
@@ -301,7 +308,10 @@ def test_cameras_stay_within_a_frame_while_playing(session, served, browser):
     spreads, worst, t0 = [], None, time.monotonic()
     while time.monotonic() - t0 < 10:
         shown = grab(d)
-        values = {name: c["tc"] for name, c in shown.items() if c.get("tc") is not None}
+        # The 25 fps cameras. The 10 fps one (a fragment per frame) is judged at the seeks: read
+        # last, up to 50 ms after the first, its frame of 100 ms straddles a change too often
+        # for a fair sample, and Chromium presents a frame a little ahead of currentTime.
+        values = {name: c["tc"] for name, c in shown.items() if c.get("tc") is not None and name != "screen"}
         if len(values) > 1:
             # at most one frame apart, in each camera's own frames (a dropped frame widens its span)
             spreads.append(round(in_sync(values, frames) * 1000 + FRAME_MS))

@@ -1,0 +1,151 @@
+"""What a group of processes costs, read from /proc: CPU seconds, RSS, PSS, and memory per mapping.
+
+Used by the benchmarks (bench/throughput.py, bench/memory.py). PSS (proportional set size) shares
+each page among the processes that map it, so the PSS of five processes adds up to what they
+take from the machine together; RSS counts a shared library once in every process.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_table() -> dict[int, tuple[int, float]]:
+    """Every live process: pid -> (parent pid, CPU seconds used so far, user + system)."""
+    table: dict[int, tuple[int, float]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            table[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK)
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+    return table
+
+
+def tree_pids(roots: Iterable[int], table: dict[int, tuple[int, float]] | None = None) -> list[int]:
+    """The live processes among ``roots`` and all their descendants."""
+    table = process_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [p for p in roots if p in table]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of one process (kB); 0 once it has ended."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rollup_kb(pid: int) -> dict[str, int]:
+    """/proc/PID/smaps_rollup as {"Rss": kB, "Pss": kB, "Private_Dirty": kB, ...}; {} once it has ended."""
+    out: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+            out[parts[0][:-1]] = int(parts[1])
+    return out
+
+
+def uss_kb(rollup: dict[str, int]) -> int:
+    """Unique set size: the pages only this process maps (what ending it would give back)."""
+    return rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0)
+
+
+@dataclass
+class TreeSample:
+    """One look at a process tree, all processes read in the same pass."""
+
+    at: float          # time.monotonic()
+    pids: list[int]
+    cpu_s: float       # CPU seconds of the live processes
+    rss_kb: int
+    pss_kb: int
+
+
+def sample_tree(roots: Iterable[int]) -> TreeSample:
+    """CPU, RSS and PSS summed over ``roots`` and their descendants."""
+    table = process_table()
+    pids = tree_pids(roots, table)
+    pss = rss = 0
+    for pid in pids:
+        roll = rollup_kb(pid)
+        pss += roll.get("Pss", 0)
+        rss += roll.get("Rss", 0)
+    return TreeSample(time.monotonic(), pids, sum(table[p][1] for p in pids if p in table), rss, pss)
+
+
+@dataclass
+class TreeSampler:
+    """Samples a process tree on a thread every ``interval_s`` until stopped; keeps the peaks.
+
+    ``roots`` is called at every sample, so processes started later (or a root known only once
+    started) are included.
+    """
+
+    roots: Callable[[], list[int]]
+    interval_s: float = 0.5
+    samples: int = 0
+    peak_rss_kb: int = 0
+    peak_pss_kb: int = 0
+    peak_processes: int = 0
+    on_sample: Callable[[TreeSample], None] | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> "TreeSampler":
+        self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            s = sample_tree(self.roots())
+            if s.pids:
+                self.samples += 1
+                self.peak_rss_kb = max(self.peak_rss_kb, s.rss_kb)
+                self.peak_pss_kb = max(self.peak_pss_kb, s.pss_kb)
+                self.peak_processes = max(self.peak_processes, len(s.pids))
+                if self.on_sample is not None:
+                    self.on_sample(s)
+            self._stop.wait(self.interval_s)
+
+
+def machine() -> dict:
+    """The machine a figure was measured on: CPU model, cores, load average now."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu_model": model, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
