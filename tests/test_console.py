@@ -364,7 +364,8 @@ def test_idle_device_checks_measure_the_cameras_and_list_a_missing_one(tmp_path,
         camera.start()                                                       # plugged back in
         while time.monotonic() < deadline and {s["stream"]: s["state"] for s in status()["streams"]}["road"] != "IDLE":
             time.sleep(0.5)
-        assert {s["stream"]: s["state"] for s in status()["streams"]}["road"] == "IDLE"
+        st = status()
+        assert {s["stream"]: s["state"] for s in st["streams"]}["road"] == "IDLE", (st["streams"], st["faults"])
     finally:
         served.stop()
     assert not list((tmp_path / "out").glob("*/*/manifest.json"))          # nothing recorded while idle
