@@ -295,6 +295,14 @@ def test_every_camera_shows_the_instant_of_a_seek(session, served, browser):
         if len(values) > 1:  # and so within one frame of each other
             assert in_sync({n: c["tc"] for n, c in shown.items() if "tc" in c}, frames) < 1e-3, (t, shown)
     assert seen_fault_gap and seen_pause
+    # A camera without a picture still says which camera it is: its name lies above the gap's text.
+    hidden = d.execute_script("""
+        return [...document.querySelectorAll('.cam.in-gap')].filter((box) => {
+          const r = box.querySelector('.name').getBoundingClientRect();
+          const top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+          return !box.querySelector('.name').contains(top);
+        }).map((box) => box.querySelector('.name').textContent);""")
+    assert d.execute_script("return document.querySelectorAll('.cam.in-gap').length") and not hidden, hidden
     save_screenshot(d, "review-seek-fault-gap")
     assert not console_errors(d)
 
