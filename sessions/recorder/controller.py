@@ -140,6 +140,7 @@ class Recorder(ExamControl):
         self.stop_ns: int | None = None
         self.state = "checking"
         self.checks = []
+        self.check_scratch_left: list[Path] = []  # check folders to remove once the streams end
         self.stage = 1
         self.thumbnails = False  # stream processes send small JPEGs (the console shows them)
         self.notice_shown_on = "examiner terminal"
@@ -287,6 +288,7 @@ class Recorder(ExamControl):
                 rt.process.kill()
                 rt.process.join(timeout=2)
             self._close_lifeline(rt)
+        self.remove_check_scratch()
         if self.sensors is not None:
             self.sensors.stop()
         if self.events is not None:
@@ -677,6 +679,7 @@ class Recorder(ExamControl):
         self._pump(timeout=0.2)
         for rt in self.streams.values():
             self._close_lifeline(rt)
+        self.remove_check_scratch()
 
     def _finish(self) -> int:
         assert self.events is not None and self.clock is not None and self.session_dir is not None

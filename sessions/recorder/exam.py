@@ -42,6 +42,7 @@ class ExamControl:
     stage: int = 1
     pause_at_ns: int | None = None
     checks: list[CheckResult]
+    check_scratch_left: list[Path]
 
     # pre-exam checks -----------------------------------------------------------------------
     def run_checks(self, seconds: float | None = None, fresh_within_s: float | None = None) -> list[CheckResult]:
@@ -64,6 +65,12 @@ class ExamControl:
             deadline = time.monotonic() + seconds + 15
             while any(rt.check is None for rt in pending.values()) and time.monotonic() < deadline:
                 self._pump(timeout=0.2)
+                for name, rt in pending.items():
+                    # A stream process that ended (killed, crashed) will not answer: its check has
+                    # failed now, not when the deadline passes.
+                    if rt.check is None and rt.process is not None and not rt.process.is_alive():
+                        rt.check = CheckDone(name, seconds, error=f"its stream process ended (exit code "
+                                                                  f"{rt.process.exitcode}) during the check")
             bytes_per_s = 0.0
             for spec in self.profile.streams:
                 rt = self.streams[spec.name]
@@ -76,7 +83,13 @@ class ExamControl:
                 if spec.audio:
                     results.append(audio_check(spec.name, res))
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if all(rt.check is not None for rt in pending.values()):
+                shutil.rmtree(scratch, ignore_errors=True)
+            else:
+                # Interrupted (SIGTERM, Ctrl-C) or a stream that did not answer: it may still be
+                # writing its check here, and would make the folder again after we removed it.
+                # It goes once the stream processes have ended (remove_check_scratch).
+                self.check_scratch_left.append(scratch)
         results += self.sensor_checks()
         results.append(writable_check(self.out_root))
         if bytes_per_s > 0:
@@ -93,6 +106,12 @@ class ExamControl:
         # checking -> ready: what `status` says between the checks and the start
         self.state = "ready" if not failed_mandatory(results) else "checking"
         return results
+
+    def remove_check_scratch(self) -> None:
+        """Remove the check folders a stream process could still have been writing into; call
+        once every stream process has ended."""
+        while self.check_scratch_left:
+            shutil.rmtree(self.check_scratch_left.pop(), ignore_errors=True)
 
     def sensor_checks(self) -> list[CheckResult]:
         """GPS fix and clock offset, pedal heartbeat (when the profile has them)."""
