@@ -13,7 +13,6 @@ from typing import Iterator
 from sessions import exitcodes
 from sessions.recorder.checks import failed_mandatory, results_table
 from core.profile import load_profile
-from sessions.recorder.controller import Recorder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +42,8 @@ def interrupts_raise() -> Iterator[None]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    # imported here: the recorder brings PyAV, OpenCV and numpy (0.5 s), which other commands don't need
+    from sessions.recorder.controller import Recorder
     profile = load_profile(args.profile)
     out_root = args.out or profile.resolve(profile.out)
     with tempfile.TemporaryDirectory(prefix="examrec-check-") as scratch, interrupts_raise():

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from sessions import exitcodes
-from sessions.recorder.devices import GPSD_DEFAULT, discover, format_report
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -23,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "by-path) names, sound inputs, serial ports, whether gpsd answers, and the X "
                                    "displays. Each entry shows the profile line that would use it. Read-only.")
     p.add_argument("--json", action="store_true", help="print everything as JSON")
-    p.add_argument("--gpsd", type=_host_port, default=GPSD_DEFAULT, metavar="HOST:PORT",
+    p.add_argument("--gpsd", type=_host_port, default=None, metavar="HOST:PORT",
                    help="where to look for gpsd (default 127.0.0.1:2947)")
     # Where sysfs, /dev and the X sockets are: for a copied tree (tests, a rescue system).
     p.add_argument("--sys-root", type=Path, default=Path("/sys"), help=argparse.SUPPRESS)
@@ -33,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    found = discover(sys_root=args.sys_root, dev_root=args.dev_root, gpsd=args.gpsd, x11_dir=args.x11_dir)
+    # imported here: device discovery brings OpenCV's and PyAV's neighbours (numpy), which other commands don't need
+    from sessions.recorder.devices import GPSD_DEFAULT, discover, format_report
+    found = discover(sys_root=args.sys_root, dev_root=args.dev_root, gpsd=args.gpsd or GPSD_DEFAULT, x11_dir=args.x11_dir)
     if args.json:
         print(json.dumps(found, indent=2, ensure_ascii=False))
     else:

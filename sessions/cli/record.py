@@ -15,7 +15,6 @@ from sessions.cli.check import interrupts_raise
 from sessions.cli.repair import repair_interrupted
 from sessions.cli.statusline import StatusTerminal
 from sessions.recorder.control import AlreadyRunning, ControlServer, socket_path
-from sessions.recorder.controller import Recorder
 from sessions.evidence.layout import ManifestError
 from sessions.evidence.summary import format_table, summary
 
@@ -158,6 +157,8 @@ def status_line(st: dict) -> str:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    # imported here: the recorder brings PyAV, OpenCV and numpy (0.5 s), which other commands don't need
+    from sessions.recorder.controller import Recorder
     profile = load_profile(chosen_profile_path(args.profile))
     try:
         details = session_details(args)

@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.profile import chosen_profile_path, load_profile
 from sessions import exitcodes
@@ -18,7 +19,8 @@ from sessions.cli.repair import repair_interrupted
 from sessions.recorder.button import InputButton
 from sessions.recorder.control import AlreadyRunning, ControlServer, socket_path
 from sessions.recorder.sdnotify import Notifier
-from sessions.recorder.service import RecorderService, ServiceSettings
+if TYPE_CHECKING:
+    from sessions.recorder.service import RecorderService
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ def _loopback(host: str) -> bool:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # imported here: the recorder brings PyAV, OpenCV and numpy (0.5 s), which other commands don't need
+    from sessions.recorder.service import RecorderService, ServiceSettings
     profile = load_profile(chosen_profile_path(args.profile))
     console = profile.section("console")
     host = args.bind or console["bind"]

@@ -10,7 +10,6 @@ import webbrowser
 from pathlib import Path
 
 from sessions import exitcodes
-from sessions.web.review_server import ReviewServer, ReviewSite, bind
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +36,8 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
 
 def serve(root: Path, args: argparse.Namespace) -> int:
     """Build the page data (verification included), bind, print the URL, serve until interrupted."""
+    # imported here: the web server and the page data bring uvicorn, Starlette and PyAV, which other commands don't need
+    from sessions.web.review_server import ReviewServer, ReviewSite, bind
     if not (root / "manifest.json").is_file():
         print(f"examrec view: {root}: not a session folder (no manifest.json); give the path of the "
               f"session's folder, e.g. recordings/2025-05-15/<session_id>", file=sys.stderr)

@@ -19,9 +19,8 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import av
 
 from sessions.evidence.verify import NotASession, verify_session
 
@@ -57,6 +56,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+if TYPE_CHECKING:
+    import av
+
+
 def _codec_string(stream: av.video.stream.VideoStream) -> str | None:
     """RFC 6381 codec name (avc1.PPCCLL) from the avcC record, which Media Source needs; None for
     other codecs (the page then plays that camera's files directly)."""
@@ -77,6 +80,7 @@ def segment_index(path: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     info: dict[str, Any] = {"init": [], "fragments": [], "codecs": None}
     if init is None or not frags:
         return info
+    import av  # here: only a page that indexes segments needs PyAV, not every command that imports this module
     skip = init.get("skip") or [init["end"], init["end"]]
     info["init"] = [[init["offset"], skip[0]], [skip[1], init["end"]]]
     starts = [r["offset"] for r in frags]
