@@ -87,6 +87,58 @@ def _zero_hole(data: bytes, start: int, end: int) -> bool:
     return data.find(_ZERO_SECTOR, start, end) >= 0
 
 
+def _first_undecodable(data: bytes, init_end: int, fragments: list[tuple[int, int]],
+                       unlogged: set[int]) -> int | None:
+    """The start of the first fragment in ``unlogged`` (moof offsets) whose media the decoders
+    complain about, else None. A write lost in a cut leaves a hole (zeros, or what a shorter write
+    left) that the boxes' sizes do not show, and a fragment its log never recorded has no hash to
+    prove it: so it is decoded, from the last keyframe before the first such fragment (a
+    fragment's frames need the ones before them), with every decoder complaint counted."""
+    import io
+    import av
+    import av.logging
+    first = min(unlogged)
+    starts = [s for s, _ in fragments]
+
+    def fragment_of(pos: int) -> int:
+        return max((s for s in starts if s <= pos), default=fragments[0][0])
+
+    # Where to start decoding: the fragment holding the last video keyframe before ``first``.
+    begin = fragments[0][0]
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            video = container.streams.video[0] if container.streams.video else None
+            for packet in container.demux(video) if video is not None else ():
+                if packet.pos is not None and packet.pos >= first:
+                    break
+                if packet.is_keyframe and packet.pos is not None and packet.pos >= 0:
+                    begin = fragment_of(packet.pos)
+    except (av.error.FFmpegError, ValueError, IndexError):
+        return first
+    blob = data[:init_end] + data[begin:]
+    shift = begin - init_end               # blob offset + shift = file offset
+    old = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture(local=True) as logs, av.open(io.BytesIO(blob)) as container:
+            for stream in container.streams:
+                stream.codec_context.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
+            for packet in container.demux():
+                at = None if packet.pos is None or packet.pos < 0 else fragment_of(packet.pos + shift)
+                seen = len(logs)
+                try:
+                    packet.decode()
+                except (av.error.FFmpegError, ValueError):
+                    seen = -1
+                if (seen < 0 or len(logs) > seen) and at is not None and at in unlogged:
+                    return at
+        return None
+    except (av.error.FFmpegError, ValueError):
+        return first
+    finally:
+        av.logging.set_level(old)
+
+
 def _media_ends_in_zeros(data: bytes, mdat: Box) -> bool:
     """Media data never ends in a zero byte (an H.264 NAL unit ends in its stop bit, an AAC block
     in its END element): a write torn at a sector boundary shortly before the box's end does."""
@@ -112,6 +164,9 @@ def scan_segment(path: Path, records: list[dict] | None = None) -> ScanResult:
         boxes = read_boxes(data)
     valid_end, fragments, reason = 0, 0, "no complete first fragment"
     seen_moov = False
+    init_end: int | None = None
+    frames_at: list[tuple[int, int]] = []   # (moof, end of its mdat) of every fragment kept so far
+    unlogged: set[int] = set()              # those the log has no record of
     i = 0
     while i < len(boxes):
         b = boxes[i]
@@ -133,6 +188,8 @@ def scan_segment(path: Path, records: list[dict] | None = None) -> ScanResult:
                 break
             fragments, valid_end = 1, b.end
         elif b.type == b"moof":
+            if init_end is None:
+                init_end = b.start   # the boxes before the first fragment: what a fragment plays after
             if i + 1 >= len(boxes) or boxes[i + 1].type != b"mdat" or boxes[i + 1].end > size:
                 reason = f"fragment at {b.start} is incomplete"
                 break
@@ -147,6 +204,9 @@ def scan_segment(path: Path, records: list[dict] | None = None) -> ScanResult:
                                 or _media_ends_in_zeros(data, mdat)):
                 reason = f"fragment at {b.start} was not written completely (zeros)"
                 break
+            frames_at.append((b.start, mdat.end))
+            if rec is None:
+                unlogged.add(b.start)
             fragments += 1
             valid_end = mdat.end
             i += 2
@@ -157,6 +217,16 @@ def scan_segment(path: Path, records: list[dict] | None = None) -> ScanResult:
         i += 1
     else:
         reason = "complete" if valid_end == size else "trailing bytes"
+    if unlogged and init_end is not None:
+        bad = _first_undecodable(data[:valid_end], init_end, frames_at, unlogged)
+        if bad is not None:
+            kept = [f for f in frames_at if f[0] < bad]
+            first_mdat = fragments > len(frames_at)   # the fragment the initial moov describes
+            valid_end = kept[-1][1] if kept else (init_end if first_mdat else 0)
+            fragments = len(kept) + first_mdat
+            return ScanResult(size, valid_end, False, fragments,
+                              f"fragment at {bad} does not decode (a write lost in the interruption)", boxes,
+                              header_patch=patch)
     if valid_end == size:
         reason = "complete"
     elif valid_end < size and i >= len(boxes):

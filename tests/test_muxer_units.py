@@ -220,7 +220,7 @@ def test_repair_reads_boxes_up_to_the_first_broken_one(sandboxed):
         assert scan.fragments == len(whole)
 
 
-@pytest.mark.parametrize("tear", ["zeros to the end", "a hole inside"])
+@pytest.mark.parametrize("tear", ["zeros to the end", "a hole inside", "a short hole inside"])
 def test_repair_refuses_an_unlogged_fragment_a_cut_tore(sandboxed, tear):
     """A power cut that lost one write of a fragment while a later one reached the disk leaves
     zeros where the lost bytes were, the boxes' sizes intact; with no log record to compare, the
@@ -241,13 +241,15 @@ def test_repair_refuses_an_unlogged_fragment_a_cut_tore(sandboxed, tear):
     assert whole.valid_end == len(data) and whole.reason == "complete"
     if tear == "zeros to the end":   # torn at a sector boundary 32 bytes before the end (as found)
         data[-32:] = bytes(32)
-    else:                            # one sector in the middle never written
+    elif tear == "a hole inside":    # one sector in the middle never written
         at = (mdat.start + 600) // 512 * 512
         data[at:at + 512] = bytes(512)
+    else:                            # a short write lost in the middle: only decoding shows it
+        data[mdat.start + 300:mdat.start + 400] = bytes(100)
     path.write_bytes(bytes(data))
     scan = scan_segment(path)
     assert scan.valid_end == last_moof.start, (tear, scan.reason)
-    assert "zeros" in scan.reason
+    assert ("does not decode" if tear == "a short hole inside" else "zeros") in scan.reason
 
 
 # ---------------------------------------------------------------------------------------------
