@@ -186,7 +186,7 @@ def only_index_added(old: bytes, new: bytes, index: dict | None) -> str | None:
         from muxer.mp4_index import boxes
         at = next((b.start for b in boxes(new, 0, kept) if b.type == b"mdat" and b.header == 8), None)
         if index is None or at is None or diff[0] < at or diff[-1] >= at + 8 \
-                or old[at + 4:at + 8] not in (b"free", b"mdat"):
+                or old[at + 4:at + 8] not in (b"free", b"mdat", bytes(4)):  # zeros: the close's rewrite torn by the cut
             return f"bytes {diff[0]}-{diff[-1]} changed, not just the placeholder header"
     if index is not None and len(new) != kept + index["size"]:
         return f"{len(new) - kept} bytes follow the fragments, the index is {index['size']}"
