@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_examrec
+from crash_harness import session_processes
 
 UNIT = ROOT / "hw-profiles" / "systemd" / "examrec.service"
 USER = "examrec"
@@ -172,19 +173,6 @@ fps = 10
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _session_processes(sid: int) -> set[int]:
-    """Live processes of session ``sid`` (serve runs in its own: everything it started is in it)."""
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            out.add(int(stat.parent.name))
-    return out
-
-
 def _warm_status(sock: Path, timeout: float, *, not_pids: set[int] = frozenset()) -> dict:
     """The service's status once every stream process is warm (and none of ``not_pids``)."""
     deadline = time.monotonic() + timeout
@@ -232,14 +220,14 @@ fps = 10
         assert proc.stdout.readline().startswith("control: ")
         st = _warm_status(sock, 60)
         pids = {s["stream"]: s["pid"] for s in st["streams"]}
-        assert set(pids.values()) <= _session_processes(proc.pid)          # in the service's session
+        assert set(pids.values()) <= set(session_processes(proc.pid))          # in the service's session
         assert all(os.getpgid(p) == proc.pid for p in pids.values())      # and process group
         os.kill(pids["road"], signal.SIGKILL)                              # a warm process dies
         st = _warm_status(sock, 30, not_pids={pids["road"]})
         assert {s["stream"]: s["pid"] for s in st["streams"]}["cabin"] == pids["cabin"]
         (fault,) = [f for f in st["faults"] if f["device"] == "stream process road"]
         assert "started again" in fault["message"] and fault["recovered"], fault
-        alive = _session_processes(proc.pid)
+        alive = set(session_processes(proc.pid))
         assert len(alive) >= 4, alive                 # serve, its forkserver, two stream processes
         if kill == "service":
             os.kill(proc.pid, signal.SIGKILL)
@@ -247,12 +235,12 @@ fps = 10
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while _session_processes(proc.pid) and time.monotonic() < deadline:
+        while set(session_processes(proc.pid)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _session_processes(proc.pid), {p: Path(f"/proc/{p}/cmdline").read_bytes()[:80]
-                                                  for p in _session_processes(proc.pid)}
+        assert not set(session_processes(proc.pid)), {p: Path(f"/proc/{p}/cmdline").read_bytes()[:80]
+                                                  for p in set(session_processes(proc.pid))}
     finally:
-        for pid in _session_processes(proc.pid):  # a failed run leaves nothing behind either
+        for pid in set(session_processes(proc.pid)):  # a failed run leaves nothing behind either
             os.kill(pid, signal.SIGKILL)
         proc.communicate(timeout=30)
     assert not list((tmp_path / "out").glob("*/*/manifest.json"))          # nothing recorded while idle
