@@ -334,3 +334,29 @@ def test_a_failed_or_interrupted_check_ends_its_children(tmp_path, ending):
         time.sleep(0.1)
     assert not _alive(seen), {p: Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in _alive(seen)}
     assert list(scratch.glob("examrec-*")) == []  # the scratch folder and the replay folders
+
+
+def test_an_interrupt_while_a_stream_process_starts_waits_for_the_start(tmp_path, monkeypatch):
+    """SIGTERM that lands while a stream process is being handed to the forkserver acts once the
+    start is complete: the process is then known (so aborting ends it) instead of half started
+    (abort failed on it and the forkserver's child died with a traceback)."""
+    import multiprocessing.process
+    from sessions.cli.check import interrupts_raise
+    from sessions.recorder.controller import Recorder
+    profile = load_profile(replay_variant(tmp_path))
+    rec = Recorder(profile, tmp_path / "out")
+    start = multiprocessing.process.BaseProcess.start
+
+    def start_under_a_signal(process):
+        os.kill(os.getpid(), signal.SIGTERM)   # pending now, while the start goes on
+        start(process)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start_under_a_signal)
+    try:
+        with interrupts_raise(), pytest.raises(KeyboardInterrupt):
+            rec.warm()
+        started = [rt for rt in rec.streams.values() if rt.process is not None]
+        assert len(started) == 1 and started[0].process.pid, "the interrupt came before the start was complete"
+    finally:
+        monkeypatch.undo()
+        rec.abort({})
+    assert not any(rt.process.is_alive() for rt in rec.streams.values() if rt.process is not None)

@@ -11,6 +11,7 @@ interpreter, and they share those modules' memory.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import multiprocessing as mp
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from core import durable
 
@@ -58,6 +59,7 @@ READY_TIMEOUT_S = 30.0
 # 10 fps stream waits up to one frame for its preview to end). A late stream logs a warning.
 START_LEAD_NS = 250_000_000
 RESERVE_BYTES = 4 << 20
+INTERRUPTS = (signal.SIGTERM, signal.SIGINT)  # the signals held while a stream process is being started
 STOP_TIMEOUT_S = 15.0
 WARM_RESPAWN_S = (1, 2, 5, 10, 30)  # a warm stream process that keeps dying is started again less often
 # What a stream process imports, done once in the forkserver (each stream is a fork of it).
@@ -71,6 +73,32 @@ def stream_context() -> Any:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(STREAM_PRELOAD)
     return ctx
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """SIGTERM and SIGINT that come while inside act when it is left, through the handlers they
+    had. A process start they interrupted would be half handed over to the forkserver (its child
+    then dies unpickling its queue, with a traceback) and unknown to the abort that follows.
+    Handlers, not the signal mask: a mask would also be inherited by the forkserver the first
+    start launches, and so by every stream process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (Python runs signal handlers in the main thread only: nothing to hold here)
+        return
+    before = {signum: signal.getsignal(signum) for signum in INTERRUPTS}
+    if any(handler is None for handler in before.values()):  # set outside Python: leave them be
+        yield
+        return
+    came: list[int] = []
+    for signum in INTERRUPTS:
+        signal.signal(signum, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        for signum in came:
+            signal.raise_signal(signum)
 
 
 @dataclass
@@ -264,23 +292,26 @@ class Recorder(ExamControl):
             rt.lifeline.close()  # a predecessor still hanging on ends with it
         life_child, rt.lifeline = self._ctx.Pipe(duplex=False)
         rt.job.first_segment = first_segment
-        rt.process = self._ctx.Process(target=run_stream, args=(rt.job, child_conn, rt.cmd_q, life_child),
-                                       name=f"examrec-{rt.name}", daemon=False)
-        rt.process.start()
-        child_conn.close()  # only the child writes: its end closing is how we see it gone
-        life_child.close()
+        process = self._ctx.Process(target=run_stream, args=(rt.job, child_conn, rt.cmd_q, life_child),
+                                    name=f"examrec-{rt.name}", daemon=False)
+        with interrupts_held():
+            process.start()
+            rt.process = process  # (before an interrupt acts: so abort knows to end it)
+            child_conn.close()  # only the child writes: its end closing is how we see it gone
+            life_child.close()
 
     def abort(self, problems: dict[str, str]) -> None:
         """Give up before the start (a mandatory check failed, or only checking): the streams end
         and the folder, which holds no recording, is removed; the reason goes to the log."""
         if problems:
             log.warning("session %s refused before the start: %s", self.session_id, problems)
-        for rt in self.streams.values():
+        started = [rt for rt in self.streams.values() if rt.process is not None]
+        for rt in started:  # (an interrupt can come before every stream was started)
             rt.cmd_q.put(Abort())
         deadline = time.monotonic() + 5
-        for rt in self.streams.values():
+        for rt in started:
             rt.process.join(timeout=max(0.1, deadline - time.monotonic()))
-        for rt in self.streams.values():  # one still opening a device: not a reason to stay
+        for rt in started:  # one still opening a device: not a reason to stay
             if rt.process.is_alive():
                 rt.process.terminate()
                 rt.process.join(timeout=2)
