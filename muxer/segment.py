@@ -182,6 +182,10 @@ class SegmentWriter:
         self.forced_fragments = 0       # fragments ended by flush_if_due (the rest by the muxer)
         self._open_since_ns: int | None = None  # capture time of the oldest sample not yet written
         self._written_marker = 0        # counts written fragments, to see a flush inside mux()
+        self._last_video: tuple[int, int] | None = None   # pts and duration of the last video packet muxed
+        # After an early fragment end: a video frame starting after this pts must be a keyframe
+        # (see flush_if_due).
+        self._keyframe_after_pts: int | None = None
         vs = self.container.add_stream("libx264", rate=Fraction(settings.fps).limit_denominator(1001))
         vs.width, vs.height, vs.pix_fmt = settings.width, settings.height, "yuv420p"
         vs.time_base = VIDEO_TB
@@ -223,6 +227,10 @@ class SegmentWriter:
         frame = av.VideoFrame.from_numpy_buffer(i420, format="yuv420p")
         frame.pts = pts
         frame.time_base = VIDEO_TB
+        if self._keyframe_after_pts is not None:
+            if pts > self._keyframe_after_pts:
+                frame.pict_type = av.video.frame.PictureType.I
+            self._keyframe_after_pts = None
         for packet in self.video.encode(frame):
             if not packet.duration:
                 # A fragment ended before the next frame exists takes its last sample's length
@@ -274,6 +282,8 @@ class SegmentWriter:
         self.container.mux(packet)
         if packet.pts is None:
             return
+        if packet.stream is self.video:
+            self._last_video = (packet.pts, packet.duration or 0)
         sample_ns = self.clock.start_ns + round(float(packet.pts * packet.time_base) * NS_PER_S)
         if self._written_marker != before:
             # The muxer ended the fragment before this packet: the open one starts with it.
@@ -319,6 +329,13 @@ class SegmentWriter:
         self._open_since_ns = None
         if self._written_marker != before:
             self.forced_fragments += 1
+            # The fragment's last frame got a guessed, short length. A browser's Media Source
+            # treats a next frame more than two such lengths later as a discontinuity and drops
+            # every frame from it up to the next keyframe (up to a GOP of the stream unseen after
+            # a stall): so that frame is made a keyframe.
+            if self._last_video is not None:
+                pts, duration = self._last_video
+                self._keyframe_after_pts = pts + 2 * duration
             return True
         return False
 

@@ -29,11 +29,13 @@ from archive_harness import make_archive
 from browser import browser, console_errors, new_browser, save_screenshot  # noqa: F401 (fixture)
 from capture.timecode import read_timecode
 from conftest import EXAMREC, ROOT, run_examrec
-from crash_harness import wait_started
+from crash_harness import session_clock, wait_started
 
 FIXTURES = ROOT / "bench" / "fixtures"
 FRAME_MS = 40
 PAUSE_REASON = "move to city route"
+STALL_S = 0.9
+STALL_AT_S = 0.8   # where in a 3 s segment the pedal camera stalls
 
 # Read every camera in one go: draw all first (the pictures of one instant), then take the gray
 # levels of the bottom rows, where the timecode strip is (cheap: no image encoding in the page).
@@ -103,7 +105,8 @@ fps = 10
 def session(tmp_path_factory) -> Path:
     """~18 s recorded in real time: 3 s segments, road's process stopped 2.5 s (a fault gap),
     a pause between two stages, GPS and pedals replayed; three cameras at 25 fps and one at 10
-    (whose fragments hold one frame each)."""
+    (whose fragments hold one frame each); in the second stage the pedal camera's process stopped
+    0.9 s inside a segment (a late frame, no fault)."""
     tmp = tmp_path_factory.mktemp("review")
     sock = tmp / "ctl.sock"
     profile = tmp / "review.toml"
@@ -122,7 +125,17 @@ def session(tmp_path_factory) -> Path:
     time.sleep(3.0)
     r = run_examrec("resume", "--plate", "AA1234BB", "--socket", sock)
     assert r.returncode == 0, r.stderr
-    time.sleep(4)
+    # A stall too short for a fault, inside a segment (they are 3 s on the session clock), so
+    # the camera's last frame before it stays the picture until the next
+    clock = session_clock(root)
+    now_s = (time.monotonic_ns() - clock.start_ns) / 1e9 + 1.0
+    time.sleep(1.0 + (STALL_AT_S - now_s) % 3.0)
+    os.kill(pids["pedal"], signal.SIGSTOP)
+    try:
+        time.sleep(STALL_S)
+    finally:
+        os.kill(pids["pedal"], signal.SIGCONT)
+    time.sleep(2)
     assert run_examrec("stop", "--socket", sock).returncode == 0
     proc.communicate(timeout=60)
     assert proc.returncode == 0
@@ -221,6 +234,17 @@ def in_sync(shown: dict[str, int], frames: dict[str, list[float]]) -> float:
     return max(0.0, max(a for a, _ in spans) - min(b for _, b in spans))
 
 
+def stall(m: dict, frames: dict[str, list[float]]) -> tuple[float, float]:
+    """The pedal camera's last frame before its stall in the second stage, and its first after."""
+    pedal = frames["pedal"]
+    before, after = max(((a, b) for a, b in zip(pedal, pedal[1:]) if a > m["stages"][1]["start_pts_s"]),
+                        key=lambda pair: pair[1] - pair[0])
+    assert after - before > STALL_S / 2, ("the stall left no late frame", before, after)
+    segments = next(s for s in m["streams"] if s["name"] == "pedal")["segments"]
+    assert any(g["first_pts_s"] <= before and after <= g["last_pts_s"] for g in segments), (before, after, segments)
+    return before, after
+
+
 def expected_picture(m: dict, stream: dict, t: float) -> bool:
     frame = 1 / stream["fps"]
     return any(seg["first_pts_s"] - 1e-6 <= t < seg["last_pts_s"] + frame for seg in stream["segments"])
@@ -262,12 +286,21 @@ def test_every_camera_shows_the_instant_of_a_seek(session, served, browser):
     end = max(seg["last_pts_s"] for s in m["streams"] for seg in s["segments"])
     rng = random.Random(13)
     points = [round(rng.uniform(0, end), 3) for _ in range(6)]
-    # and the edges: a segment change, the fault gap, the pause between stages
+    frames = frame_times(session)
+    # inside the pedal camera's stall, where its last frame before it is still the one due, and
+    # just after it (before the next keyframe the GOP would bring)
+    before, after = stall(m, frames)
+    points += [round(before + 0.75 * (after - before), 3), round(after + 0.1, 3)]
+    # between the 10 fps camera's last frame of a segment and the next segment's first, where the
+    # last frame's length had to be guessed when its file was closed
+    screen = next(s for s in m["streams"] if s["name"] == "screen")["segments"]
+    points.append(round(screen[0]["last_pts_s"] + 0.08, 3))
+    # and the edges: a segment change, the fault gap, the pause between stages (the last seek:
+    # the names over the gaps are checked on it)
     road = next(s for s in m["streams"] if s["gaps"])
     gap = road["gaps"][0]
     points += [m["streams"][0]["segments"][1]["first_pts_s"], (gap["start_pts_s"] + gap["end_pts_s"]) / 2 + 0.4,
                (m["stages"][0]["end_pts_s"] + m["stages"][1]["start_pts_s"]) / 2]
-    frames = frame_times(session)
     seen_fault_gap = seen_pause = 0
     for t in points:
         seek(d, t)
@@ -307,6 +340,43 @@ def test_every_camera_shows_the_instant_of_a_seek(session, served, browser):
     assert not console_errors(d)
 
 
+@pytest.mark.parametrize("ending", ["close", "abandon"])
+@pytest.mark.parametrize("backstop", [True, False], ids=["ended-early", "waited"])
+def test_the_index_lists_the_frames_shown_longer_than_a_frame(tmp_path, ending, backstop):
+    """A stalled camera's last frame is listed with how long it lasts. A fragment ended for the late
+    frame after it gives it a guessed length: the page must know the hole after it (a browser
+    shows the next frame there), whether the file was closed (its index at the end knows the
+    true length, the fragments the page plays don't) or not; the late frame is a keyframe."""
+    from dataclasses import asdict
+
+    from core.clock import SessionClock
+    from core.profile import EncoderSpec
+    from muxer.segment import SegmentSettings, SegmentWriter
+    from sessions.web.review_data import segment_index
+    clock = SessionClock(start_ns=10**12, wall_anchor_ns=1_750_000_000 * 10**9)
+    settings = SegmentSettings(64, 48, 25, EncoderSpec(preset="ultrafast", crf=30), 50, fragment_ms=120,
+                               fsync_interval_ms=0)
+    path = tmp_path / "cam.mp4"
+    records = []
+    w = SegmentWriter(path, "cam/cam.mp4", settings, clock, on_fragment=records.append)
+    stamps = [i * 40_000_000 for i in range(10)] + [1_000_000_000 + i * 40_000_000 for i in range(10)]
+    for i, t in enumerate(stamps):
+        if i == 10 and backstop:
+            assert w.flush_if_due(w.due_ns())   # the 11th frame is late: the fragment ends without it
+        picture = np.full((48, 64, 3), (i * 23) % 256, np.uint8)
+        w.write_video(picture, clock.start_ns + t)
+    getattr(w, ending)()
+    index = segment_index(path, [asdict(r) for r in records])
+    assert index["stills"] == [[0.36, 0.38 if backstop else 1.0, 1.0]], index["stills"]
+    firsts = [f[2] for f in index["fragments"]]
+    assert firsts == sorted(firsts) and firsts[0] == 0.0
+    if backstop:  # the late frame begins a fragment and is a keyframe (GOP 50 would not make one):
+        # a browser drops what follows a discontinuity up to the next keyframe
+        assert [f[3] for f in index["fragments"] if f[2] == 1.0] == [1.0], index["fragments"]
+    else:
+        assert all(f[3] in (None, 0.0) for f in index["fragments"]), index["fragments"]
+
+
 def test_cameras_stay_within_a_frame_while_playing(session, served, browser):
     d = open_page(browser, served["url"])
     m = manifest(session)
@@ -336,6 +406,37 @@ def test_cameras_stay_within_a_frame_while_playing(session, served, browser):
     # allow no sample beyond two.
     within = sum(s <= FRAME_MS for s in spreads) / len(spreads)
     assert within >= 0.95 and max(spreads) <= 2 * FRAME_MS, (within, spreads, worst)
+
+
+def test_a_stalled_camera_shows_its_last_frame_until_the_next_while_playing(session, served, browser):
+    """Playing across the pedal camera's stall: it shows the frame before the stall until the
+    one after it is due (never a gap, never stuck), and the cameras stay in step."""
+    d = open_page(browser, served["url"])
+    m = manifest(session)
+    frames = frame_times(session)
+    before, after = stall(m, frames)
+    seek(d, before - 1.0)
+    d.execute_async_script("window.review.play().then(() => arguments[0]())")
+    seen, spreads, t0 = [], [], time.monotonic()
+    while time.monotonic() - t0 < 4:
+        t = d.execute_script("return window.review.time()")
+        shown = grab(d)
+        seen.append((t, shown["pedal"].get("tc"), shown["pedal"].get("gap")))
+        values = {name: c["tc"] for name, c in shown.items() if c.get("tc") is not None and name != "screen"}
+        if len(values) > 1:
+            spreads.append(round(in_sync(values, frames) * 1000 + FRAME_MS))
+            if spreads[-1] == max(spreads):
+                worst = (t, shown)
+        time.sleep(0.1)
+    assert seen[-1][0] > after + 1.5, seen[-1]
+    # (the playhead read is up to a tick, 0.1 s, older than the pictures grabbed after it)
+    inside = [tc for t, tc, gap in seen if before + 0.2 < t < after - 0.2]
+    assert inside and all(tc == round(before * 1000) for tc in inside), (before, after, seen)
+    later = [tc for t, tc, gap in seen if t > after + 0.8]
+    assert later and all(tc is not None and tc > after * 1000 for tc in later), (after, seen)
+    within = sum(x <= FRAME_MS for x in spreads) / len(spreads)
+    assert within >= 0.9 and max(spreads) <= 2 * FRAME_MS, (within, spreads, worst, before, after)
+    assert not console_errors(d)
 
 
 def test_timeline_marks_match_telemetry_and_pedal_events(session, served, browser):

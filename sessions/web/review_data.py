@@ -15,6 +15,7 @@ browsers refuse on file:// pages). It holds:
 from __future__ import annotations
 
 import bisect
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -30,6 +31,14 @@ DATA_FILE = "session-data.js"
 # A second stream of fixes (GGA) carries a speed gpsd computed from position jitter; the receiver's
 # own speed comes with a course ("track"), so a session that has those uses only those.
 SPEED_FROM_RECEIVER_KEY = "track"
+# A gap between one video sample's end and the next one's start that counts as a hole (a 90 kHz
+# tick is 11 us; a guessed length leaves half a frame).
+HOLE_MIN_S = 0.0005
+# A frame shown this many frame intervals or longer is a long one (a stall), not jitter.
+LONG_FRAME = 1.5
+# The next segment goes on from a segment's last frame when it starts within this many frames
+# (review.js plays on across it the same way).
+CONTINUES_FRAMES = 2.5
 
 
 @dataclass
@@ -83,12 +92,17 @@ def segment_index(path: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     import av  # here: only a page that indexes segments needs PyAV, not every command that imports this module
     skip = init.get("skip") or [init["end"], init["end"]]
     info["init"] = [[init["offset"], skip[0]], [skip[1], init["end"]]]
-    starts = [r["offset"] for r in frags]
+    # Demux what the page appends to a Media Source (the init part, then every recorded
+    # fragment), not the file: a closed file's index at its end gives a frame cut short by an
+    # early fragment end its true length, the fragments the browser plays do not (see _stills).
+    fed = FedRanges(path, info["init"] + [[r["offset"], r["end"]] for r in frags])
+    starts = fed.starts[len(info["init"]):]
     first: list[float | None] = [None] * len(frags)
     key: list[float | None] = [None] * len(frags)
     codecs: list[str] = []
+    samples: list[tuple[float, float]] = []   # each video sample's start and end
     try:
-        with av.open(str(path)) as container:
+        with fed, av.open(fed, "r", format="mp4") as container:
             video = container.streams.video[0]
             video_codec = _codec_string(video)
             if video_codec:
@@ -99,20 +113,107 @@ def segment_index(path: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
                 if packet.pts is None or packet.pos is None or packet.pos < 0:
                     continue
                 i = bisect.bisect_right(starts, packet.pos) - 1
-                if i < 0 or packet.pos >= frags[i]["end"]:
+                if i < 0:
                     continue
                 t = float(packet.pts * packet.time_base)
+                samples.append((t, t + float((packet.duration or 0) * packet.time_base)))
                 if first[i] is None or t < first[i]:
                     first[i] = t
                 if packet.is_keyframe and (key[i] is None or t < key[i]):
                     key[i] = t
     except (av.error.InvalidDataError, OSError) as exc:
-        # A cut-off file: the frames before the cut are indexed, which is what plays.
+        # A fragment the log lists that is not what it says (a file changed since): the frames
+        # before it are indexed, which is what plays.
         log.info("%s: indexed up to a damaged part (%s)", path, exc)
     info["codecs"] = ",".join(codecs) if codecs else None
+    info["stills"] = _stills(samples)
+    if samples:
+        last = max(samples)
+        info["last_frame"] = [round(last[0], 6), round(last[1], 6)]
     info["fragments"] = [[r["offset"], r["end"], round(t, 6), None if k is None else round(k, 6)]
                          for r, t, k in zip(frags, first, key) if t is not None]
     return info
+
+
+class FedRanges(io.RawIOBase):
+    """Byte ranges of one file read as one stream, in the order given: what a Media Source is
+    fed. ``starts[i]`` is where range i begins in that stream."""
+
+    def __init__(self, path: Path, ranges: list[list[int]]):
+        super().__init__()
+        self._file = open(path, "rb")
+        self._ranges = [(a, b) for a, b in ranges if b > a]
+        self.starts: list[int] = []
+        total = 0
+        for a, b in ranges:
+            self.starts.append(total)
+            total += max(0, b - a)
+        self._size = total
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        done = 0
+        view = memoryview(buffer)
+        begin = 0
+        for a, b in self._ranges:
+            length = b - a
+            if self._pos < begin + length and done < len(view):
+                inside = self._pos - begin
+                self._file.seek(a + inside)
+                got = self._file.readinto(view[done:done + min(len(view) - done, length - inside)])
+                if not got:
+                    break  # the file is shorter than its log says: the stream ends here
+                done += got
+                self._pos += got
+            begin += length
+        return done
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _stills(samples: list[tuple[float, float]]) -> list[list[float]]:
+    """The frames a camera shows for longer than its frame interval: ``[start, end, next start]``.
+
+    A stalled camera's last frame lasts until the next one (end == next start). A fragment ended
+    early for that late frame (muxer.segment's backstop) gives it a guessed, short length
+    instead, leaving a hole (end < next start) where a browser has nothing and, asked for an
+    instant in it, shows the next frame, captured after that instant. The page seeks inside the
+    frame before a hole, holds that frame while playing across one, and does not take a long
+    frame for a camera that fell behind."""
+    samples = sorted(samples)
+    gaps = sorted(after - t for (t, _), (after, _) in zip(samples, samples[1:]))
+    if not gaps:
+        return []
+    interval = gaps[len(gaps) // 2]
+    return [[round(t, 6), round(end, 6), round(after, 6)]
+            for (t, end), (after, _) in zip(samples, samples[1:])
+            if after - end > HOLE_MIN_S or after - t > LONG_FRAME * interval]
+
+
+def _holes_between(segments: list[dict[str, Any]], fps: float) -> None:
+    """A segment's last frame is closed with a guessed, short length too (nothing follows it in
+    that file): where the next segment goes on at the next frame, the hole up to it is listed
+    with the segment's stills."""
+    for seg, after in zip(segments, segments[1:]):
+        last, start = seg.get("last_frame"), after.get("first_pts_s")
+        if last and start is not None and last[1] + HOLE_MIN_S < start <= last[0] + CONTINUES_FRAMES / fps:
+            seg.setdefault("stills", []).append([last[0], last[1], round(start, 6)])
 
 
 def _pause_reasons(stages: list[dict[str, Any]], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -183,6 +284,7 @@ def build_review_data(root: Path, options: ReviewOptions, *, verify: dict[str, A
             else:
                 entry["absent"] = True
             segments.append(entry)
+        _holes_between(segments, s.get("fps") or 25)
         streams.append({"name": s["name"], "width": s.get("width"), "height": s.get("height"),
                         "fps": s.get("fps") or 25, "audio": bool(s.get("audio")), "source": s.get("source"),
                         "gaps": s.get("gaps") or [], "segments": segments})

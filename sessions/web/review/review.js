@@ -82,6 +82,14 @@
   // ---------------------------------------------------------------- where each camera has a picture
   const pauses = D.pauses || [];
   const frameOf = (stream) => 1 / (stream.fps || 25);
+  // The time to ask a video for so that it shows the frame captured last at or before t: t
+  // itself, unless t falls in a hole after a frame the recorder gave a short, guessed length (a
+  // fragment ended early for a late frame); there the browser would show the next frame, which
+  // was captured after t, so ask for the middle of the frame before instead.
+  function insideFrame(seg, t) {
+    const hole = ((seg && seg.stills) || []).find(([, end, next]) => end <= t && t < next);
+    return hole ? (hole[0] + hole[1]) / 2 : t;
+  }
   function segmentAt(stream, s) {
     for (const seg of stream.segments) {
       const end = (seg.last_pts_s ?? seg.first_pts_s) + frameOf(stream);
@@ -175,7 +183,8 @@
     ensure(s) {
       this.chain = this.chain.then(() => this.open).then(async () => {
         const { run, hole } = this.plan(s);
-        await this.evict(s);
+        // Where the run stops (a gap, the end): what lies after its last fragment goes.
+        await this.evict(s, hole ? Math.max(s, ...run.map(([, fr]) => fr[2])) : Infinity);
         // Appending a fragment again cuts the frames after it up to the next keyframe: once one
         // is appended, the rest of the run is appended too. Neighbouring fragments of one file
         // are neighbouring bytes: one request and one append per file.
@@ -203,15 +212,18 @@
       }).catch((err) => status(`${this.stream.name}: ${err.message}`));
       return this.chain;
     }
-    // Keep what is near s; drop whatever lies after the range that holds s.
-    async evict(s) {
+    // Keep what is near s. Where the picture stops ahead (at ``stop``: a gap, the end), also drop
+    // whatever begins after it, so the range up to there can end the stream. (Only after it: a
+    // range after a stalled frame's hole, before the stop, is what plays next, and dropping it at
+    // every tick of the playhead made the feed fetch it again and again, falling behind.)
+    async evict(s, stop) {
       const lo = s - KEEP_BEHIND_S, hi = s + AHEAD_S + 5;
       const b = this.sb.buffered;
       const ranges = [];
       for (let i = 0; i < b.length; i++) ranges.push([b.start(i), b.end(i)]);
       const removed = [];
       for (const [a, e] of ranges) {
-        if (e < lo || a > s + 0.05) removed.push([a, e]);
+        if (e < lo || a > hi || a > stop + 0.05) removed.push([a, e]);
         else if (a < lo) removed.push([a, lo]);
         else if (e > hi) removed.push([hi, e]);
       }
@@ -270,6 +282,9 @@
       this.seg = null;
       this.pending = false;
       this.settling = false;
+      this.holding = null;   // the hole the camera waits out on the frame before it (see hold)
+      this.released = null;  // the hole it has just left (the playhead may not have passed it yet)
+      this.holdTimer = 0;
       // The frame on screen, not the decoder's clock, is what has to agree between cameras.
       this.shown = null;
       if ("requestVideoFrameCallback" in this.video) {
@@ -285,6 +300,10 @@
     pictureTime(now) {
       const v = this.video;
       if (v.paused || !this.shown || this.shown.media > v.currentTime + 1) return v.currentTime;
+      // A frame the camera held longer (a stall) is right until the next one is due.
+      const media = this.shown.media;
+      const still = this.seg && (this.seg.stills || []).find(([start, , next]) => Math.abs(start - media) < 2e-3);
+      if (still && v.currentTime < still[2]) return Math.max(media, v.currentTime);
       return this.shown.media + Math.min(Math.max(0, now - this.shown.at) / 1000 * v.playbackRate, frameOf(this.stream));
     }
     // Show the picture or the gap at s; returns whether the camera has a picture there.
@@ -298,13 +317,38 @@
       this.seg = inPicture ? seg : null;
       return inPicture;
     }
+    // A hole longer than a frame in what this camera plays (its frame before a late one was cut
+    // short): the browser has nothing there, and the frame before is the picture of every
+    // instant in it. The file:// player reads the closed files, which have no such holes.
+    holeAt(s) {
+      if (!this.mse || !this.seg) return null;
+      const frame = frameOf(this.stream);
+      return (this.seg.stills || []).find(([, end, next]) => next - end > frame && end <= s && s < next) || null;
+    }
+    // While the playhead crosses a hole: show the frame before it, paused (playing into it the
+    // browser would wait for data that never comes).
+    hold(hole) {
+      if (this.holding === hole || this.released === hole) return;
+      this.holding = hole;
+      this.pending = this.settling = false;
+      this.video.pause();
+      this.seekVideo((hole[0] + hole[1]) / 2);
+      // Go on when the next frame is due, not at the playhead's next tick (up to 0.1 s later).
+      const gen = state.gen;
+      clearTimeout(this.holdTimer);
+      this.holdTimer = setTimeout(() => {
+        if (this.holding !== hole || gen !== state.gen || !state.playing) return;
+        this.holding = null;
+        this.released = hole;
+        this.resync(gen, 0.02);  // (what follows is appended already: the seek is quick)
+      }, Math.max(0, (hole[2] - state.t) / state.rate * 1000));
+    }
     async seek(s) {
+      this.holding = this.released = null;
       if (!this.place(s)) { this.video.pause(); return; }
       await this.feed.ensure(s);
-      const v = this.video;
       // Land inside the frame that starts at s, never on the previous one through rounding.
-      const target = s + 0.0005;
-      await this.seekVideo(target);
+      await this.seekVideo(insideFrame(this.seg, s + 0.0005));
     }
     async seekVideo(target) {
       const v = this.video;
@@ -324,7 +368,8 @@
     }
     // Bring a playing camera back onto the playhead (after a gap, a segment change, a stall).
     // It stays hidden ("pending") until its picture is within a frame of the playhead again.
-    async resync(gen) {
+    // ``lead``: how far ahead of the playhead to seek, for the time the seek takes.
+    async resync(gen, lead = 0.1) {
       this.pending = true;
       this.settling = false;
       this.box.classList.add("in-gap");
@@ -332,7 +377,7 @@
         await this.feed.ensure(state.t);
         if (gen !== state.gen || !state.playing) return;
         // Aim a little ahead: the playhead moves on while the camera seeks.
-        await this.seekVideo(state.t + 0.1 * state.rate);
+        await this.seekVideo(insideFrame(this.seg, state.t + lead * state.rate));
         if (gen !== state.gen || !state.playing) return;
         this.video.playbackRate = state.rate;
         await this.video.play().catch(() => {});
@@ -419,7 +464,10 @@
     if (state.t >= D.duration_s) { state.t = D.duration_s; pauseAll(); render(); return; }
     for (const c of cams) {
       const had = c.seg;
-      if (!c.place(state.t)) { c.video.pause(); c.pending = c.settling = false; continue; }
+      if (!c.place(state.t)) { c.video.pause(); c.pending = c.settling = false; c.holding = null; continue; }
+      const hole = c.holeAt(state.t);
+      if (hole) { c.hold(hole); continue; }
+      if (c.holding) { c.holding = null; c.released = null; c.resync(state.gen, 0.02); continue; }
       const v = c.video;
       const drift = c.pictureTime(now) - state.t;
       if (c.pending) {
@@ -430,6 +478,10 @@
           c.pending = c.settling = false;
           // With no camera shown yet, the first one shown sets the playhead for the others.
           if (!m) { m = c; state.t = c.pictureTime(now); v.playbackRate = state.rate; continue; }
+        } else if (m) {
+          // Come to the playhead (it aimed ahead for a seek that may have been quicker).
+          v.playbackRate = state.rate * (1 - Math.max(-0.5, Math.min(0.5, 4 * drift)));
+          continue;
         }
       }
       if (!c.feed.has(state.t) || (had !== c.seg && !c.mse) || v.paused || v.ended || Math.abs(drift) > HARD_SYNC_S) {
