@@ -17,14 +17,19 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def process_table() -> dict[int, tuple[int, float]]:
-    """Every live process: pid -> (parent pid, CPU seconds used so far, user + system)."""
+    """Every live process: pid -> (parent pid, CPU seconds used so far, user + system).
+
+    The CPU includes that of the children the process has waited for (``cutime``/``cstime``), so
+    summed over a tree it counts every process once, ended ones too, as long as whichever process
+    reaped them is in the tree: a stream process ends into its forkserver's figure, and the
+    forkserver, never waited for by the recorder, into none a parent's getrusage would see."""
     table: dict[int, tuple[int, float]] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            table[int(d.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK)
+            table[int(d.name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / TICK)
         except (OSError, IndexError, ValueError):
             continue  # the process ended while we looked
     return table
@@ -80,7 +85,7 @@ class TreeSample:
 
     at: float          # time.monotonic()
     pids: list[int]
-    cpu_s: float       # CPU seconds of the live processes
+    cpu_s: float       # CPU seconds of the live processes and those they reaped
     rss_kb: int
     pss_kb: int
 
@@ -111,6 +116,7 @@ class TreeSampler:
     peak_rss_kb: int = 0
     peak_pss_kb: int = 0
     peak_processes: int = 0
+    peak_cpu_s: float = 0.0    # the most CPU the tree was seen to have used (it only grows while all live)
     on_sample: Callable[[TreeSample], None] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -133,6 +139,7 @@ class TreeSampler:
                 self.peak_rss_kb = max(self.peak_rss_kb, s.rss_kb)
                 self.peak_pss_kb = max(self.peak_pss_kb, s.pss_kb)
                 self.peak_processes = max(self.peak_processes, len(s.pids))
+                self.peak_cpu_s = max(self.peak_cpu_s, s.cpu_s)
                 if self.on_sample is not None:
                     self.on_sample(s)
             self._stop.wait(self.interval_s)

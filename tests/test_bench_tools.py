@@ -21,6 +21,24 @@ import throughput  # noqa: E402
 from media import ffprobe  # noqa: E402
 
 
+def test_a_tree_sample_counts_the_cpu_of_a_process_that_ended_inside_it():
+    """A child that used CPU and ended (reaped by its parent, in the tree) still counts: the
+    recorder's stream processes end into their forkserver's figure before the bench's last look."""
+    busy = f"{sys.executable} -c 'import time; t = time.process_time(); exec(\"while time.process_time() - t < 0.4: pass\")'"
+    proc = subprocess.Popen(["sh", "-c", f"{busy}; sleep 3"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pids = proctree.tree_pids([proc.pid])
+            if len(pids) == 2 and b"sleep" in Path(f"/proc/{pids[-1]}/cmdline").read_bytes():
+                break  # the busy child has ended; sh sleeps
+            time.sleep(0.05)
+        assert proctree.sample_tree([proc.pid]).cpu_s >= 0.35
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_tree_sample_counts_grandchildren_and_pss_adds_up_below_rss():
     # sh starts a child that starts a grandchild: all three are in the tree, nothing else is.
     proc = subprocess.Popen(["sh", "-c", "sh -c 'sleep 5' & wait"])
