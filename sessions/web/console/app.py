@@ -1,7 +1,7 @@
 """The examiner's console: a Starlette app served by `examrec serve`.
 
 Live state goes to the page as server-sent events (one JSON status about twice a second and at
-once on every change); commands come back as JSON POSTs to /api/<command>. The pages are plain
+once on every change, with the cameras' pictures taken since the last one); commands come back as JSON POSTs to /api/<command>. The pages are plain
 HTML/CSS/JS from this package (no build step, nothing from the network).
 
 Security: on 127.0.0.1 only the machine's own screen can reach it. Bound to another address it
@@ -11,6 +11,7 @@ this very console: a page of another site cannot start, pause or stop an exam.
 """
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import logging
@@ -40,6 +41,17 @@ LOGIN_PAGE = """<!doctype html><html lang="uk"><head><meta charset="utf-8"><titl
 <form method="post" action="/login"><h1>examrec</h1>
 <label>PIN / token <input name="token" type="password" autocomplete="off" autofocus></label>
 <button type="submit" class="big">OK</button>{error}</form></body></html>"""
+
+
+def fresh_thumbnails(service: RecorderService, sent: dict[str, float]) -> dict[str, str]:
+    """The cameras' pictures taken since those in ``sent`` (updated), as base64 JPEG: they go
+    out with the status push, so a console costs one stream, not five requests twice a second."""
+    out = {}
+    for stream, (taken, jpeg) in list(service.thumbnails.items()):
+        if sent.get(stream) != taken:
+            sent[stream] = taken
+            out[stream] = base64.b64encode(jpeg).decode("ascii")
+    return out
 
 
 def create_app(service: RecorderService, *, token: str | None = None, language: str = "uk") -> Starlette:
@@ -95,9 +107,11 @@ def create_app(service: RecorderService, *, token: str | None = None, language: 
 
         async def stream():
             version = -1
+            sent: dict[str, float] = {}   # per camera: when the picture last sent was taken
             while not await request.is_disconnected():
                 st = await run_in_threadpool(service.status)
                 version = st["version"]
+                st["thumbnails"] = fresh_thumbnails(service, sent)
                 yield f"data: {json.dumps(st, ensure_ascii=False)}\n\n"
                 await run_in_threadpool(service.wait_change, version, SSE_INTERVAL_S)
 
