@@ -11,6 +11,7 @@ its length and seeks in it.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import struct
@@ -98,10 +99,10 @@ def _first_undecodable(data: bytes, init_end: int, fragments: list[tuple[int, in
     import av
     import av.logging
     first = min(unlogged)
-    starts = [s for s, _ in fragments]
+    starts = [s for s, _ in fragments]   # in file order
 
     def fragment_of(pos: int) -> int:
-        return max((s for s in starts if s <= pos), default=fragments[0][0])
+        return starts[max(0, bisect.bisect_right(starts, pos) - 1)]
 
     # Where to start decoding: the fragment holding the last video keyframe before ``first``.
     begin = fragments[0][0]

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from sessions.evidence.verify import NotASession, verify_session
+
+if TYPE_CHECKING:
+    import av
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +65,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             log.warning("%s: a line that is not JSON is left out of the page", path.name)
     return out
-
-
-if TYPE_CHECKING:
-    import av
 
 
 def _codec_string(stream: av.video.stream.VideoStream) -> str | None:
@@ -142,12 +140,12 @@ class FedRanges(io.RawIOBase):
     def __init__(self, path: Path, ranges: list[list[int]]):
         super().__init__()
         self._file = open(path, "rb")
-        self._ranges = [(a, b) for a, b in ranges if b > a]
+        self._ranges = [(a, max(a, b)) for a, b in ranges]
         self.starts: list[int] = []
         total = 0
-        for a, b in ranges:
+        for a, b in self._ranges:
             self.starts.append(total)
-            total += max(0, b - a)
+            total += b - a
         self._size = total
         self._pos = 0
 
@@ -166,20 +164,21 @@ class FedRanges(io.RawIOBase):
         return self._pos
 
     def readinto(self, buffer: Any) -> int:
-        done = 0
         view = memoryview(buffer)
-        begin = 0
-        for a, b in self._ranges:
-            length = b - a
-            if self._pos < begin + length and done < len(view):
-                inside = self._pos - begin
+        done = 0
+        i = bisect.bisect_right(self.starts, self._pos) - 1   # the range the position is in
+        while 0 <= i < len(self._ranges) and done < len(view):
+            a, b = self._ranges[i]
+            inside = self._pos - self.starts[i]
+            if inside < b - a:
                 self._file.seek(a + inside)
-                got = self._file.readinto(view[done:done + min(len(view) - done, length - inside)])
+                got = self._file.readinto(view[done:done + min(len(view) - done, b - a - inside)])
                 if not got:
                     break  # the file is shorter than its log says: the stream ends here
                 done += got
                 self._pos += got
-            begin += length
+            else:
+                i += 1
         return done
 
     def close(self) -> None:

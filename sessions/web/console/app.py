@@ -1,8 +1,9 @@
 """The examiner's console: a Starlette app served by `examrec serve`.
 
 Live state goes to the page as server-sent events (one JSON status about twice a second and at
-once on every change, with the cameras' pictures taken since the last one); commands come back as JSON POSTs to /api/<command>. The pages are plain
-HTML/CSS/JS from this package (no build step, nothing from the network).
+once on every change, with the cameras' pictures taken since the last one); commands come back
+as JSON POSTs to /api/<command>. The pages are plain HTML/CSS/JS from this package (no build
+step, nothing from the network).
 
 Security: on 127.0.0.1 only the machine's own screen can reach it. Bound to another address it
 requires the profile's PIN/token (asked by a form, kept in an HttpOnly cookie). Either way a
@@ -118,14 +119,6 @@ def create_app(service: RecorderService, *, token: str | None = None, language: 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
-    async def thumbnail(request: Request) -> Response:
-        if not authorised(request):
-            return Response(status_code=401)
-        got = service.thumbnails.get(request.path_params["stream"])
-        if got is None:
-            return Response(status_code=404)
-        return Response(got[1], media_type="image/jpeg", headers={"Cache-Control": "no-store"})
-
     async def command(request: Request) -> Response:
         cmd = request.path_params["cmd"]
         if not authorised(request):
@@ -155,7 +148,6 @@ def create_app(service: RecorderService, *, token: str | None = None, language: 
         Route("/static/{name}", static),
         Route("/api/status", status),
         Route("/api/events", events),
-        Route("/api/thumbnail/{stream}", thumbnail),
         Route("/api/{cmd}", command, methods=["POST"]),
     ]
     return Starlette(routes=routes)
