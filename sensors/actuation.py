@@ -117,13 +117,18 @@ class ActuationTracker:
 
     def flush(self) -> list[Actuation]:
         """At stop: actuations still open, confirmed ones only (end None when still pressed)."""
-        out = []
+        out = self.open_now()
         for pedal, tr in self._tracks.items():
-            if tr.start_ns is not None and (tr.confirmed or tr.release_ns is not None
-                                            and tr.release_ns - tr.start_ns >= self.debounce_ns):
-                out.append(Actuation(pedal, tr.start_ns, tr.release_ns, tr.peak, tr.interrupted))
             self._tracks[pedal] = _Track(percent=tr.percent)
         return out
+
+    def open_now(self) -> list[Actuation]:
+        """The actuations going on (confirmed ones only, end None when still pressed), left to
+        go on: what a session that ends while the sensor keeps reading had of them."""
+        return [Actuation(pedal, tr.start_ns, tr.release_ns, tr.peak, tr.interrupted)
+                for pedal, tr in self._tracks.items()
+                if tr.start_ns is not None and (tr.confirmed or tr.release_ns is not None
+                                                and tr.release_ns - tr.start_ns >= self.debounce_ns)]
 
     def _remember(self, act: Actuation) -> None:
         self._history.append(act)

@@ -349,8 +349,17 @@ class PedalReader:
         self._dispatch.submit(self.on_event, "fault", capture_ns=at_ns, device=self.name, reason=reason,
                               detail=detail)
 
+    def open_actuations(self) -> list[dict[str, Any]]:
+        """The actuations going on now as ``pedal`` event fields (``end_pts_s`` null while still
+        pressed), for a session that ends while this reader goes on; they stay open here."""
+        with self._lock:
+            return [self._actuation_fields(act) for act in self._tracker.open_now()]
+
     def _emit_actuation(self, act: Actuation) -> None:
         self._n[f"actuations_{act.pedal}"] += 1
+        self._dispatch.submit(self.on_event, "pedal", **self._actuation_fields(act))
+
+    def _actuation_fields(self, act: Actuation) -> dict[str, Any]:
         clock = self.clock
         fields_: dict[str, Any] = {
             "pedal": act.pedal,
@@ -361,5 +370,6 @@ class PedalReader:
         }
         if act.interrupted:
             fields_["interrupted"] = True
-        self._dispatch.submit(self.on_event, "pedal", capture_ns=act.start_ns, **fields_)
+        fields_["capture_ns"] = act.start_ns
+        return fields_
 

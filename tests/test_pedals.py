@@ -107,8 +107,19 @@ def test_threshold_debounce_bounce_and_dip():
     assert t.actuated_at("brake", 150 * MS) is False
     assert t.actuated_at("brake", -1) is None  # before anything was seen
     assert t.actuated_at("clutch", 250 * MS) is False
+    # A session that ends while the sensor goes on reading (the service's) logs the press as it
+    # stands; the press goes on, and is final once released.
+    (going_on,) = t.open_now()
+    assert (going_on.start_ns // MS, going_on.end_ns) == (800, None)
+    assert t.actuated("brake")
+    done = t.update({"brake": 0, "clutch": None}, 1000 * MS) + t.tick(1100 * MS)
+    assert [(a.start_ns // MS, a.end_ns // MS) for a in done] == [(800, 1000)]
+    assert t.open_now() == []
+    t.update({"brake": 90, "clutch": None}, 1200 * MS)
+    t.tick(1300 * MS)
     (open_,) = t.flush()
-    assert (open_.start_ns // MS, open_.end_ns) == (800, None)
+    assert (open_.start_ns // MS, open_.end_ns) == (1200, None)
+    assert t.open_now() == [] and not t.actuated("brake")
 
 
 def test_fault_makes_answers_unknown_and_marks_open_actuation():

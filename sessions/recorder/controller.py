@@ -150,6 +150,7 @@ class Recorder(ExamControl):
                  pedals_url: str | None = None):
         self.gps_url, self.pedals_url = gps_url, pedals_url
         self.sensors: SensorHub | None = None
+        self._sensors_lent = False  # the service's open hub: given back at the end, not closed
         self.profile = profile
         self.out_root = Path(out_root)
         self.details = details or {}
@@ -241,8 +242,12 @@ class Recorder(ExamControl):
         session folder."""
         self.load_key()
         # Sensors first: a bad GPS or pedal URL is a profile error, found before anything is written.
-        self.sensors = SensorHub(self.profile, lambda *a, **k: self.events.emit(*a, **k) if self.events else None,
-                                 self.gps_url, self.pedals_url, end_ns=lambda: self.stop_ns)
+        emit = lambda *a, **k: self.events.emit(*a, **k) if self.events else None  # noqa: E731
+        if self._sensors_lent:
+            assert self.sensors is not None
+            self.sensors.attach(emit, end_ns=lambda: self.stop_ns)
+        else:
+            self.sensors = SensorHub(self.profile, emit, self.gps_url, self.pedals_url, end_ns=lambda: self.stop_ns)
         self.warm()  # (cold: the processes start up while the folder is made)
         now = datetime.now(timezone.utc)
         self.session_id = new_session_id(now, self.profile.name)
@@ -260,6 +265,20 @@ class Recorder(ExamControl):
             if rt.process is not None and rt.process.is_alive():
                 rt.cmd_q.put(SessionDir(str(self.session_dir)))
         return self.session_dir
+
+    def use_sensors(self, hub: SensorHub) -> None:
+        """Record with an open hub (the service's, reading since before the exam) instead of
+        opening the sensors at :meth:`prepare`; it is given back, still reading, when the session
+        ends."""
+        self.sensors, self._sensors_lent = hub, True
+
+    def _release_sensors(self) -> None:
+        if self.sensors is None:
+            return
+        if self._sensors_lent:
+            self.sensors.end_session()
+        else:
+            self.sensors.stop()
 
     def _reserve_space(self) -> None:
         """Keep a little space aside, so that when the disk fills up the manifest, the event log
@@ -320,8 +339,7 @@ class Recorder(ExamControl):
                 rt.process.join(timeout=2)
             self._close_lifeline(rt)
         self.remove_check_scratch()
-        if self.sensors is not None:
-            self.sensors.stop()
+        self._release_sensors()
         if self.events is not None:
             self.events.close()
         if self.session_dir is not None and not list(self.session_dir.glob("*/*.mp4")):
@@ -354,8 +372,7 @@ class Recorder(ExamControl):
                     rt.process.terminate()
                     rt.process.join(timeout=2)
             self._close_lifeline(rt)
-        if self.sensors is not None:
-            self.sensors.stop()
+        self._release_sensors()
         if self.events is not None:
             try:
                 self.events.emit("fault", capture_ns=now, device="controller", message=f"controller failed: {exc!r}")
@@ -720,7 +737,7 @@ class Recorder(ExamControl):
             if stage["end_pts_s"] is None:
                 stage["end_pts_s"] = round(self.clock.pts_s(end_ns), 6)
         if self.sensors is not None:
-            self.sensors.stop()
+            self._release_sensors()
             self.manifest["sensors"] = self.sensors.counters()
             self.manifest["sensor_gaps"] = self.sensors.gaps
             for key, name in (("telemetry", TELEMETRY_NAME), ("route", ROUTE_NAME)):

@@ -1,6 +1,10 @@
 """The session's sensors in the controller: GPS and pedal readers, telemetry.jsonl, route.gpx, the
 clock check, and the overlay state sent to the stream processes.
 
+A hub can outlive a session: the service keeps one open between exams and lends it to each exam's
+recorder (:meth:`SensorHub.attach` ... :meth:`SensorHub.end_session`), so Start finds the GPS
+connected with its fix and the pedal sensor's heartbeat running, and nothing is reopened.
+
 Pedal indicators are frame-exact: the stream processes get the actuation intervals (monotonic
 stamps) and light BRAKE/CLUTCH on exactly the frames whose capture time falls inside one.
 """
@@ -61,6 +65,11 @@ class SensorHub:
         self._last_spans: dict | None = None
         self._last_state: dict | None = None
         self._push_lock = threading.Lock()
+        self._readers_started = False
+        self._lenders: list[tuple[Callable[..., Any], Callable[[], int | None]]] = []
+        self._final_counters: dict[str, dict] | None = None  # frozen when a session ends
+        # Held while a report is written and while the session's files close (the readers go on).
+        self._session_lock = threading.RLock()
 
     @property
     def present(self) -> bool:
@@ -68,21 +77,39 @@ class SensorHub:
 
     # life --------------------------------------------------------------------------------
     def start_readers(self) -> None:
-        """Start reading before the session clock exists: the checks need a fix and a heartbeat."""
+        """Start reading before the session clock exists: the checks need a fix and a heartbeat.
+        Nothing when they read already (a hub lent by the service)."""
+        if self._readers_started:
+            return
+        self._readers_started = True
         if self.gps is not None:
             self.gps.start()
         if self.pedals is not None:
             self.pedals.start()
 
+    def attach(self, emit: Callable[..., Any], end_ns: Callable[[], int | None]) -> None:
+        """A session borrows this open hub: its events go to ``emit`` and its end is ``end_ns``
+        until :meth:`end_session`, which gives them back to the owner."""
+        self._lenders.append((self._emit, self._end_ns))
+        self._emit, self._end_ns = emit, end_ns
+
     def begin(self, clock: SessionClock, session_dir: Path, session_id: str, started_utc, streams: list) -> None:
         """The session started: write telemetry and the route, forward overlay state."""
         self.session_dir = Path(session_dir)
-        self.clock = clock
-        self.telemetry = TelemetryWriter(self.session_dir / TELEMETRY_NAME)
-        if self.pedals is not None:
-            self.pedals.set_clock(clock)
+        with self._session_lock:
+            # What an earlier session on this hub left: its gaps, late reports and frozen counts.
+            self.gaps, self._late = {}, {"gps": {}, "pedals": {}}
+            self._final_counters, self._last_spans, self._last_state = None, None, None
+            self._time_guard = GpsTimeGuard()
+            self._stop = threading.Event()
+            self.clock = clock
+            self.telemetry = TelemetryWriter(self.session_dir / TELEMETRY_NAME)
+            if self.pedals is not None:
+                self.pedals.set_clock(clock)
+            if self.gps is not None:
+                self.gpx = GpxWriter(self.session_dir / ROUTE_NAME, name=session_id, start_utc=started_utc,
+                                     clock=clock)
         if self.gps is not None:
-            self.gpx = GpxWriter(self.session_dir / ROUTE_NAME, name=session_id, start_utc=started_utc, clock=clock)
             # The fix the session starts with (the overlay shows it from the first frame on), and
             # the receiver's report whose speed the first frames show when that was an earlier one.
             st = self.gps.state()
@@ -96,16 +123,42 @@ class SensorHub:
         self._forwarder = threading.Thread(target=self._forward, name="overlay-state", daemon=True)
         self._forwarder.start()
 
+    def end_session(self) -> None:
+        """The session is over: no more overlay updates, telemetry.jsonl and route.gpx closed, its
+        counts frozen (:meth:`counters`); the readers go on for whoever lent the hub, and events
+        go back to it. An actuation going on is logged as it stands (as a stop would)."""
+        self._stop_forwarding()
+        with self._session_lock:
+            if self.clock is not None:
+                if self.pedals is not None:
+                    for fields_ in self.pedals.open_actuations():
+                        self._on_event("pedal", **fields_)
+                if self._final_counters is None:
+                    self._final_counters = self.counters()
+            self.clock = None
+            for w in (self.gpx, self.telemetry):
+                if w is not None:
+                    w.close()
+            self.gpx = self.telemetry = None
+            if self._lenders:
+                self._emit, self._end_ns = self._lenders.pop()
+
     def stop(self) -> None:
-        self._stop.set()
-        if self._forwarder is not None:
-            self._forwarder.join(timeout=2)
+        """Close the readers (and the replay helpers they own), then end the session if any: the
+        readers' last words (an actuation still open) are the session's."""
+        self._stop_forwarding()
         for reader in (self.pedals, self.gps):
             if reader is not None:
                 reader.stop()
-        for w in (self.gpx, self.telemetry):
-            if w is not None:
-                w.close()
+        self.end_session()
+
+    def _stop_forwarding(self) -> None:
+        self._stop.set()
+        if self._forwarder is not None:
+            self._forwarder.join(timeout=2)
+            self._forwarder = None
+        with self._push_lock:
+            self._streams = []
 
     # callbacks (the readers' dispatcher threads) -------------------------------------------
     def _after_end(self, capture_ns: int) -> bool:
@@ -113,6 +166,10 @@ class SensorHub:
         return end is not None and capture_ns >= end
 
     def _on_fix(self, fix) -> None:
+        with self._session_lock:
+            self._write_fix(fix)
+
+    def _write_fix(self, fix) -> None:
         if self.clock is None or self.telemetry is None:
             return  # before the session: only the checks look at the GPS
         if self._after_end(fix.capture_ns):
@@ -138,6 +195,10 @@ class SensorHub:
             self._push(self.overlay_state(), pedals=False)  # a new speed from the next frame on
 
     def _on_sample(self, sample) -> None:
+        with self._session_lock:
+            self._write_sample(sample)
+
+    def _write_sample(self, sample) -> None:
         if self.clock is not None and self._after_end(sample.capture_ns):
             self._late["pedals"]["sentences"] = self._late["pedals"].get("sentences", 0) + 1
             return
@@ -148,6 +209,10 @@ class SensorHub:
             self._push(None, pedals=True)
 
     def _on_event(self, type_: str, capture_ns: int | None = None, **fields: Any) -> None:
+        with self._session_lock:
+            self._log_event(type_, capture_ns, **fields)
+
+    def _log_event(self, type_: str, capture_ns: int | None = None, **fields: Any) -> None:
         if self.clock is None and type_ not in ("fault", "clock_check"):
             return  # reconnects and no-fix reports before the start are the checks' business
         device = fields.get("device", "sensor")
@@ -165,8 +230,9 @@ class SensorHub:
             self._push(self.overlay_state(), pedals=False)  # "GPS: no fix" from the next frame on
 
     # checks ---------------------------------------------------------------------------------
-    def checks(self, wait_s: float = 10.0) -> list[CheckResult]:
-        """GPS fix and clock offset, pedal heartbeat."""
+    def checks(self, wait_s: float = 10.0, keep: bool = True) -> list[CheckResult]:
+        """GPS fix and clock offset, pedal heartbeat. With ``keep`` the clock check is the one the
+        next session's manifest records (the idle re-checks leave it to the exam's own)."""
         out = []
         if self.gps is not None:
             fix = self.gps.wait_for_fix(wait_s)
@@ -176,8 +242,9 @@ class SensorHub:
             else:
                 out.append(CheckResult("gps", False, f"no fix within {wait_s:g} s ({st.reason}): is the antenna "
                                                      f"outside and gpsd running? (`examrec devices`)"))
-            self.clock_check = check_clock(self.gps, clock_limit_s(self.profile), on_event=None)
-            cc = self.clock_check
+            cc = check_clock(self.gps, clock_limit_s(self.profile), on_event=None)
+            if keep:
+                self.clock_check = cc
             if (self.profile.gps or "").startswith("replay:"):
                 # A replayed drive carries the fixture's dates: it says nothing about this clock.
                 cc["replay"] = True
@@ -264,6 +331,8 @@ class SensorHub:
 
     def counters(self) -> dict[str, dict]:
         """What each reader counted during the session (sentences, reports, actuations, faults...)."""
+        if self._final_counters is not None:
+            return self._final_counters
         base, late = self._baseline, self._late
         return {dev: {k: v - base.get(dev, {}).get(k, 0) - late.get(dev, {}).get(k, 0) if isinstance(v, int) else v
                       for k, v in counts.items()}

@@ -153,8 +153,8 @@ class RecorderService:
     def open_idle_sensors(self) -> None:
         """Keep the GPS and the pedal sensor open while idle: the console shows the fix, the
         speed and the pedals, a fault is listed at once, and the clock offset and heartbeat are
-        re-checked every minute. They are handed over (closed) when an exam starts: the exam's
-        recorder opens them itself, and they reopen here after it."""
+        re-checked every minute. They are lent to each exam's recorder (nothing is reopened at
+        Start: the fix and the heartbeat are there already) and come back when it ends."""
         if self.idle_sensors is not None or not (self.profile.gps or self.profile.pedals or self.settings.gps_url
                                                  or self.settings.pedals_url):
             return
@@ -165,11 +165,30 @@ class RecorderService:
             log.warning("sensors cannot be opened while idle: %s", exc)
             self._add_fault({"type": "fault", "device": "sensors", "message": str(exc)})
             return
+        self._keep_idle_sensors(hub)
+
+    def _keep_idle_sensors(self, hub: SensorHub) -> None:
         self.idle_sensors = hub
         self._sensor_stop = threading.Event()
         self._sensor_thread = threading.Thread(target=self._check_idle_sensors, args=(hub, self._sensor_stop),
                                                name="idle-sensors", daemon=True)
         self._sensor_thread.start()
+
+    def _lend_idle_sensors(self) -> SensorHub | None:
+        """The open sensors, for the exam about to start (the idle re-checks stop)."""
+        hub, self.idle_sensors = self.idle_sensors, None
+        self._sensor_stop.set()
+        return hub
+
+    def _sensors_back(self, rec: Recorder | None) -> None:
+        """After an exam (or a refused Start): the lent sensors are idle again, still reading;
+        opened anew only when none were lent."""
+        hub = rec.sensors if rec is not None and rec.sensors is not None and rec._sensors_lent else None
+        if hub is None:
+            self.open_idle_sensors()
+            return
+        hub.end_session()  # (nothing when the recorder gave it back already)
+        self._keep_idle_sensors(hub)
 
     def keep_warm(self, stop: threading.Event) -> None:
         """While idle, keep a warm set of stream processes: started when the service starts and
@@ -295,7 +314,7 @@ class RecorderService:
     def _check_idle_sensors(self, hub: SensorHub, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                self.idle_checks = [c.to_json() for c in hub.checks(wait_s=5.0)]
+                self.idle_checks = [c.to_json() for c in hub.checks(wait_s=5.0, keep=False)]
             except Exception:  # a check that fails to run is retried; the readers keep their state
                 log.exception("idle sensor check")
             self.bump()
@@ -380,9 +399,9 @@ class RecorderService:
             details = exam_details(given, self.defaults())
             self.refusal = None
             self._set_state("starting")
-            self.close_idle_sensors()
+            lent = self._lend_idle_sensors()
             started = threading.Event()
-            self._worker = threading.Thread(target=self._run_exam, args=(details, force or self.settings.force, started),
+            self._worker = threading.Thread(target=self._run_exam, args=(details, force or self.settings.force, started, lent),
                                             name="exam", daemon=True)
             self._worker.start()
         if not wait:
@@ -395,8 +414,11 @@ class RecorderService:
         return {"state": self.state, "session_id": rec.session_id, "session": str(rec.session_dir),
                 "checks": [c.to_json() for c in rec.checks]}
 
-    def _run_exam(self, details: dict[str, str], force: bool, started: threading.Event) -> None:
+    def _run_exam(self, details: dict[str, str], force: bool, started: threading.Event,
+                  sensors: SensorHub | None) -> None:
         rec = self.take_standby() or self._new_recorder()
+        if sensors is not None:
+            rec.use_sensors(sensors)
         rec.details = details
         rec.notice_shown_on = "examiner's console"
         checks = self.profile.section("checks")
@@ -421,8 +443,8 @@ class RecorderService:
                                 "checks": [c.to_json() for c in results]}
                 rec.abort({c.check: c.detail for c in failed})
                 self.recorder = None
+                self._sensors_back(rec)  # (before idle: a Start right after finds them)
                 self._set_state("idle")
-                self.open_idle_sensors()
                 started.set()
                 return
             rec.start()
@@ -437,8 +459,8 @@ class RecorderService:
             if not started.is_set():
                 self.refusal = {"error": f"the exam could not start: {exc}"}
                 self.recorder = None
+                self._sensors_back(rec)  # (before idle: a Start right after finds them)
                 self._set_state("idle")
-                self.open_idle_sensors()
                 started.set()
                 return
             code = 5
@@ -472,8 +494,8 @@ class RecorderService:
         self.last = ExamResult(rec.session_id, str(folder), state, duration, ok, detail, code)
         log.info("exam %s saved in %s (%s), verify: %s", rec.session_id, folder, state, detail)
         self.recorder = None
+        self._sensors_back(rec)  # (before idle: a Start right after finds them)
         self._set_state("idle")
-        self.open_idle_sensors()
 
     def request_stop(self, reason: str) -> None:
         """Stop the running exam (SIGTERM to the service); the session is closed and signed."""
