@@ -33,7 +33,9 @@ from throughput import (RESULTS, ROOT, STREAMS, X264, bench_profile, ffmpeg_pace
 from sessions.evidence.layout import EVENTS_NAME
 
 # Mapping kinds, first match wins: a path is tested against each kind's fragments in order.
+PICTURES = "replay pictures"
 KINDS: list[tuple[str, tuple[str, ...]]] = [
+    (PICTURES, ("examrec/replay/pattern-", "examrec-replay-")),  # capture.replay.shared_pictures' files
     ("libx264", ("libx264",)),
     ("FFmpeg libs", ("libavcodec", "libavformat", "libavutil", "libavfilter", "libavdevice", "libswscale",
                      "libswresample", "libpostproc")),
@@ -46,7 +48,7 @@ KINDS: list[tuple[str, tuple[str, ...]]] = [
 ANON = "anonymous"
 OTHER_LIBS = "other libs"
 FILES = "other files"
-COLUMNS = [ANON, "libx264", "FFmpeg libs", "PyAV + codecs", "OpenCV", "numpy", "other extensions", "Python",
+COLUMNS = [ANON, PICTURES, "libx264", "FFmpeg libs", "PyAV + codecs", "OpenCV", "numpy", "other extensions", "Python",
            OTHER_LIBS, FILES]
 
 
@@ -115,7 +117,8 @@ def role_of(pid: int, root: int, session: Path | None) -> str:
 
 
 def replay_picture_mb(w: int, h: int) -> float:
-    """What a replay pattern source keeps: a canvas twice the frame's width and its noise field."""
+    """What a replay pattern source maps: a canvas twice the frame's width and its noise field
+    (one file of each a size, shared by the sources of that size: see capture.replay)."""
     from capture.replay import NOISE_MARGIN
     return round((h * 2 * w * 3 + (h + NOISE_MARGIN) * (w + NOISE_MARGIN) * 3) / 2**20, 1)
 
@@ -229,7 +232,8 @@ def measure_recorder(wait_s: float, tmp: Path) -> dict:
             row["frame_queue_full_mb"] = round(spec.queue_frames * frame_mb, 1)
             row["queue_frames"] = spec.queue_frames
             row["size"] = f"{spec.width}x{spec.height}"
-            row["replay_pictures_mb"] = replay_picture_mb(spec.width, spec.height)
+            row["replay_pictures_mapped_mb"] = replay_picture_mb(spec.width, spec.height)
+            row["replay_pictures_mb"] = row["pss_by_kind_mb"][PICTURES]  # its share of the mapped files
         procs.append(row)
     proc.send_signal(2)  # SIGINT: the recorder ends the session cleanly
     proc.communicate(timeout=60)
@@ -266,7 +270,8 @@ def account(recorder: list[dict], encoders: list[dict]) -> None:
         e = by_size[r["size"]]
         r["interpreter_and_imports_mb"] = e["interpreter_and_imports_anon_mb"]
         r["encoder_and_muxer_mb"] = e["anon_growth_100_frames_mb"]
-        r["rest_mb"] = round(r["anonymous_mb"] - r["interpreter_and_imports_mb"] - r["replay_pictures_mb"]
+        # (the replay pictures are file mappings shared by the sources of a size, not anonymous memory)
+        r["rest_mb"] = round(r["anonymous_mb"] - r["interpreter_and_imports_mb"]
                              - r["encoder_and_muxer_mb"] - r["frame_queue_full_mb"], 1)
 
 
@@ -282,12 +287,12 @@ def print_table(recorder: list[dict], ffmpeg: list[dict], encoders: list[dict]) 
     print("MB; the kinds split PSS")
     print(table(rows, ["process", "RSS", "PSS", "USS", *COLUMNS]))
     print()
-    est = [[r["process"], r["anonymous_mb"], r["interpreter_and_imports_mb"], r["replay_pictures_mb"],
+    est = [[r["process"], r["anonymous_mb"], r["interpreter_and_imports_mb"],
             r["encoder_and_muxer_mb"], f'{r["frame_queue_full_mb"]} ({r["queue_frames"]})', r["rest_mb"],
             r.get("anon_growth_since_start_mb", "-")]
            for r in recorder if "frame_queue_full_mb" in r]
     print("anonymous memory of each stream process (MB) and what should take it:")
-    print(table(est, ["stream process", "anonymous", "interpreter+imports", "replay pictures", "encoder+muxer",
+    print(table(est, ["stream process", "anonymous", "interpreter+imports", "encoder+muxer",
                       "queue full (frames)", "rest", "growth since start"]))
 
 
@@ -322,7 +327,8 @@ def main() -> int:
     rec_t, ff_t = totals(recorder["processes"]), totals(ffmpeg["processes"])
     pictures = round(sum(r.get("replay_pictures_mb", 0) for r in recorder["processes"]), 1)
     print(f"\nPSS examrec / ffmpeg paced: {rec_t['pss_mb']} / {ff_t['pss_mb']} MB = {rec_t['pss_mb'] / ff_t['pss_mb']:.2f}; "
-          f"less the replay pictures ({pictures} MB, which ffmpeg reads from a file and a camera never needs): "
+          f"less the replay pictures' share ({pictures} MB of PSS: files mapped by the sources of a size, which "
+          f"ffmpeg reads from a file and a camera never needs): "
           f"{(rec_t['pss_mb'] - pictures) / ff_t['pss_mb']:.2f}")
     result = {"wait_s": args.wait, "recorder": recorder["processes"], "recorder_total": rec_t,
               "ffmpeg_paced": ffmpeg["processes"], "ffmpeg_paced_total": ff_t, "encoder_alone": encoders,

@@ -6,7 +6,10 @@ device attached. Video replay frames carry a timecode strip (capture/timecode.py
 """
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import tempfile
 import wave
 from pathlib import Path
 
@@ -28,6 +31,83 @@ log = logging.getLogger(__name__)
 NOISE_MARGIN = 64
 NOISE_STEP = (37, 23)  # rows, columns moved per frame (mod NOISE_MARGIN)
 SCROLL_PX_PER_FRAME = 3
+PICTURES_SEED = 20261129  # every stream of a size scrolls the same canvas; its name, box and timecode differ
+
+
+PICTURES_VERSION = 1  # bump when the drawing below changes: the cached files are then made anew
+
+
+def pictures_folder() -> Path:
+    """Where the pattern's pictures are kept for every stream process of this user: the user's
+    cache folder (on disk: the page cache holds them, as it holds the file ffmpeg reads in the
+    bench), else a private folder in the temporary folder."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    candidates = [Path(cache) / "examrec" / "replay", Path(tempfile.gettempdir()) / f"examrec-replay-{os.getuid()}"]
+    for folder in candidates:
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            st = folder.stat()
+        except OSError:
+            continue  # (a service user without a home folder)
+        if st.st_uid == os.getuid() and not st.st_mode & 0o022 and os.access(folder, os.W_OK):
+            return folder
+    raise SourceUnavailable(f"pattern: no private folder for the test pattern's pictures ({candidates[0]} or "
+                            f"{candidates[1]}): make one of them writable by this user only")
+
+
+def shared_pictures(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pattern's canvas (twice the frame's width, wrapping) and noise field for one size,
+    mapped read-only from a file every pattern source of that size maps: like the file the
+    camera-less ffmpeg bench reads, the pictures are in memory once, not once per stream."""
+    folder = pictures_folder()
+    path = folder / f"pattern-v{PICTURES_VERSION}-{width}x{height}"
+    shapes = {"canvas": (height, 2 * width, 3), "noise": (height + NOISE_MARGIN, width + NOISE_MARGIN, 3)}
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process draws them; the others wait and map them
+        arrays = _map_pictures(folder, path, shapes)
+        if arrays is None:
+            canvas, noise = _draw_pictures(width, height)
+            for name, array in (("canvas", canvas), ("noise", noise)):
+                tmp = path.with_name(f"{path.stem}.{name}.npy.tmp")
+                with open(tmp, "wb") as fh:
+                    np.save(fh, array, allow_pickle=False)
+                os.replace(tmp, path.with_name(f"{path.stem}.{name}.npy"))
+            arrays = _map_pictures(folder, path, shapes)
+            assert arrays is not None
+    return arrays
+
+
+def _map_pictures(folder: Path, path: Path, shapes: dict[str, tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+        canvas, noise = (np.load(path.with_name(f"{path.stem}.{name}.npy"), mmap_mode="r", allow_pickle=False)
+                         for name in ("canvas", "noise"))
+    except (OSError, ValueError):
+        return None  # not made yet, or damaged: drawn again
+    if canvas.shape != shapes["canvas"] or noise.shape != shapes["noise"] or canvas.dtype != np.uint8:
+        return None
+    return canvas, noise
+
+
+def _draw_pictures(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(PICTURES_SEED)
+    canvas = np.zeros((h, 2 * w, 3), np.uint8)
+    xs = np.linspace(0, 255, 2 * w, dtype=np.float32)
+    ys = np.linspace(40, 200, h, dtype=np.float32)[:, None]
+    canvas[..., 0] = (xs[None, :] * 0.5 + ys * 0.3).astype(np.uint8)
+    canvas[..., 1] = (ys * 0.8 + 20).astype(np.uint8).repeat(2 * w, axis=1)
+    canvas[..., 2] = (255 - xs[None, :] * 0.6).astype(np.uint8).repeat(h, axis=0)
+    for _ in range(40):  # shapes give edges and texture
+        x, y = int(rng.integers(0, 2 * w)), int(rng.integers(0, h))
+        color = tuple(int(c) for c in rng.integers(0, 255, 3))
+        size = int(rng.integers(h // 20, h // 5))
+        if rng.random() < 0.5:
+            cv2.rectangle(canvas, (x, y), (x + size, y + size // 2), color, -1)
+        else:
+            cv2.circle(canvas, (x, y), size // 2, color, -1)
+    # Make the canvas wrap seamlessly: the right half repeats the left.
+    canvas[:, w:] = canvas[:, :w]
+    noise = rng.integers(0, 10, (h + NOISE_MARGIN, w + NOISE_MARGIN, 3), dtype=np.uint8)
+    return canvas, noise
 
 
 def _require_clock(source) -> None:
@@ -50,26 +130,7 @@ class PatternSource(VideoSource):
         self._pacer: Pacer | None = None
 
     def open(self) -> None:
-        w, h = self.width, self.height
-        rng = np.random.default_rng(abs(hash(self.name)) % 2**32)
-        canvas = np.zeros((h, 2 * w, 3), np.uint8)
-        xs = np.linspace(0, 255, 2 * w, dtype=np.float32)
-        ys = np.linspace(40, 200, h, dtype=np.float32)[:, None]
-        canvas[..., 0] = (xs[None, :] * 0.5 + ys * 0.3).astype(np.uint8)
-        canvas[..., 1] = (ys * 0.8 + 20).astype(np.uint8).repeat(2 * w, axis=1)
-        canvas[..., 2] = (255 - xs[None, :] * 0.6).astype(np.uint8).repeat(h, axis=0)
-        for _ in range(40):  # shapes give edges and texture
-            x, y = int(rng.integers(0, 2 * w)), int(rng.integers(0, h))
-            color = tuple(int(c) for c in rng.integers(0, 255, 3))
-            size = int(rng.integers(h // 20, h // 5))
-            if rng.random() < 0.5:
-                cv2.rectangle(canvas, (x, y), (x + size, y + size // 2), color, -1)
-            else:
-                cv2.circle(canvas, (x, y), size // 2, color, -1)
-        # Make the canvas wrap seamlessly: the right half repeats the left.
-        canvas[:, w:] = canvas[:, :w]
-        self._canvas = canvas
-        self._noise = rng.integers(0, 10, (h + NOISE_MARGIN, w + NOISE_MARGIN, 3), dtype=np.uint8)
+        self._canvas, self._noise = shared_pictures(self.width, self.height)
 
     def start(self, clock) -> None:
         super().start(clock)

@@ -71,6 +71,7 @@ def test_memory_breakdown_sorts_mappings_and_sums_to_the_process_pss():
     assert memory.kind_of("/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so") == "Python"
     assert memory.kind_of("/usr/lib/x86_64-linux-gnu/libc.so.6") == memory.OTHER_LIBS
     assert memory.kind_of("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf") == memory.FILES
+    assert memory.kind_of("/root/.cache/examrec/replay/pattern-v1-1920x1080.canvas.npy") == memory.PICTURES
     mine = memory.process_memory(os.getpid())
     total = sum(mine["pss_by_kind_mb"].values())
     assert mine["pss_mb"] > 0 and abs(total - mine["pss_mb"]) <= 0.05 * mine["pss_mb"] + 1

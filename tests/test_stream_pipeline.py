@@ -137,6 +137,84 @@ def _thread(source, events: list, **kw) -> SourceThread:
     return SourceThread(source, **args)
 
 
+def _pattern_mappings(pid: int) -> dict[str, tuple[int, int]]:
+    """The pattern's picture files a process maps: (RSS, PSS) of each in kB."""
+    out: dict[str, tuple[int, int]] = {}
+    path, rss = "", 0
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        first = line.split(None, 1)[0]
+        if not first.endswith(":"):
+            parts = line.split(None, 5)
+            path = parts[5].strip() if len(parts) > 5 else ""
+        elif first == "Rss:":
+            rss = int(line.split()[1])
+        elif first == "Pss:" and "/pattern-v" in path:
+            old_rss, old_pss = out.get(path, (0, 0))
+            out[path] = (old_rss + rss, old_pss + int(line.split()[1]))
+    return out
+
+
+def _open_pattern_and_report(name: str, conn) -> None:
+    src = PatternSource(name, 320, 240, 25, realtime=False)
+    src.open()
+    src.start(SessionClock.start_now())
+    for _ in range(30):  # the canvas scrolls and the noise window moves: every page is read
+        src.read()
+    conn.send("ready")
+    conn.recv()
+    conn.send(_pattern_mappings(os.getpid()))
+    conn.recv()  # stays open until the parent has looked
+    src.close()
+
+
+def test_pattern_sources_of_one_size_share_their_pictures_across_processes(tmp_path, monkeypatch):
+    """Every replay camera of a size maps the same picture files (the stream processes hold the
+    pictures once between them, as the page cache holds the file ffmpeg reads), each draws its
+    own name and timecode on them, and a damaged file is drawn again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "examrec" / "replay"
+    ctx = mp.get_context("spawn")
+    pipes, procs = [], []
+    for name in ("road", "cabin"):
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_open_pattern_and_report, args=(name, theirs))
+        proc.start()
+        pipes.append(mine)
+        procs.append(proc)
+    try:
+        assert [conn.recv() for conn in pipes] == ["ready", "ready"]
+        for conn in pipes:
+            conn.send("measure")
+        maps = [conn.recv() for conn in pipes]
+        files = sorted(str(p) for p in folder.glob("pattern-*.npy"))
+        assert len(files) == 2 and sorted(maps[0]) == sorted(maps[1]) == files, maps  # the canvas and the noise
+        for mapping in maps:
+            for path, (rss_kb, pss_kb) in mapping.items():
+                # Both processes hold the same pages: each is charged about half of them.
+                assert rss_kb > 100 and pss_kb <= 0.6 * rss_kb, (path, rss_kb, pss_kb)
+    finally:
+        for conn in pipes:
+            conn.send("done")
+        for proc in procs:
+            proc.join(10)
+    assert (folder.stat().st_mode & 0o777) == 0o700
+
+    clock = SessionClock.start_now()
+    road, cabin = PatternSource("road", 320, 240, 25, realtime=False), PatternSource("cabin", 320, 240, 25, realtime=False)
+    for src in (road, cabin):
+        src.open()
+        src.start(clock)
+    a, b = road.read().image, cabin.read().image
+    assert a.flags.writeable and (a != b).any()                       # its own name on the shared canvas
+    # A damaged picture file is found out and drawn again, the same pictures as before.
+    canvas = next(folder.glob("pattern-*canvas.npy"))
+    canvas.write_bytes(canvas.read_bytes()[:1000])
+    again = PatternSource("road", 320, 240, 25, realtime=False)
+    again.open()
+    again.start(clock)
+    assert (again.read().image == a).all()
+
+
 def test_source_thread_reopens_a_lost_device_with_back_off_and_says_so():
     events: list = []
     src = FlakyPattern(lose_after=3, refuse_opens=1)
