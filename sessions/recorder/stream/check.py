@@ -17,6 +17,7 @@ from core.clock import NS_PER_S, SessionClock
 from muxer.overlay import Overlay
 from muxer.segment import SegmentSettings, SegmentWriter
 from sessions.recorder.messages import CheckDone
+from sessions.recorder.stream.heap import give_back_free_memory
 from sessions.recorder.stream.job import StopLine, StreamJob
 from sessions.recorder.stream.source_thread import SourceThread
 
@@ -107,6 +108,8 @@ def run_check(job: StreamJob, video: SourceThread[Frame], audio: SourceThread[Au
             except OSError as exc:
                 error = error or str(exc)
             target.unlink(missing_ok=True)
+            del writer
+            give_back_free_memory()
     dropped = video.dropped + video.skipped
     for thread in (video, audio):
         if thread is not None:

@@ -26,6 +26,7 @@ from sessions.evidence.manifest import sha256_file
 from sessions.evidence.recovered import cut_tail
 from sessions.recorder.messages import (FragmentWritten, Report, SegmentClosed, SegmentDiscarded,
                                         SegmentOpened)
+from sessions.recorder.stream.heap import HeapTrimmer, give_back_free_memory
 from sessions.recorder.stream.job import StopLine, StreamJob
 from sessions.recorder.stream.source_thread import SourceThread
 
@@ -65,6 +66,7 @@ class SegmentSink:
         self._newest_fragment: tuple[str, int, int, str, str] | None = None
         self.fraglog: ChainedLog | None = None
         self._lock = threading.Lock()
+        self._trimmer = HeapTrimmer()  # freed frames and encoder buffers go back to the system
 
     # start and stop --------------------------------------------------------------------------
     def start(self, first_pts_s: float, stage: int) -> None:
@@ -122,6 +124,7 @@ class SegmentSink:
             self._open(pts_s, stage)
         self.writer.write_video(frame.image, frame.capture_ns)
         self.take_audio_until(frame.capture_ns)
+        self._trimmer.maybe()
 
     def take_audio_until(self, until_ns: int) -> None:
         """Mux the sound captured before ``until_ns`` (dropped while no segment is open: paused)."""
@@ -198,6 +201,8 @@ class SegmentSink:
             self._event("error", message=f"segment {w.rel} could not be finalised: {exc}", file=w.rel)
         self.closed_bytes += result.size
         self._report_closed(result, stage)
+        del w, result
+        give_back_free_memory()
 
     def cut_at_last_fragment(self, stage: int) -> None:
         """The disk is full (or failing): leave the open segment ending on its last complete
