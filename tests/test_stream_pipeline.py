@@ -408,3 +408,61 @@ def test_a_segment_discarded_before_its_first_frame_gives_its_number_back(tmp_pa
     first = f"{spec.name}/0001.mp4"
     assert opened == [first, first] and discarded == [first]
     assert sorted(p.name for p in (session / spec.name).glob("*.mp4")) == ["0001.mp4"]
+
+
+def _close_a_writer_and_give_back(conn) -> None:
+    """A 1080p writer fed by a source thread through a queue, as in a stream process; reports the
+    anonymous memory (MB) after it closed, and after give_back_free_memory."""
+    import threading
+    from core.profile import EncoderSpec
+    from muxer.segment import SegmentSettings, SegmentWriter
+    from sessions.recorder.stream.heap import give_back_free_memory
+    import tempfile
+
+    def anon_mb() -> float:
+        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no Anonymous line")
+    clock = SessionClock.start_now()
+    src = PatternSource("heap", 1920, 1080, 25, realtime=False)
+    src.open()
+    src.start(clock)
+    frames: queue.Queue = queue.Queue(6)
+
+    def produce() -> None:
+        for _ in range(60):
+            frames.put(src.read())
+        frames.put(None)
+    folder = Path(tempfile.mkdtemp())
+    writer = SegmentWriter(folder / "s.mp4", "s.mp4", SegmentSettings(1920, 1080, 25, EncoderSpec(preset="ultrafast", crf=23), 50), clock)
+    thread = threading.Thread(target=produce)
+    thread.start()
+    k = 0
+    while (frame := frames.get()) is not None:
+        writer.write_video(frame.image, clock.start_ns + k * 40_000_000)
+        k += 1
+    thread.join()
+    del frame
+    writer.close()
+    del writer
+    closed = anon_mb()
+    give_back_free_memory()
+    conn.send((closed, anon_mb()))
+
+
+def test_a_closed_writers_memory_goes_back_to_the_system():
+    """What a closed 1080p writer and the frames it encoded leave in malloc's arenas is returned
+    (the pre-exam check's writer, every rotation, pause and stage change close one)."""
+    ctx = mp.get_context("spawn")  # a fresh heap: the test process's own history does not count
+    mine, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_close_a_writer_and_give_back, args=(theirs,))
+    proc.start()
+    try:
+        assert mine.poll(120), f"the writer's process ended without a report (exit code {proc.exitcode})"
+        closed, given_back = mine.recv()
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    assert given_back < closed - 15, (closed, given_back)
