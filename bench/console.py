@@ -1,10 +1,12 @@
 """Console benchmark: what `examrec serve` takes from Start to the first fragment of every stream,
 and what the examiner's console and the warm stream processes cost in CPU and memory.
 
-Load: the replay profile's five streams (4 x 1280x720 + 640x480 at 25/10 fps, cabin audio, no
-sensors), recorded by `examrec serve` into a temporary folder.
-  - warm       serve's start -> every stream process warm (devices open, previewing) and the idle
-               device check done: what the examiner's Start then finds ready
+Load: the replay profile as it is (five streams: 4 x 1280x720 + 640x480 at 25/10 fps, cabin
+audio; the GPS drive through a real gpsd, the pedal log through a pty pair), recorded by
+`examrec serve` into a temporary folder.
+  - warm       serve's start -> every stream process warm (devices open, previewing), the idle
+               device check done, the GPS with a fix and the pedal sensor's heartbeat: what the
+               examiner's Start then finds ready
   - start      the Start request (sent on the control socket, as the console's button and
                `examrec start` send it) -> the answer "recording", and -> the first fragment record
                of every stream (fragments.jsonl is appended as each fragment is written; the file
@@ -40,8 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 def profile(tmp: Path) -> Path:
     text = (ROOT / "hw-profiles" / "replay.toml").read_text().replace("../bench/", f"{ROOT}/bench/")
-    # no sensors: their checks wait for a GPS fix, which is not what is measured here
-    lines = [line for line in text.splitlines() if not line.startswith(("gps =", "pedals ="))]
+    lines = text.splitlines()
     first_table = next(i for i, line in enumerate(lines) if line.startswith("["))
     lines.insert(first_table, f'control_socket = "{tmp}/ctl.sock"')  # a top-level key: before the tables
     path = tmp / "bench.toml"
@@ -97,14 +98,18 @@ def service_status(sock: Path) -> dict:
 
 
 def wait_warm(sock: Path, timeout: float = 180) -> dict:
-    """The status once every stream process is warm and the idle device check has run."""
+    """The status once every stream process is warm, the idle device check has run and the
+    sensors the profile has are ready (a GPS fix, the pedal heartbeat)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             st = service_status(sock)
         except Exception:  # the socket is not there yet
             st = {}
-        if st.get("streams") and all(s.get("warm") for s in st["streams"]) and st.get("device_checks"):
+        sensors_ready = (("gps" not in st or st["gps"].get("fix")) and
+                         ("pedals" not in st or st["pedals"].get("healthy")))
+        if (st.get("streams") and all(s.get("warm") for s in st["streams"]) and st.get("device_checks")
+                and sensors_ready):
             return st
         time.sleep(0.1)
     raise SystemExit(f"the service did not get warm within {timeout:.0f} s: {st}")
@@ -236,7 +241,8 @@ def main() -> None:
         vals = [r[key] for r in rounds if r["console"] == console and r[key] is not None]
         return round(statistics.median(vals), 3) if vals else None
     summary = {
-        "load": "hw-profiles/replay.toml streams (5 cameras, audio), no sensors, serve --force",
+        "load": "hw-profiles/replay.toml (5 cameras, audio, GPS replay through gpsd, pedal replay through a pty), "
+                "serve --force",
         "seconds": args.seconds, "repeat": args.repeat,
         "load_average_before": [round(x, 2) for x in load_before],
         "serve_to_warm_s": med("serve_to_warm_s", False),
