@@ -128,6 +128,17 @@ def chunks_per_epoch(nmea: Path) -> int:
     return 1
 
 
+# gpsfake's control socket (and gpsd's) lives in its folder, and a Unix socket path has at most
+# 107 bytes: under a long TMPDIR gpsd never got the device and the replay gave no fix, silently.
+SOCKET_NAME_ROOM = len("/examrec-gpsfake-xxxxxxxx/gpsfake-4194304.sock") + 8
+
+
+def _socket_safe_tmp() -> str:
+    """The temporary folder, or /tmp when the temporary folder's path is too long for a socket."""
+    base = tempfile.gettempdir()
+    return base if len(os.fsencode(base)) + SOCKET_NAME_ROOM <= 107 else "/tmp"
+
+
 def start_gps_replay(nmea: Path | str, port: int | None = None, cycle_s: float = 1.0,
                      timeout_s: float = 20.0) -> GpsReplay:
     """Start gpsfake on ``nmea`` and wait until its gpsd answers on 127.0.0.1:``port``.
@@ -144,7 +155,7 @@ def start_gps_replay(nmea: Path | str, port: int | None = None, cycle_s: float =
     _require("gpsd", "gpsd")
     pause_s = cycle_s / chunks_per_epoch(nmea)
     port = port or free_port()
-    folder = Path(tempfile.mkdtemp(prefix="examrec-gpsfake-"))
+    folder = Path(tempfile.mkdtemp(prefix="examrec-gpsfake-", dir=_socket_safe_tmp()))
     logfile = open(folder / "gpsfake.log", "wb")
     env = dict(os.environ, TMPDIR=str(folder))  # gpsfake puts its control socket in TMPDIR
     env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"

@@ -279,3 +279,23 @@ def test_a_2d_fix_with_a_speed_shows_the_speed(tmp_path):
     two_d = [f for f in fixes.snapshot() if f.mode == 2 and f.has_fix]
     assert two_d, [f.mode for f in fixes.snapshot()]
     assert labels == {"20 km/h"}, labels  # 10.8 knots
+
+
+def test_a_replay_under_a_long_temporary_folder_still_gives_fixes(tmp_path, monkeypatch):
+    """gpsfake's control socket lives in its folder, and a Unix socket path is at most 107 bytes:
+    under a long TMPDIR (a test's, a service's private /tmp) gpsd never got the device and the
+    replay gave no fix at all. The replay's folder is then made in /tmp."""
+    import tempfile
+    long_tmp = tmp_path / ("t" * 60)
+    long_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(long_tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # (read TMPDIR again)
+    with start_gps_replay(EXAM_NMEA) as replay:
+        reader = GpsReader(replay.url)
+        reader.start()
+        try:
+            assert reader.wait_for_fix(10) is not None, f"no fix from the replay in {replay.folder}"
+        finally:
+            reader.stop()
+        assert len(str(replay.folder)) < 60, replay.folder
+    assert list(long_tmp.iterdir()) == [] and not replay.folder.exists()
