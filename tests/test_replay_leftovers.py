@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,13 +52,23 @@ def _wait_gone(marker: str, timeout_s: float = 8.0) -> dict[int, str]:
 
 
 def test_sigkilled_owner_leaves_no_gpsfake_gpsd_or_socat(tmp_path):
-    from sensors.replay import free_port
     rng = random.Random(1501)
     nmea = write_nmea_slice(tmp_path / "drive.nmea", first=0, count=200)
     pedal = ROOT / "bench" / "fixtures" / "exam.pedal"
     delays = [0.0, 0.01, 0.03, 0.06, 0.1, 0.2] + [rng.uniform(0.0, 1.5) for _ in range(6)]
+    # Each run's TMPDIR is what tells its helpers apart (their folders, hence their command lines,
+    # are in it); short, so gpsfake's control socket fits in it (else the replay uses /tmp).
+    short = Path(tempfile.mkdtemp(prefix="examrec-leftovers-", dir="/tmp"))
+    try:
+        _kill_owners(short, nmea, pedal, delays)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def _kill_owners(short: Path, nmea: Path, pedal: Path, delays: list[float]) -> None:
+    from sensors.replay import free_port
     for n, delay in enumerate(delays):
-        tmp = tmp_path / f"run{n}"
+        tmp = short / f"run{n}"
         tmp.mkdir()
         port = free_port()
         env = dict(os.environ, TMPDIR=str(tmp), PYTHONPATH=str(ROOT))
