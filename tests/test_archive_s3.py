@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from botocore.exceptions import ClientError
 
-from archive_harness import ArchiveUnderTest, run_cli, s3_archive, seaweed  # noqa: F401 - fixtures
+from archive_harness import ArchiveUnderTest, run_cli, s3_archive  # noqa: F401 - fixtures
 from sessions.archive.backend import RECEIPT_NAME
 from sessions.archive.errors import Refused
 

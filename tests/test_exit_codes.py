@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 
-from archive_harness import archive, file_archive, run_cli, seaweed  # noqa: F401 - fixtures
+from archive_harness import archive, file_archive, run_cli  # noqa: F401 - fixtures
 from sessions.recorder.control import ControlServer
 
 ROOT = Path(__file__).resolve().parent.parent

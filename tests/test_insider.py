@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from archive_harness import file_archive, s3_archive, seaweed  # noqa: F401 - fixtures
+from archive_harness import file_archive, s3_archive  # noqa: F401 - fixtures
 from session_factory import factory_key, make_session
 from sessions.cli import app as cli
 from sessions.evidence import jcs, keystore

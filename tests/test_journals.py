@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from archive_harness import archive, file_archive, s3_archive, seaweed  # noqa: F401 - fixtures
+from archive_harness import archive, file_archive, s3_archive  # noqa: F401 - fixtures
 from sessions.archive.journals import CORRECTION, check_lines
 from sessions.evidence.chain import GENESIS, encode_record, line_hash
 

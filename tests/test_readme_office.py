@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from archive_harness import seaweed  # noqa: F401 - fixture
 from conftest import replay_variant
 from session_factory import factory_key, make_session
 from sessions.archive.config import load_connection
