@@ -269,14 +269,14 @@ def _check_cuts(rows: list[dict]) -> None:
 
 
 def test_kills_keep_all_but_the_last_quarter_second(tmp_path):
-    rows = run_kills(tmp_path, total=10, seed=_seed(1))
+    rows = run_kills(tmp_path, total=6, seed=_seed(1))
     _check_kills(rows)
     assert {r["target"].split(":")[0] for r in rows} == {"stream", *FINAL_TARGETS}
     assert {s for r in rows for s in r["loss_s"]} == set(STREAMS), "a rate was never measured"
 
 
 def test_power_cuts_keep_all_but_the_last_second(tmp_path):
-    rows = run_cuts(tmp_path, total=24, seed=_seed(1))
+    rows = run_cuts(tmp_path, total=12, seed=_seed(1))
     _check_cuts(rows)
     measured = [r for r in rows if "note" not in r]
     assert len(measured) >= len(rows) // 2, "most cuts fell before the session was durable"
