@@ -7,8 +7,8 @@ writes sequentially: ftyp, the fragmented moov, then moof+mdat pairs as each fra
 start (``hybrid_fragmented``). We parse top-level box headers on the fly, so we know when a
 fragment is complete without reading anything back.
 
-DESIGN, the loss bound lives here: ``_box_ended`` fsyncs at a fragment boundary once
-``fsync_interval_ns`` has passed since the last fsync (``sync``), so a power cut loses at most
+DESIGN, the loss bound lives here: ``_box_ended`` fsyncs at the first fragment boundary and then at
+one once ``fsync_interval_ns`` has passed since the last fsync (``sync``), so a power cut loses at most
 that interval plus the fragment being written (profile ``fsync_interval_ms`` + ``fragment_ms``);
 tests/test_crash.py holds kills and cuts to KILL_BOUND_S and CUT_BOUND_S.
 """
@@ -228,7 +228,9 @@ class FragmentFile(io.RawIOBase):
             self._frag_start = None
         else:
             return
-        if time.monotonic_ns() - self.last_sync_ns >= self.fsync_interval_ns:
+        # The first fragment goes to the disk at once: a segment (and a session started by the
+        # examiner's Start) is on the disk with its first picture, not an interval later.
+        if self.synced_end == 0 or time.monotonic_ns() - self.last_sync_ns >= self.fsync_interval_ns:
             self.sync()
 
     def _emit(self, record: FragmentRecord) -> None:

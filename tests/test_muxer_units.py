@@ -21,6 +21,7 @@ import pytest
 
 from core.clock import SessionClock
 from core.profile import EncoderSpec
+from core.clock import NS_PER_S
 from muxer.fragment_file import FragmentFile, FragmentRecord
 from muxer.repair import read_boxes, scan_segment
 from muxer.segment import SegmentResult, SegmentSettings, SegmentWriter
@@ -203,6 +204,20 @@ def test_the_fragment_file_finds_every_fragment_however_the_bytes_arrive(sandbox
     assert records[0].skip == (free_copy, free_copy + 8)   # the header hybrid_fragmented rewrites
     for r in records:
         assert hashlib.sha256(covered(data, r)).hexdigest() == r.sha256
+
+
+def test_the_first_fragment_reaches_the_disk_at_once_then_the_interval_counts(sandboxed):
+    """A segment's first picture is fsynced as soon as its fragment is complete (Start to a
+    session on the disk); after it, fsyncs come once the interval has passed."""
+    data, spans = synthetic_hybrid_mp4()
+    synced: list[int] = []
+    f = FragmentFile(sandboxed("first.mp4"), fsync_interval_ns=3600 * NS_PER_S)
+    f.on_sync = lambda: synced.append(f.synced_end)
+    f.write(data[:spans[0][1]])                 # the init with the first fragment's samples
+    assert synced == [spans[0][1]]
+    f.write(data[spans[0][1]:])                 # three more fragments within the hour
+    assert synced == [spans[0][1]]
+    f.close()
 
 
 def test_repair_reads_boxes_up_to_the_first_broken_one(sandboxed):
