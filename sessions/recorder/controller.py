@@ -150,7 +150,7 @@ class Recorder(ExamControl):
                  pedals_url: str | None = None):
         self.gps_url, self.pedals_url = gps_url, pedals_url
         self.sensors: SensorHub | None = None
-        self._sensors_lent = False  # the service's open hub: given back at the end, not closed
+        self.sensors_lent = False  # the service's open hub: given back at the end, not closed
         self.profile = profile
         self.out_root = Path(out_root)
         self.details = details or {}
@@ -243,7 +243,7 @@ class Recorder(ExamControl):
         self.load_key()
         # Sensors first: a bad GPS or pedal URL is a profile error, found before anything is written.
         emit = lambda *a, **k: self.events.emit(*a, **k) if self.events else None  # noqa: E731
-        if self._sensors_lent:
+        if self.sensors_lent:
             assert self.sensors is not None
             self.sensors.attach(emit, end_ns=lambda: self.stop_ns)
         else:
@@ -270,12 +270,12 @@ class Recorder(ExamControl):
         """Record with an open hub (the service's, reading since before the exam) instead of
         opening the sensors at :meth:`prepare`; it is given back, still reading, when the session
         ends."""
-        self.sensors, self._sensors_lent = hub, True
+        self.sensors, self.sensors_lent = hub, True
 
     def _release_sensors(self) -> None:
         if self.sensors is None:
             return
-        if self._sensors_lent:
+        if self.sensors_lent:
             self.sensors.end_session()
         else:
             self.sensors.stop()

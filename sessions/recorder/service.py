@@ -183,7 +183,7 @@ class RecorderService:
     def _sensors_back(self, rec: Recorder | None) -> None:
         """After an exam (or a refused Start): the lent sensors are idle again, still reading;
         opened anew only when none were lent."""
-        hub = rec.sensors if rec is not None and rec.sensors is not None and rec._sensors_lent else None
+        hub = rec.sensors if rec is not None and rec.sensors is not None and rec.sensors_lent else None
         if hub is None:
             self.open_idle_sensors()
             return
