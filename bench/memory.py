@@ -15,7 +15,6 @@ bench/results/memory.json.  Usage: python bench/memory.py [--wait 20]
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import os
@@ -131,7 +130,7 @@ def probe_encoder(w: int, h: int) -> dict:
     closed writer and its file refer to each other: only the cyclic collector frees them)."""
     anon = lambda: rollup_kb(os.getpid()).get("Anonymous", 0)
     mb = lambda kb: round(kb / 1024, 1)
-    trim = lambda: ctypes.CDLL("libc.so.6").malloc_trim(0)
+    from sessions.recorder.stream.heap import give_back_free_memory as trim
     import cv2
     import capture.factory  # noqa: F401  (what a stream process imports)
     import sessions.recorder.stream.process  # noqa: F401

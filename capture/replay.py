@@ -64,7 +64,7 @@ def shared_pictures(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     shapes = {"canvas": (height, 2 * width, 3), "noise": (height + NOISE_MARGIN, width + NOISE_MARGIN, 3)}
     with open(folder / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one process draws them; the others wait and map them
-        arrays = _map_pictures(folder, path, shapes)
+        arrays = _map_pictures(path, shapes)
         if arrays is None:
             canvas, noise = _draw_pictures(width, height)
             for name, array in (("canvas", canvas), ("noise", noise)):
@@ -72,12 +72,12 @@ def shared_pictures(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
                 with open(tmp, "wb") as fh:
                     np.save(fh, array, allow_pickle=False)
                 os.replace(tmp, path.with_name(f"{path.stem}.{name}.npy"))
-            arrays = _map_pictures(folder, path, shapes)
+            arrays = _map_pictures(path, shapes)
             assert arrays is not None
     return arrays
 
 
-def _map_pictures(folder: Path, path: Path, shapes: dict[str, tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray] | None:
+def _map_pictures(path: Path, shapes: dict[str, tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray] | None:
     try:
         canvas, noise = (np.load(path.with_name(f"{path.stem}.{name}.npy"), mmap_mode="r", allow_pickle=False)
                          for name in ("canvas", "noise"))

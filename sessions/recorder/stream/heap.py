@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import time
-
-log = logging.getLogger(__name__)
 
 _libc: ctypes.CDLL | None = None
 _missing = False
