@@ -110,6 +110,21 @@ def _draw_pictures(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     return canvas, noise
 
 
+def name_patch(name: str, width: int, height: int) -> tuple[tuple[int, int], np.ndarray]:
+    """The stream's name in large white letters on black, drawn once, and where it goes in the
+    frame (centred, above the middle). Drawing it into every frame with putText cost about as
+    much as the rest of the picture; the letters do not move, so each frame takes the patch."""
+    scale = height / 180
+    thick = max(2, int(scale * 2))
+    (tw, th), base = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    x, y = (width - tw) // 2, height // 2 - th  # the text's origin (its baseline's left end)
+    x0, y0 = max(0, x - thick), max(0, y - th - thick)
+    x1, y1 = min(width, x + tw + thick), min(height, y + base + thick)
+    patch = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+    cv2.putText(patch, name, (x - x0, y - y0), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return (x0, y0), patch
+
+
 def _require_clock(source) -> None:
     if source.clock is None:
         raise RuntimeError(f"{source.name}: read() before start(clock)")
@@ -127,6 +142,7 @@ class PatternSource(VideoSource):
         self.realtime = realtime
         self._canvas: np.ndarray | None = None
         self._noise: np.ndarray | None = None
+        self._name_patch: tuple[tuple[int, int], np.ndarray] | None = None
         self._pacer: Pacer | None = None
 
     def open(self) -> None:
@@ -156,10 +172,11 @@ class PatternSource(VideoSource):
         img = cv2.add(self._canvas[:, x:x + w], self._noise[dy:dy + h, dx:dx + w])
         bx = int((w - h // 4) * (0.5 + 0.5 * np.sin(k / 20)))
         cv2.rectangle(img, (bx, h // 2), (bx + h // 4, h // 2 + h // 4), (30, 220, 250), -1)
-        scale = h / 180
-        (tw, th), _ = cv2.getTextSize(self.name, cv2.FONT_HERSHEY_SIMPLEX, scale, max(2, int(scale * 2)))
-        cv2.putText(img, self.name, ((w - tw) // 2, h // 2 - th), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (255, 255, 255), max(2, int(scale * 2)), cv2.LINE_AA)
+        if self._name_patch is None:
+            self._name_patch = name_patch(self.name, w, h)
+        (x0, y0), patch = self._name_patch
+        roi = img[y0:y0 + patch.shape[0], x0:x0 + patch.shape[1]]
+        cv2.max(roi, patch, dst=roi)  # white letters over whatever is behind them
         draw_timecode(img, timecode_ms)
         return img
 
