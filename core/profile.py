@@ -151,6 +151,9 @@ SECTION_KEYS: dict[str, dict[str, Key]] = {
     "checks": {
         "min_record_h": Key(NUM, default=2.0, check=_range(0, 100)),
         "sample_s": Key(NUM, default=2.0, check=_range(0.5, 30)),
+        "max_cpu_percent": Key(NUM, default=75, check=_range(10, 100),
+                               help="the processor check: the streams may need at most this share of the "
+                                    "machine's CPU (measured by `make bench`'s vehicle rounds)"),
         "mandatory": Key((list,), default=None),
         "idle_every_s": Key(NUM, default=600, check=_range(0, 86400),
                             help="`serve`: run the device checks this often while idle (0: only at each Start)"),

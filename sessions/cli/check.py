@@ -18,7 +18,9 @@ from core.profile import load_profile
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="check every device, the clock, power and disk before an exam",
                        description="Run the pre-exam checks of a profile: each stream delivers frames at its rate "
-                                   "through the recorder (2 s sample), the sound is not silent, GPS fix and clock "
+                                   "through the recorder (2 s sample), the machine's CPU share the streams need stays "
+                                   "within [checks] max_cpu_percent (the headroom a whole exam needs to drop no "
+                                   "frame), the sound is not silent, GPS fix and clock "
                                    "offset, pedal heartbeat, free disk for the profile's min_record_h at the "
                                    "measured bitrate, output folder writable, battery/power. Exit 0 when every "
                                    "mandatory check passes, 1 otherwise. Nothing is recorded.")

@@ -24,9 +24,13 @@ class CheckResult:
     ok: bool
     detail: str       # plain words: what was measured, or why it failed and what to do
     mandatory: bool = True
+    figures: dict[str, float] | None = None  # what was measured, for programs (`check --json`)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.figures is None:
+            del out["figures"]
+        return out
 
 
 def stream_check(name: str, fps: float, result: CheckDone) -> CheckResult:
@@ -52,6 +56,34 @@ def audio_check(owner: str, result: CheckDone) -> CheckResult:
     if level <= SILENT_DBFS:
         return CheckResult("microphone", False, f"silent ({level:.0f} dBFS): check it is switched on and not muted")
     return CheckResult("microphone", True, f"level {level:.0f} dBFS")
+
+
+def processor_check(streams: list[tuple[float, CheckDone]], max_percent: float,
+                    cores: int | None = None, recorder_cpu_share: float = 0.0) -> CheckResult | None:
+    """Whether this computer records the profile for a whole exam without dropping frames.
+
+    A 2-s check that keeps up says little about ten minutes: a load near the machine's capacity
+    keeps up on average and still drops a frame whenever a keyframe, an fsync or another process
+    comes at a bad moment and a queue overflows. So the verdict is on the headroom: what every
+    stream's frames cost in the check (CPU seconds a frame, all of its process's threads) times
+    its rate, plus the recorder's own share, as a share of all the cores, must stay within
+    ``max_percent`` (`[checks] max_cpu_percent`). ``streams`` pairs each stream's target rate
+    with its check; a stream whose check measured nothing does not count (its own check fails).
+    None when no stream was measured."""
+    cores = cores or os.cpu_count() or 1
+    costs = [(fps, r.cpu_s_per_frame) for fps, r in streams if r.cpu_s_per_frame is not None and not r.error]
+    if not costs:
+        return None
+    need = 100 * (sum(fps * c for fps, c in costs) / cores + recorder_cpu_share)
+    where = f"of this computer's {cores} core{'s' if cores != 1 else ''}"
+    figures = {"cpu_percent": round(need, 1), "max_cpu_percent": float(max_percent), "cores": float(cores)}
+    if need > max_percent:
+        return CheckResult("processor", False,
+                           f"the streams need {need:.0f} % {where}, more than the {max_percent:g} % with which "
+                           f"it records a whole exam without dropping frames: lower a stream's size or rate, "
+                           f"use a faster computer, or close what else runs on it", figures=figures)
+    return CheckResult("processor", True, f"the streams need {need:.0f} % {where} (at most {max_percent:g} %)",
+                       figures=figures)
 
 
 def disk_check(out_root: Path, bytes_per_s: float, min_hours: float) -> CheckResult:

@@ -13,6 +13,7 @@ Each stream applies the rule by its frames' capture stamps in sessions/recorder/
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from sessions.evidence.layout import photo_name
 from sessions.recorder.checks import (CheckResult, audio_check, disk_check, failed_mandatory, overdue_now, power_checks,
-                     stream_check, upload_check, writable_check)
+                                      processor_check, stream_check, upload_check, writable_check)
 from core.clock import NS_PER_S, SessionClock, format_duration
 from sessions.recorder.messages import CheckDone, Pause, Resume, RunCheck, TakePhoto
 
@@ -62,7 +63,8 @@ class ExamControl:
                     rt.check = None
                     rt.cmd_q.put(RunCheck(clock, seconds, str(scratch / name)))
                     pending[name] = rt
-            deadline = time.monotonic() + seconds + 15
+            wall0, cpu0 = time.monotonic(), time.process_time()
+            deadline = wall0 + seconds + 15
             while any(rt.check is None for rt in pending.values()) and time.monotonic() < deadline:
                 self._pump(timeout=0.2)
                 for name, rt in pending.items():
@@ -71,7 +73,10 @@ class ExamControl:
                     if rt.check is None and rt.process is not None and not rt.process.is_alive():
                         rt.check = CheckDone(name, seconds, error=f"its stream process ended (exit code "
                                                                   f"{rt.process.exitcode}) during the check")
+            # The recorder's own share (this process: messages, the clock) while the streams ran.
+            recorder_share = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-3) / (os.cpu_count() or 1)
             bytes_per_s = 0.0
+            measured: list[tuple[float, CheckDone]] = []
             for spec in self.profile.streams:
                 rt = self.streams[spec.name]
                 if not rt.ready:
@@ -79,6 +84,7 @@ class ExamControl:
                     continue
                 res = rt.check or CheckDone(spec.name, seconds, error="did not answer the check in time")
                 results.append(stream_check(spec.name, spec.fps, res))
+                measured.append((spec.fps, res))
                 bytes_per_s += res.bytes / (res.seconds or seconds)
                 if spec.audio:
                     results.append(audio_check(spec.name, res))
@@ -90,6 +96,10 @@ class ExamControl:
                 # writing its check here, and would make the folder again after we removed it.
                 # It goes once the stream processes have ended (remove_check_scratch).
                 self.check_scratch_left.append(scratch)
+        processor = processor_check(measured, float(self.profile.section("checks")["max_cpu_percent"]),
+                                    recorder_cpu_share=recorder_share)
+        if processor is not None:
+            results.append(processor)
         results += self.sensor_checks()
         results.append(writable_check(self.out_root))
         if bytes_per_s > 0:

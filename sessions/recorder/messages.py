@@ -119,7 +119,8 @@ class Ready:
 @dataclass(frozen=True)
 class CheckDone:
     """What the pre-exam check achieved: frames after the warm-up, drops, bytes over the same
-    span (for the free-disk check), the sound level; ``error`` when it could not run."""
+    span (for the free-disk check), the sound level, the CPU seconds a frame cost the stream process
+    (all its threads; for the processor check); ``error`` when it could not run."""
 
     stream: str
     seconds: float
@@ -128,6 +129,7 @@ class CheckDone:
     bytes: int = 0
     audio_dbfs: float | None = None
     error: str | None = None
+    cpu_s_per_frame: float | None = None
 
 
 @dataclass(frozen=True)

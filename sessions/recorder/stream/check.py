@@ -1,7 +1,7 @@
 """The pre-exam check of one stream: the same source threads, overlay and encoder as the session,
 for a few seconds into a scratch file, to show that the stream delivers frames at its rate, that
-the encoder keeps up in real time, what bitrate it makes (for the free-disk check) and that the
-sound is not silent."""
+the encoder keeps up in real time, what CPU a frame costs (for the processor check), what
+bitrate it makes (for the free-disk check) and that the sound is not silent."""
 from __future__ import annotations
 
 import math
@@ -64,6 +64,8 @@ def run_check(job: StreamJob, video: SourceThread[Frame], audio: SourceThread[Au
     warm_ns = clock.start_ns + round(warmup * NS_PER_S)
     level = SoundLevel()
     frames, size, error = 0, 0, None
+    cpu_warm: float | None = None  # the process's CPU clock when the first measured frame was written
+    cpu_s = 0.0
     started: list[SourceThread] = []
     writer: SegmentWriter | None = None
     target = scratch / f"{spec.name}.mp4"
@@ -97,6 +99,12 @@ def run_check(job: StreamJob, video: SourceThread[Frame], audio: SourceThread[Au
             writer.write_video(frame.image, frame.capture_ns)
             if frame.capture_ns >= warm_ns:
                 frames += 1
+                # Every thread of the process (capture, overlay, encoder, muxer) from the first
+                # measured frame written to the last: what the frames between cost the machine.
+                if cpu_warm is None:
+                    cpu_warm = time.process_time()
+                else:
+                    cpu_s = time.process_time() - cpu_warm
     except (SourceError, OSError) as exc:
         error = str(exc)
     finally:
@@ -116,4 +124,5 @@ def run_check(job: StreamJob, video: SourceThread[Frame], audio: SourceThread[Au
             thread.rewind()
     return CheckDone(spec.name, measured_s, frames=frames, dropped=dropped,
                      bytes=round(size * measured_s / seconds),  # the bitrate over the same span
-                     audio_dbfs=level.dbfs(), error=error)
+                     audio_dbfs=level.dbfs(), error=error,
+                     cpu_s_per_frame=cpu_s / (frames - 1) if frames > 1 else None)
