@@ -38,10 +38,12 @@ run: apt $(STAMP)
 test: apt $(STAMP)
 	$(PY) -m pytest -q
 
+# About 50 minutes on the 2-core machine, 35 of them the vehicle rounds (three exams of 10 minutes).
 bench: apt $(STAMP)
 	$(PY) bench/throughput.py
 	$(PY) bench/console.py
 	$(PY) bench/memory.py
+	$(PY) bench/vehicle.py
 
 # Prints the seeds (replay: EXAMREC_CRASH_SEED=<seed> make soak) and the loss per stream and rate.
 soak: apt $(STAMP)

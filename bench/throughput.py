@@ -45,11 +45,11 @@ FRAGMENT_MS = 120  # the profile's default; ffmpeg paced writes fragments of the
 SAMPLE_S = 0.5
 
 
-def bench_profile(tmp: Path) -> Path:
+def bench_profile(tmp: Path, streams: list[tuple[str, int, int, int]] = STREAMS) -> Path:
     """The load as a profile: the streams above, audio on the first, the x264 settings above."""
     lines = [f'name = "bench"\nkind = "replay"\nsegment_s = 300\nfragment_ms = {FRAGMENT_MS}\n',
              f'[encoder]\npreset = "{X264["preset"]}"\ncrf = {X264["crf"]}\ngop = {X264["gop"]}\n']
-    for i, (name, w, h, fps) in enumerate(STREAMS):
+    for i, (name, w, h, fps) in enumerate(streams):
         audio = f'audio = "wav:{AUDIO_FIXTURE}"\n' if i == 0 else ""
         lines.append(f'[[streams]]\nname = "{name}"\nsource = "pattern:"\nwidth = {w}\nheight = {h}\nfps = {fps}\n{audio}')
     path = tmp / "bench.toml"
@@ -75,9 +75,9 @@ def _paced_figures(cpu: float, wall: float, frames: int, sampler: TreeSampler) -
             "peak_processes": sampler.peak_processes, "samples": sampler.samples}
 
 
-def run_ours(seconds: float, tmp: Path) -> dict:
+def run_ours(seconds: float, tmp: Path, streams: list[tuple[str, int, int, int]] = STREAMS) -> dict:
     """examrec recording the load for ``seconds``; CPU counted from the session start to the end."""
-    profile = bench_profile(tmp)
+    profile = bench_profile(tmp, streams)
     proc = subprocess.Popen(record_command(profile, seconds, tmp / "out"), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = TreeSampler(lambda: [proc.pid], SAMPLE_S).start()
