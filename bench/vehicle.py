@@ -27,9 +27,8 @@ import time
 from pathlib import Path
 
 from proctree import machine  # bench/ is the script's folder
-from throughput import RESULTS, ROOT, STREAMS, bench_profile, run_ours, table
+from throughput import LIGHTER, RESULTS, ROOT, STREAMS, bench_profile, run_ours, table
 
-LIGHTER = [("cam1", 1920, 1080, 25), ("cam2", 1280, 720, 25), ("cam3", 1280, 720, 25), ("cam4", 1280, 720, 25)]
 OVERLOAD = STREAMS + [("cam6", 1920, 1080, 25), ("cam7", 1920, 1080, 25)]
 
 
