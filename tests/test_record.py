@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -192,6 +193,29 @@ def test_broken_profile_exits_2_naming_the_key(tmp_path, label, edit, key, why):
 def test_cli_without_arguments_prints_help():
     proc = run_examrec()
     assert proc.returncode == 0 and "record" in proc.stdout and "info" in proc.stdout
+
+
+def test_each_command_loads_only_its_own_module_and_the_table_says_which():
+    """`examrec pause` builds the parser of its own command only (cli.app.COMMANDS); the table
+    must name every command a module registers, and each command's --help must work alone."""
+    import argparse
+    import importlib
+    from sessions.cli import app
+    for module in app.COMMAND_MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub)
+        assert set(sub.choices) == {c for c, m in app.COMMANDS.items() if m == module}, module
+    parser = app.build_parser("pause")
+    assert set(parser._subparsers._group_actions[0].choices) == {"status", "pause", "resume", "stop", "photo"}
+    assert len(app.build_parser()._subparsers._group_actions[0].choices) == len(app.COMMANDS)
+    for command, usage in (("pause", "pause"), ("archive", "archive"), ("equipment", "device"), ("verify", "verify")):
+        proc = run_examrec(command, "--help")
+        assert proc.returncode == 0 and proc.stdout.startswith(f"usage: examrec {usage} "), (proc.stdout, proc.stderr)
+    code = "import sys; from sessions.cli.app import main; main(['status', '--socket', '/nonexistent']); " \
+           "print(sorted(m for m in sys.modules if m.startswith(('sessions.archive', 'sessions.recorder.controller', " \
+           "'jinja2', 'av', 'cv2'))))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout  # no records office, no recorder, no PyAV
 
 
 def test_info_reads_the_session(recorded_session):

@@ -32,6 +32,7 @@ journal once. The KZ headings are those of annex 1.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
@@ -42,8 +43,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, Callable, Mapping
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from sessions.archive.config import Settings
 from sessions.archive.errors import UsageError
@@ -57,8 +56,14 @@ DEFAULT_FORM = {"copies": "ua-annex2", "devices": "ua-annex3", "uploads": "ua-an
 FORM_JOURNALS = {"ua-annex2": ("copies",), "ua-annex3": ("devices", "uploads", "deletions"),
                  "kz-annex1": ("devices",), "ua-holds": ("holds",)}
 
-_env = Environment(loader=FileSystemLoader(str(FORMS_DIR)), autoescape=select_autoescape(["html"]),
-                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+@functools.cache
+def _templates() -> Any:
+    """The forms' templates (escaping by default). Made on the first form printed: every other
+    archive command would pay for importing jinja2."""
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+    return Environment(loader=FileSystemLoader(str(FORMS_DIR)), autoescape=select_autoescape(["html"]),
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 # --- cell contents --------------------------------------------------------------------------------
@@ -536,7 +541,7 @@ def render_form(views: dict[str, JournalView], form: str, settings: Settings,
     begun = pr.day(min(stamps).isoformat()) if stamps else ""
     ended = pr.day(max(stamps).isoformat()) if stamps else ""
     responsible = settings.responsible_person() or {}
-    html = _env.get_template("journal.html").render(
+    html = _templates().get_template("journal.html").render(
         spec=spec, rows=rows, centre=settings.centre, begun=begun, ended=ended,
         responsible=str(responsible.get("full_name") or ""), words=WORDS[spec.lang],
         total_width=sum(spec.widths))

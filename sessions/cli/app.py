@@ -9,25 +9,28 @@ import sys
 
 from sessions import exitcodes
 from sessions.cli.errors import report
-from sessions.evidence.software import version_text
 
-# Modules that add commands, in the order they appear in `examrec --help`.
-COMMAND_MODULES = (
-    "sessions.cli.record",
-    "sessions.cli.serve",
-    "sessions.cli.start",
-    "sessions.cli.check",
-    "sessions.cli.control",
-    "sessions.cli.repair",
-    "sessions.cli.verify",
-    "sessions.cli.key",
-    "sessions.cli.export_gpx",
-    "sessions.cli.view",
-    "sessions.cli.devices",
-    "sessions.cli.upload",
-    "sessions.cli.archive",
-    "sessions.cli.device",
-)
+# Each command and the module that adds it (``register(sub)``), in the order of `examrec --help`.
+# A command line builds the parser of its own command only: importing every command module (the
+# recorder, the records office, the forms) cost `examrec pause` about a second on a busy machine.
+COMMANDS: dict[str, str] = {
+    "record": "sessions.cli.record", "info": "sessions.cli.record",
+    "serve": "sessions.cli.serve",
+    "start": "sessions.cli.start",
+    "check": "sessions.cli.check",
+    "status": "sessions.cli.control", "pause": "sessions.cli.control", "resume": "sessions.cli.control",
+    "stop": "sessions.cli.control", "photo": "sessions.cli.control",
+    "repair": "sessions.cli.repair",
+    "verify": "sessions.cli.verify",
+    "key": "sessions.cli.key",
+    "export-gpx": "sessions.cli.export_gpx",
+    "view": "sessions.cli.view",
+    "devices": "sessions.cli.devices",
+    "upload": "sessions.cli.upload",
+    "archive": "sessions.cli.archive",
+    "device": "sessions.cli.device", "equipment": "sessions.cli.device",
+}
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -45,11 +48,14 @@ class _VersionAction(argparse.Action):
                          help="print examrec's, PyAV's and FFmpeg's versions and exit")
 
     def __call__(self, parser, namespace, values, option_string=None):
+        from sessions.evidence.software import version_text
         print(version_text())
         parser.exit(exitcodes.OK)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``command`` (one of COMMANDS) only that command's module is
+    imported and registered, which is all that parsing its arguments needs."""
     parser = OneLineParser(
         prog="examrec",
         description="Record exam and inspection sessions: every camera, the sound, GPS and pedals on one "
@@ -61,14 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail to stderr")
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    # The top-level options take no value, so the first word that is not an option is the command.
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

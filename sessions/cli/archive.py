@@ -50,7 +50,6 @@ from sessions.archive.printing import (DEFAULT_FORM, FORM_JOURNALS, FORMS, expor
 from sessions.archive.retention import RetentionPolicy
 from sessions.archive.workdays import HOLIDAY_COUNTRIES, parse_holidays, public_holidays
 from sessions.cli.view import add_serve_options, serve
-from sessions.web.review_kit import add_copy_page
 
 # The SeaweedFS identities of hw-profiles/seaweedfs-iam.json that must never delete anything.
 DEFAULT_DENY_PRINCIPALS = ("arn:aws:iam::000000000000:user/examrec-recorder",
@@ -665,6 +664,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
                       requested=parse_date(args.requested, "--requested"), representative=args.representative,
                       authority=args.authority, authority_request=args.authority_request, medium=args.medium)
     with _open(args, "archive copy", "copy") as ctx:
+        from sessions.web.review_kit import add_copy_page  # (the review player's files: only a copy needs them)
         res = issue_copy(RecordsOffice(ctx), req, progress=_progress_line("copying"), add_page=add_copy_page)
         ctx.detail = f"to {res.dest} for {args.representative or args.applicant}, journal entry {res.journal_entry}"
         if args.json:

@@ -8,28 +8,31 @@ from __future__ import annotations
 
 import sys
 
-from core.profile import ProfileError
 from sessions import exitcodes
-from sessions.archive.errors import ArchiveError
-from sessions.archive.workdays import HolidayError
-from sessions.evidence.layout import ManifestError
-from sessions.evidence.signing import KeyFileError
 
-# (error type, exit code, what the line says before the message); the first match wins.
-_MAPPING: tuple[tuple[type[BaseException], int | None, str], ...] = (
-    (ArchiveError, None, ""),                 # each archive error carries its own exit_code
-    (ProfileError, exitcodes.USAGE, "profile error: "),
-    (HolidayError, exitcodes.USAGE, ""),
-    (ManifestError, exitcodes.USAGE, ""),
-    (KeyFileError, exitcodes.REFUSED, "device key: "),
-    (KeyboardInterrupt, exitcodes.INTERRUPTED, ""),
-)
+
+def _mapping() -> tuple[tuple[type[BaseException], int | None, str], ...]:
+    """(error type, exit code, what the line says before the message); the first match wins.
+    Imported when an error is reported, not by every command line that reports none."""
+    from core.profile import ProfileError
+    from sessions.archive.errors import ArchiveError
+    from sessions.archive.workdays import HolidayError
+    from sessions.evidence.layout import ManifestError
+    from sessions.evidence.signing import KeyFileError
+    return (
+        (ArchiveError, None, ""),                 # each archive error carries its own exit_code
+        (ProfileError, exitcodes.USAGE, "profile error: "),
+        (HolidayError, exitcodes.USAGE, ""),
+        (ManifestError, exitcodes.USAGE, ""),
+        (KeyFileError, exitcodes.REFUSED, "device key: "),
+        (KeyboardInterrupt, exitcodes.INTERRUPTED, ""),
+    )
 
 
 def report(prog: str, exc: BaseException) -> int | None:
     """Print the one line for ``exc`` (``examrec <prog>: ...``; nothing for Ctrl-C) and return
     its exit code; None, printing nothing, when ``exc`` is not one of ours."""
-    for kind, code, prefix in _MAPPING:
+    for kind, code, prefix in _mapping():
         if isinstance(exc, kind):
             if not isinstance(exc, KeyboardInterrupt):
                 print(f"{prog}: {prefix}{exc}", file=sys.stderr)
