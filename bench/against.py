@@ -11,15 +11,13 @@ Results: bench/results/against-REV.json.  Usage: python bench/against.py REV [--
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from proctree import machine  # bench/ is the script's folder
+from proctree import machine, save_results  # bench/ is the script's folder
 from throughput import LIGHTER, RESULTS, ROOT, run_ours, table
 
 FIGURES = ("cpu_s_per_frame", "cpu_percent_of_machine", "peak_pss_mb", "peak_rss_mb", "dropped")
@@ -56,14 +54,9 @@ def main() -> int:
              round(med["this"][f] / med["earlier"][f], 3) if med["earlier"][f] else "-"] for f in FIGURES]
     print(table(rows, ["figure (median)", f"earlier ({commit})", "this tree", "this/earlier"]))
     print("(cpu_s_per_frame in ms)")
-    result = {"earlier": commit, "seconds": args.seconds, "pairs": args.pairs, "load": [f"{n} {w}x{h}@{f}" for n, w, h, f in LIGHTER],
-              "medians": med, "runs": runs,
-              "machine": {"cpu_model": before["cpu_model"], "cores": before["cores"],
-                          "load_average_before": before["load_average"], "load_average_after": after["load_average"]},
-              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    out = RESULTS / f"against-{commit}.json"
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}", file=sys.stderr)
+    save_results(RESULTS / f"against-{commit}.json",
+                 {"earlier": commit, "seconds": args.seconds, "pairs": args.pairs,
+                  "load": [f"{n} {w}x{h}@{f}" for n, w, h, f in LIGHTER], "medians": med, "runs": runs}, before, after)
     return 0
 
 

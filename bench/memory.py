@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from proctree import machine, process_table, rollup_kb, tree_pids, uss_kb  # bench/ is the script's folder
+from proctree import machine, process_table, rollup_kb, save_results, tree_pids, uss_kb  # bench/ is the script's folder
 from throughput import (RESULTS, ROOT, STREAMS, X264, bench_profile, ffmpeg_paced_commands, make_raw_frames,
                         record_command, table)
 
@@ -329,17 +329,12 @@ def main() -> int:
           f"less the replay pictures' share ({pictures} MB of PSS: files mapped by the sources of a size, which "
           f"ffmpeg reads from a file and a camera never needs): "
           f"{(rec_t['pss_mb'] - pictures) / ff_t['pss_mb']:.2f}")
-    result = {"wait_s": args.wait, "recorder": recorder["processes"], "recorder_total": rec_t,
-              "ffmpeg_paced": ffmpeg["processes"], "ffmpeg_paced_total": ff_t, "encoder_alone": encoders,
-              "pss_ratio": round(rec_t["pss_mb"] / ff_t["pss_mb"], 3), "replay_pictures_mb": pictures,
-              "pss_ratio_less_replay_pictures": round((rec_t["pss_mb"] - pictures) / ff_t["pss_mb"], 3),
-              "machine": {"cpu_model": before["cpu_model"], "cores": before["cores"],
-                          "load_average_before": before["load_average"], "load_average_after": after["load_average"]},
-              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "memory.json").write_text(json.dumps(result, indent=2))
-    print(f"load average before {before['load_average']}, after {after['load_average']}; "
-          f"wrote {RESULTS / 'memory.json'}", file=sys.stderr)
+    save_results(RESULTS / "memory.json",
+                 {"wait_s": args.wait, "recorder": recorder["processes"], "recorder_total": rec_t,
+                  "ffmpeg_paced": ffmpeg["processes"], "ffmpeg_paced_total": ff_t, "encoder_alone": encoders,
+                  "pss_ratio": round(rec_t["pss_mb"] / ff_t["pss_mb"], 3), "replay_pictures_mb": pictures,
+                  "pss_ratio_less_replay_pictures": round((rec_t["pss_mb"] - pictures) / ff_t["pss_mb"], 3)},
+                 before, after)
     return 0
 
 

@@ -6,7 +6,9 @@ take from the machine together; RSS counts a shared library once in every proces
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -156,3 +158,16 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpu_model": model, "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def save_results(path: Path, result: dict, before: dict, after: dict) -> None:
+    """Write a bench's results with the machine they were measured on (``before`` and ``after``:
+    machine() at the run's start and end) and when, and say so on stderr."""
+    result = {**result, "machine": {"cpu_model": before["cpu_model"], "cores": before["cores"],
+                                    "load_average_before": before["load_average"],
+                                    "load_average_after": after["load_average"]},
+              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"\nload average before {before['load_average']}, after {after['load_average']} "
+          f"({before['cores']} cores, {before['cpu_model']}); wrote {path}", file=sys.stderr)

@@ -33,7 +33,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-from proctree import TreeSampler, machine, process_table, tree_pids  # bench/ is the script's folder
+from proctree import TreeSampler, machine, process_table, save_results, tree_pids  # bench/ is the script's folder
 
 from sessions.evidence.layout import EVENTS_NAME
 
@@ -370,18 +370,11 @@ def main() -> int:
     after = machine()
     text, summary = summarize(rounds, pattern_s)
     print(text)
-    result = {**summary, "machine": {"cpu_model": before["cpu_model"], "cores": before["cores"],
-                                     "load_average_before": before["load_average"],
-                                     "load_average_after": after["load_average"]},
-              "seconds": args.seconds, "repeat": args.repeat, "x264": X264, "fragment_ms": FRAGMENT_MS,
-              "streams": [f"{n} {w}x{h}@{fps}" for n, w, h, fps in STREAMS], "rounds": rounds,
-              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     name = "throughput.json" if args.load == "vehicle" else f"throughput-{args.load}.json"
-    result["load"] = args.load
-    (RESULTS / name).write_text(json.dumps(result, indent=2))
-    print(f"\nload average before {before['load_average']}, after {after['load_average']} "
-          f"({before['cores']} cores, {before['cpu_model']})", file=sys.stderr)
-    print(f"wrote {RESULTS / name}", file=sys.stderr)
+    save_results(RESULTS / name, {**summary, "load": args.load, "seconds": args.seconds, "repeat": args.repeat,
+                                  "x264": X264, "fragment_ms": FRAGMENT_MS,
+                                  "streams": [f"{n} {w}x{h}@{fps}" for n, w, h, fps in STREAMS], "rounds": rounds},
+                 before, after)
     return 0
 
 

@@ -23,10 +23,9 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from proctree import machine  # bench/ is the script's folder
+from proctree import machine, save_results  # bench/ is the script's folder
 from throughput import LIGHTER, RESULTS, ROOT, STREAMS, bench_profile, run_ours, table
 
 OVERLOAD = STREAMS + [("cam6", 1920, 1080, 25), ("cam7", 1920, 1080, 25)]
@@ -94,15 +93,8 @@ def main() -> int:
     print(f"\nvehicle load: {sum(r['dropped'] for r in vehicle['rounds'])} frames dropped in "
           f"{len(vehicle['rounds'])} rounds of {args.minutes:g} min (target 0); the check foresaw "
           f"{'every' if all(x['foreseen'] for x in loads) else 'NOT every'} load's result")
-    result = {"loads": loads, "minutes": args.minutes, "rounds": args.rounds,
-              "overload_minutes": args.overload_minutes,
-              "machine": {"cpu_model": before["cpu_model"], "cores": before["cores"],
-                          "load_average_before": before["load_average"], "load_average_after": after["load_average"]},
-              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    (RESULTS / "vehicle.json").write_text(json.dumps(result, indent=2))
-    print(f"\nload average before {before['load_average']}, after {after['load_average']} "
-          f"({before['cores']} cores, {before['cpu_model']})", file=sys.stderr)
-    print(f"wrote {RESULTS / 'vehicle.json'}", file=sys.stderr)
+    save_results(RESULTS / "vehicle.json", {"loads": loads, "minutes": args.minutes, "rounds": args.rounds,
+                                            "overload_minutes": args.overload_minutes}, before, after)
     return 0
 
 
