@@ -73,8 +73,10 @@ class ExamControl:
                     if rt.check is None and rt.process is not None and not rt.process.is_alive():
                         rt.check = CheckDone(name, seconds, error=f"its stream process ended (exit code "
                                                                   f"{rt.process.exitcode}) during the check")
-            # The recorder's own share (this process: messages, the clock) while the streams ran.
-            recorder_share = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-3) / (os.cpu_count() or 1)
+            # The recorder's own share (this process: messages, sensors, the clock) while the streams
+            # ran; nothing to measure when every stream's check was fresh and none ran now.
+            waited = time.monotonic() - wall0
+            recorder_share = (time.process_time() - cpu0) / waited / (os.cpu_count() or 1) if waited >= 0.25 else 0.0
             bytes_per_s = 0.0
             measured: list[tuple[float, CheckDone]] = []
             for spec in self.profile.streams:
