@@ -67,8 +67,10 @@ class StreamProcess:
         self.clock: SessionClock | None = None
         self.stop_line = StopLine()
         self.gate = StageGate()
-        # One background worker writes stills and hashes closed segments, in order, off the frame path.
-        self.background = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        # One background worker writes stills and hashes closed segments, in order, off the frame
+        # path, and below it in priority: hashing a closed 5-minute 1080p segment (over 100 MB) at
+        # full weight took a core from the encoders and cost a frame on a machine half loaded.
+        self.background = concurrent.futures.ThreadPoolExecutor(max_workers=1, initializer=_lower_priority)
         self.photos: PhotoSink | None = None  # made with the session's folder
         # A process replacing a dead one during a session starts with the folder and its start
         # command waiting: no preview for it, it records at once.
@@ -410,6 +412,19 @@ def _dbfs(samples) -> float:
     x = samples.astype(np.float32)
     rms = float(np.sqrt(np.mean(x * x))) if x.size else 0.0
     return round(20 * float(np.log10(rms / 32768)), 1) if rms > 0.33 else -120.0
+
+
+BACKGROUND_NICE = 10  # the background worker's niceness above the stream's: about a tenth of its weight
+
+
+def _lower_priority() -> None:
+    """Lower the calling thread's scheduling priority (Linux schedules threads one by one; raising
+    one's own niceness needs no privilege)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE)
+    except OSError as exc:
+        log.warning("background worker keeps its priority: %s", exc)
 
 
 def run_stream(job: StreamJob, out_conn, cmd_q, lifeline=None) -> None:
