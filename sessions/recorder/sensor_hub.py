@@ -44,6 +44,10 @@ class SensorHub:
         # The session's end (CLOCK_MONOTONIC) once known: nothing captured after it is kept.
         self._end_ns = end_ns
         self._late: dict[str, dict[str, int]] = {"gps": {}, "pedals": {}}  # read after the end: not counted
+        # Pedal sentences written to this session's telemetry. The reader counts a sentence before
+        # its callback can take the session lock, so its count and the baseline taken at begin()
+        # could disagree by one with the rows; the manifest counts the rows.
+        self._pedal_rows = 0
         self._time_guard = GpsTimeGuard()
         self.session_dir: Path | None = None
         self._emit = emit
@@ -99,6 +103,7 @@ class SensorHub:
         with self._session_lock:
             # What an earlier session on this hub left: its gaps, late reports and frozen counts.
             self.gaps, self._late = {}, {"gps": {}, "pedals": {}}
+            self._pedal_rows = 0
             self._final_counters, self._last_spans, self._last_state = None, None, None
             self._time_guard = GpsTimeGuard()
             self._stop = threading.Event()
@@ -204,6 +209,7 @@ class SensorHub:
             return
         if self.clock is not None and self.telemetry is not None:
             self.telemetry.write(sample.to_record(self.clock))
+            self._pedal_rows += 1
             # An edge goes to the streams at once (not at the next tick): the frames captured
             # from now on are drawn with it.
             self._push(None, pedals=True)
@@ -334,9 +340,12 @@ class SensorHub:
         if self._final_counters is not None:
             return self._final_counters
         base, late = self._baseline, self._late
-        return {dev: {k: v - base.get(dev, {}).get(k, 0) - late.get(dev, {}).get(k, 0) if isinstance(v, int) else v
-                      for k, v in counts.items()}
-                for dev, counts in self._raw_counters().items()}
+        out = {dev: {k: v - base.get(dev, {}).get(k, 0) - late.get(dev, {}).get(k, 0) if isinstance(v, int) else v
+                     for k, v in counts.items()}
+               for dev, counts in self._raw_counters().items()}
+        if "pedals" in out and self.clock is not None:
+            out["pedals"]["sentences"] = self._pedal_rows
+        return out
 
     def _raw_counters(self) -> dict[str, dict]:
         out = {}
