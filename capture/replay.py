@@ -147,6 +147,7 @@ class PatternSource(VideoSource):
 
     def open(self) -> None:
         self._canvas, self._noise = shared_pictures(self.width, self.height)
+        self._name_patch = name_patch(self.name, self.width, self.height)
 
     def start(self, clock) -> None:
         super().start(clock)
@@ -167,13 +168,11 @@ class PatternSource(VideoSource):
     def _render(self, k: int, timecode_ms: int) -> np.ndarray:
         w, h = self.width, self.height
         x = (k * SCROLL_PX_PER_FRAME) % w
-        assert self._canvas is not None and self._noise is not None
+        assert self._canvas is not None and self._noise is not None and self._name_patch is not None
         dy, dx = (k * NOISE_STEP[0]) % NOISE_MARGIN, (k * NOISE_STEP[1]) % NOISE_MARGIN
         img = cv2.add(self._canvas[:, x:x + w], self._noise[dy:dy + h, dx:dx + w])
         bx = int((w - h // 4) * (0.5 + 0.5 * np.sin(k / 20)))
         cv2.rectangle(img, (bx, h // 2), (bx + h // 4, h // 2 + h // 4), (30, 220, 250), -1)
-        if self._name_patch is None:
-            self._name_patch = name_patch(self.name, w, h)
         (x0, y0), patch = self._name_patch
         roi = img[y0:y0 + patch.shape[0], x0:x0 + patch.shape[1]]
         cv2.max(roi, patch, dst=roi)  # white letters over whatever is behind them

@@ -43,7 +43,7 @@ class SensorHub:
         self.profile = profile
         # The session's end (CLOCK_MONOTONIC) once known: nothing captured after it is kept.
         self._end_ns = end_ns
-        self._late: dict[str, dict[str, int]] = {"gps": {}, "pedals": {}}  # read after the end: not counted
+        self._late: dict[str, dict[str, int]] = {"gps": {}}  # GPS read after the end: not counted
         # Pedal sentences written to this session's telemetry. The reader counts a sentence before
         # its callback can take the session lock, so its count and the baseline taken at begin()
         # could disagree by one with the rows; the manifest counts the rows.
@@ -102,7 +102,7 @@ class SensorHub:
         self.session_dir = Path(session_dir)
         with self._session_lock:
             # What an earlier session on this hub left: its gaps, late reports and frozen counts.
-            self.gaps, self._late = {}, {"gps": {}, "pedals": {}}
+            self.gaps, self._late = {}, {"gps": {}}
             self._pedal_rows = 0
             self._final_counters, self._last_spans, self._last_state = None, None, None
             self._time_guard = GpsTimeGuard()
@@ -205,8 +205,7 @@ class SensorHub:
 
     def _write_sample(self, sample) -> None:
         if self.clock is not None and self._after_end(sample.capture_ns):
-            self._late["pedals"]["sentences"] = self._late["pedals"].get("sentences", 0) + 1
-            return
+            return  # after the session's end: not in its rows, so not in its count
         if self.clock is not None and self.telemetry is not None:
             self.telemetry.write(sample.to_record(self.clock))
             self._pedal_rows += 1
